@@ -1,0 +1,119 @@
+"""The root command group.
+
+Subcommands are imported only when they run (Click's LazyGroup pattern), so
+``vqtool --help`` and shell completion never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from vqtool import __version__
+from vqtool.errors import VQError
+
+# name -> "module:attribute"; a new subcommand is one line here and one module.
+COMMANDS = {
+    "train": "vqtool.commands.train:train",
+    "finetune": "vqtool.commands.finetune:finetune",
+    "eval": "vqtool.commands.evaluate:evaluate",
+    "confusion": "vqtool.commands.confusion:confusion",
+    "detect": "vqtool.commands.detect:detect",
+    "export": "vqtool.commands.export:export",
+    "conv": "vqtool.commands.conv:conv",
+    "models": "vqtool.commands.listing:models",
+    "datasets": "vqtool.commands.listing:datasets",
+    "plugins": "vqtool.commands.listing:plugins",
+}
+
+
+def debug_enabled(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().meta.get("vqtool.debug")) or os.environ.get("VQTOOL_DEBUG") == "1"
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module on first use and turns VQError into one line."""
+
+    def list_commands(self, ctx):
+        return sorted(name for name in COMMANDS if _module_exists(COMMANDS[name]))
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None or not _module_exists(target):
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VQError as error:
+            if debug_enabled(ctx):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            if debug_enabled(ctx):
+                raise
+            click.echo("Aborted.", err=True)
+            ctx.exit(130)
+
+
+def _module_exists(target: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(target.split(":")[0]) is not None
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        ctx.find_root().meta["vqtool.debug"] = True
+    return value
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="Show full tracebacks for errors.",
+)
+
+
+def output_options(command):
+    """``--json``, ``--quiet`` and ``--debug`` for a subcommand; passes ``out: Output``."""
+    from functools import wraps
+
+    @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr.")
+    @debug_option
+    @wraps(command)
+    def wrapper(*args, as_json, quiet, **kwargs):
+        from vqtool.output import Output
+
+        return command(*args, out=Output(json=as_json, quiet=quiet), **kwargs)
+
+    return wrapper
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vqtool")
+@debug_option
+def cli():
+    """Train, fine-tune, inspect, evaluate, detect and export vision models.
+
+    \b
+    Examples:
+      vqtool train                      # small CNN on the embedded digits set
+      vqtool train ./photos --model resnet18 --epochs 5
+      vqtool eval runs/train-20261123-101500
+    """
+
+
+def main():
+    cli(prog_name="vqtool")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

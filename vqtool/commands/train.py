@@ -1,0 +1,74 @@
+"""vqtool train: a CNN from scratch on a dataset."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.cli import output_options
+from vqtool.commands import data_options, print_summary
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
+AUGMENTS = ("none", "basic", "strong")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def training_options(command):
+    """The options `train` and `finetune` share."""
+    for decorator in reversed([
+        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+                     help="Learning rate."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
+        click.option("--scheduler", type=click.Choice(SCHEDULERS), default="cosine", show_default=True),
+        click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
+                     help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+                     show_default=True),
+        click.option("--early-stop", type=click.IntRange(0), default=0, metavar="N",
+                     help="Stop after N epochs without val improvement (0: never)."),
+        click.option("--imgsz", type=click.IntRange(1), default=None,
+                     help="Input side in pixels (default: the model's or the data's)."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                     help="Run folder (default runs/<command>-<timestamp>); must not exist."),
+        click.option("--resume", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR",
+                     help="Continue an interrupted run from its last completed epoch."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+@click.command()
+@click.argument("dataset", default="digits")
+@click.option("--model", "model_name", default="smallcnn", show_default=True, help="Architecture (see vqtool models).")
+@training_options
+@data_options
+@output_options
+def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
+          label_smoothing, early_stop, imgsz, device, out_dir, resume, data, out):
+    """Train a CNN from scratch on DATASET (default: the embedded digits).
+
+    DATASET is a registered name (vqtool datasets) or a folder of class folders.
+
+    \b
+    Examples:
+      vqtool train
+      vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
+      vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
+      vqtool train --resume runs/cifar
+    """
+    from vqtool.engine.train import TrainConfig, resume_job, train_job
+
+    if resume:
+        ctx = click.get_current_context()
+        explicit = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
+        summary = resume_job(resume, out=out, epochs=epochs if explicit else None)
+    else:
+        config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                             scheduler=scheduler, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                             augment=augment, early_stop=early_stop, seed=data.seed, device=device, imgsz=imgsz)
+        summary = train_job(dataset, data, config, out=out, out_dir=out_dir)
+    print_summary(out, summary, title="training summary")

@@ -1,0 +1,98 @@
+"""Datasets: what a source loads, and how a split becomes model input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Split:
+    """One split: labels and either in-memory pixels (uint8 N×C×H×W) or image files."""
+
+    labels: torch.Tensor
+    pixels: torch.Tensor | None = None
+    files: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(
+            labels=self.labels[index],
+            pixels=None if self.pixels is None else self.pixels[index],
+            files=None if self.files is None else [self.files[i] for i in index.tolist()],
+        )
+
+
+@dataclass
+class Dataset:
+    """What a dataset source returns.
+
+    ``spec`` is enough to load the same splits again (it is stored in
+    checkpoints so ``eval`` can find a model's own held-out data).
+    """
+
+    name: str
+    classes: list[str]
+    channels: int
+    train: Split | None = None
+    val: Split | None = None
+    test: Split | None = None
+    native_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    flips: bool = True
+    spec: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        chosen = getattr(self, name)
+        if chosen is None:
+            from vqtool.errors import VQError
+
+            raise VQError(f"dataset {self.name} has no {name} split", usage=True)
+        return chosen
+
+    @property
+    def heldout_split(self) -> str:
+        """The split evaluation uses by default: test when there is one, else val."""
+        return "test" if self.test is not None else "val"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Options every source understands."""
+
+    data_dir: str | None = None
+    val_split: float | None = None
+    seed: int = 0
+    strict: bool = False
+    workers: int | None = None  # image-decoding threads
+
+
+def load_dataset(spec: str, options: DataOptions | None = None) -> Dataset:
+    from vqtool.registry import get_dataset_source
+
+    source = get_dataset_source(spec)
+    return source.load(spec, options or DataOptions())
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded split keeping each class's share: (kept indices, held-out indices)."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for cls in torch.unique(labels).tolist():
+        index = torch.nonzero(labels == cls).flatten()
+        index = index[torch.randperm(len(index), generator=generator)]
+        n_held = int(round(len(index) * fraction))
+        if fraction > 0 and len(index) > 1:
+            n_held = min(max(n_held, 1), len(index) - 1)
+        held.append(index[:n_held])
+        kept.append(index[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    kept, held = stratified_split(split.labels, fraction, seed)
+    return split.subset(kept), split.subset(held)

@@ -1,0 +1,195 @@
+"""From a split to model input: fixed-size uint8 tensors in memory, batched augmentation on the device.
+
+Images are decoded and resized once; each batch is then converted, augmented
+and normalised as a whole on the training device, which is what makes small
+datasets train faster than a per-image transform pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vqtool.data import Split
+from vqtool.data.images import decode_files
+from vqtool.errors import VQError
+
+AUGMENT_POLICIES = ("none", "basic", "strong")
+MEMORY_BUDGET = 6 * 1024**3
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What every image goes through before the model; stored in checkpoints."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None = None  # shorter side before the centre crop; None = size
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocess":
+        return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+
+
+def prepare(split: Split, preprocess: Preprocess, *, strict: bool = False, warn=print,
+            workers: int | None = None) -> Split:
+    """The split as uint8 pixels of ``preprocess.size``; unreadable files are dropped with a warning."""
+    if split.pixels is not None:
+        return Split(labels=split.labels, pixels=_resize_pixels(split.pixels, preprocess))
+    estimate = len(split) * preprocess.channels * preprocess.size**2
+    if estimate > MEMORY_BUDGET:
+        raise VQError(f"{len(split)} images at {preprocess.size} px need {estimate / 1e9:.1f} GB in memory; "
+                      f"use a smaller --imgsz")
+    pixels, kept, bad = decode_files(split.files, preprocess.size, preprocess.channels, preprocess.resize,
+                                     preprocess.interpolation, workers)
+    if bad:
+        listed = "; ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        if strict:
+            raise VQError(f"{len(bad)} unreadable image file(s): {listed}{more}")
+        warn(f"skipped {len(bad)} unreadable image file(s): {listed}{more}")
+    if len(kept) == 0:
+        raise VQError("no readable images in this split")
+    return Split(labels=split.labels[kept], pixels=pixels, files=[split.files[i] for i in kept.tolist()])
+
+
+def _resize_pixels(pixels: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    channels = pixels.shape[1]
+    if channels != preprocess.channels:
+        if preprocess.channels == 3 and channels == 1:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        elif preprocess.channels == 1 and channels == 3:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            pixels = (pixels.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    if pixels.shape[-1] == preprocess.size and pixels.shape[-2] == preprocess.size:
+        return pixels.contiguous()
+    chunks = []
+    for chunk in pixels.split(4096):
+        resized = F.interpolate(chunk.float(), size=(preprocess.size, preprocess.size), mode="bilinear",
+                                antialias=True, align_corners=False)
+        chunks.append(resized.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(chunks)
+
+
+def pixel_stats(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 pixels in [0, 1] units (on a sample of at most 10,000)."""
+    sample = pixels[:: max(1, len(pixels) // 10000)].float().div(255)
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+
+
+def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+            drop_last: bool = False):
+    """(uint8 images, labels) batches of an in-memory split."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        index = order[start:start + batch_size]
+        yield split.pixels[index], split.labels[index]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    if drop_last and n >= batch_size:
+        return n // batch_size
+    return math.ceil(n / batch_size)
+
+
+class Normalizer:
+    """uint8 batch -> normalised float batch on the device (optionally augmented, channels_last)."""
+
+    def __init__(self, preprocess: Preprocess, device: torch.device, channels_last: bool = False):
+        self.device = device
+        self.mean = torch.tensor(preprocess.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(preprocess.std, device=device).view(1, -1, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor, augment: "Augmenter | None" = None) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        if augment is not None:
+            x = augment(x)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=self.memory_format)
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    rotate_degrees: float
+    shift: float  # fraction of the image side
+    zoom: float  # largest zoom-in factor (random crop of 1/zoom of the side)
+    jitter: float  # brightness/contrast/saturation amplitude
+    erase: float  # probability of erasing one random rectangle
+
+
+POLICIES = {
+    "basic": AugmentPolicy(rotate_degrees=10, shift=0.1, zoom=1.15, jitter=0.2, erase=0.0),
+    "strong": AugmentPolicy(rotate_degrees=20, shift=0.15, zoom=1.5, jitter=0.4, erase=0.5),
+}
+
+
+class Augmenter:
+    """Random affine (rotation, shift, zoom, optional horizontal flip), colour jitter and erasing, per sample.
+
+    All samples of a batch are transformed in one ``grid_sample`` call.
+    """
+
+    def __init__(self, policy: str, flips: bool, generator: torch.Generator):
+        if policy not in POLICIES:
+            raise VQError(f"unknown augmentation {policy!r}; choose from {', '.join(AUGMENT_POLICIES)}", usage=True)
+        self.policy = POLICIES[policy]
+        self.flips = flips
+        self.generator = generator
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) * (high - low) + low
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, p = x.shape[0], self.policy
+        angle = self._uniform(n, -p.rotate_degrees, p.rotate_degrees) * math.pi / 180
+        scale = 1 / self._uniform(n, 1.0, p.zoom)
+        flip = torch.where(torch.rand(n, generator=self.generator) < 0.5, -1.0, 1.0) if self.flips else torch.ones(n)
+        tx, ty = (self._uniform(n, -2 * p.shift, 2 * p.shift) for _ in range(2))
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if p.jitter:
+            x = self._jitter(x)
+        if p.erase:
+            x = self._erase(x)
+        return x
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        n, a = x.shape[0], self.policy.jitter
+        brightness = self._uniform(n, 1 - a, 1 + a).view(n, 1, 1, 1).to(x.device)
+        contrast = self._uniform(n, 1 - a, 1 + a).view(n, 1, 1, 1).to(x.device)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * contrast + mean) * brightness
+        if x.shape[1] == 3:
+            saturation = self._uniform(n, 1 - a, 1 + a).view(n, 1, 1, 1).to(x.device)
+            grey = x.mean(dim=1, keepdim=True)
+            x = (x - grey) * saturation + grey
+        return x.clamp_(0, 1)
+
+    def _erase(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        erase = torch.rand(n, generator=self.generator) < self.policy.erase
+        eh = (self._uniform(n, 0.1, 0.4) * h).long()
+        ew = (self._uniform(n, 0.1, 0.4) * w).long()
+        top = (torch.rand(n, generator=self.generator) * (h - eh)).long()
+        left = (torch.rand(n, generator=self.generator) * (w - ew)).long()
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        mask = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+                & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)) & erase.view(n, 1, 1))
+        return x.masked_fill(mask.unsqueeze(1).to(x.device), 0.5)

@@ -1,0 +1,101 @@
+"""The checkpoint format: safetensors weights + a JSON document describing them.
+
+Loading never unpickles anything: the JSON says which registry architecture
+to build, and safetensors holds only tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vqtool import __version__
+from vqtool.data.pipeline import Preprocess
+from vqtool.engine.rundir import atomic_save, read_json, write_json
+from vqtool.errors import VQError
+
+FORMAT = "vqtool-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass
+class Checkpoint:
+    model: torch.nn.Module
+    meta: dict
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta["classes"]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.meta["preprocess"])
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, meta: dict) -> Path:
+    """Write weights then metadata (each atomically); returns the weights path."""
+    from safetensors.torch import save_model
+
+    run_dir = Path(run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    state_model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    atomic_save(weights, lambda tmp: save_model(state_model, tmp))
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "vqtool_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+    write_json(run_dir / META_FILE, document)
+    return weights
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(weights, metadata) paths for a run folder, a .safetensors file or its .json."""
+    path = Path(path)
+    if not path.exists():
+        raise VQError(f"{path}: no such file or folder", usage=True)
+    if path.is_dir():
+        weights, meta = path / WEIGHTS_FILE, path / META_FILE
+    elif path.suffix == ".json":
+        weights, meta = path.with_suffix(".safetensors"), path
+    else:
+        weights, meta = path, path.with_suffix(".json")
+    if not weights.is_file() or not meta.is_file():
+        raise VQError(f"{path}: not a vqtool checkpoint (expected {WEIGHTS_FILE} and {META_FILE})", usage=True)
+    return weights, meta
+
+
+def read_meta(path: str | Path) -> dict:
+    _, meta_path = resolve_checkpoint(path)
+    meta = read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise VQError(f"{path}: not a vqtool checkpoint (no '{FORMAT}' marker in {meta_path.name})", usage=True)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise VQError(f"{path}: written by a newer vqtool ({meta.get('vqtool_version')}); upgrade vqtool")
+    return meta
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    """The architecture a checkpoint describes, with random weights."""
+    from vqtool.models import build_classifier
+
+    return build_classifier(meta["architecture"], meta["num_classes"], meta["in_channels"],
+                            **meta.get("model_options", {}))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    weights, _ = resolve_checkpoint(path)
+    meta = read_meta(path)
+    model = build_model(meta)
+    try:
+        load_model(model, str(weights), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as error:
+        raise VQError(f"{weights}: cannot load weights ({str(error).splitlines()[0]})") from error
+    model.eval()
+    return Checkpoint(model=model, meta=meta, path=weights.parent)

@@ -1,0 +1,26 @@
+"""Running a model over a split."""
+
+from __future__ import annotations
+
+import torch
+
+from vqtool.data import Split
+from vqtool.data.pipeline import Normalizer, Preprocess, batches, num_batches
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: Split, preprocess: Preprocess, device: torch.device,
+            batch_size: int = 256, progress=None) -> torch.Tensor:
+    """Logits (N×K, float32 on the CPU) for a prepared split, in order."""
+    model.eval()
+    normalize = Normalizer(preprocess, device, channels_last=True)
+    outputs = []
+    for images, _ in batches(split, batch_size):
+        outputs.append(model(normalize(images)).float().cpu())
+        if progress:
+            progress()
+    return torch.cat(outputs) if outputs else torch.empty(0, 0)
+
+
+def eval_batches(split: Split, batch_size: int) -> int:
+    return num_batches(len(split), batch_size)

@@ -1,0 +1,25 @@
+"""The one exception type for errors a user can cause."""
+
+
+class VQError(Exception):
+    """A problem with the user's input or environment, shown as one line.
+
+    ``usage=True`` marks bad arguments (exit code 2); everything else is a
+    runtime failure (exit code 1).
+    """
+
+    def __init__(self, message: str, *, usage: bool = False):
+        super().__init__(message)
+        self.usage = usage
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.usage else 1
+
+
+def suggest(name: str, choices) -> str:
+    """' (did you mean: a, b?)' for names close to ``name``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""

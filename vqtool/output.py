@@ -1,0 +1,103 @@
+"""Where things are printed: results on stdout, progress and logs on stderr.
+
+Rich renders tables and progress bars when the stream is a terminal; otherwise
+plain lines (or JSON with ``--json``). Rich itself honours NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 120
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+@dataclass
+class Output:
+    """Per-command output settings, made from the common ``--json/--quiet`` options."""
+
+    json: bool = False
+    quiet: bool = False
+
+    @property
+    def interactive(self) -> bool:
+        """Progress bars only for a person watching stderr."""
+        return not self.quiet and sys.stderr.isatty()
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            _console(stderr=True).print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        _console(stderr=True).print(f"Warning: {message}", markup=False, style="yellow")
+
+    def emit(self, document) -> None:
+        """One JSON document (or one JSON Lines record) on stdout."""
+        click.echo(json.dumps(document, default=_jsonable, allow_nan=False))
+
+    def text(self, message: str = "") -> None:
+        click.echo(message)
+
+    def table(self, columns: list[str], rows: list[list], title: str | None = None) -> None:
+        """A result table on stdout."""
+        table = Table(title=title, show_edge=False, header_style="bold")
+        for i, name in enumerate(columns):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*(format_cell(v) for v in row))
+        _console(stderr=False).print(table)
+
+    def progress(self, description: str, total: int | None):
+        """A context manager yielding ``advance(n=1)``; a no-op when not interactive."""
+        if not self.interactive:
+            return contextlib.nullcontext(lambda n=1: None)
+        return _rich_progress(description, total)
+
+
+@contextlib.contextmanager
+def _rich_progress(description: str, total: int | None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+def format_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

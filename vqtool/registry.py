@@ -1,0 +1,229 @@
+"""The model and dataset registries.
+
+Both are plain dictionaries filled by decorators. Built-ins register when
+their modules are imported; third-party packages register the same way from a
+module named by an entry point (groups ``vqtool.models`` and
+``vqtool.datasets``). Families (every torchvision or timm architecture) are
+resolved by name on demand rather than enumerated up front.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from vqtool.errors import VQError, suggest
+
+BUILTIN_MODULES = (
+    "vqtool.models.small",
+    "vqtool.models.torchvision_family",
+    "vqtool.models.timm_family",
+    "vqtool.data.sources",
+)
+ENTRY_POINT_GROUPS = ("vqtool.models", "vqtool.datasets")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one architecture for a task.
+
+    ``build(num_classes, in_channels)`` returns an ``nn.Module`` with random
+    weights. ``input_size`` is the default square side; ``fixed_size`` says the
+    architecture accepts no other. ``head`` is the dotted name of the
+    classifier module, or None to find it from the model itself.
+    """
+
+    name: str
+    build: Callable
+    source: str = "builtin"
+    input_size: int = 224
+    fixed_size: bool = False
+    min_size: int = 1
+    in_channels: int = 3
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    head: str | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Architectures resolved by name from a library (``timm/<name>``)."""
+
+    prefix: str
+    source: str
+    names: Callable[[], Iterable[str]]
+    resolve: Callable[[str], ModelEntry]
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A named dataset (``digits``) or a path format (``matches(path)`` is true)."""
+
+    name: str
+    load: Callable
+    source: str = "builtin"
+    matches: Callable[[str], bool] | None = None
+    task: str = "classification"
+    description: str = ""
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_FAMILIES: dict[str, ModelFamily] = {}
+_DATASETS: dict[str, DatasetSource] = {}
+_PLUGINS: dict[str, dict] = {}
+_state = {"loaded": False, "source": "builtin"}
+
+
+def register_model(name: str | None = None, **meta):
+    """Decorator for a factory ``fn(num_classes, in_channels) -> nn.Module``.
+
+    The function's name is the model's name unless ``name`` is given.
+    """
+
+    def decorate(factory):
+        model_name = name or factory.__name__
+        description = meta.pop("description", None) or (factory.__doc__ or "").strip().split("\n")[0]
+        _MODELS[model_name] = ModelEntry(
+            name=model_name, build=factory, source=_state["source"], description=description, **meta
+        )
+        _note_plugin("models", model_name)
+        return factory
+
+    return decorate
+
+
+def register_model_family(prefix: str, names: Callable, resolve: Callable) -> None:
+    _FAMILIES[prefix] = ModelFamily(prefix=prefix, source=_state["source"], names=names, resolve=resolve)
+    _note_plugin("models", f"{prefix}*" if prefix else "*")
+
+
+def register_dataset(name: str, *, matches: Callable[[str], bool] | None = None, **meta):
+    """Decorator for ``load(request) -> Dataset``; ``matches`` makes it a path format."""
+
+    def decorate(loader):
+        description = meta.pop("description", None) or (loader.__doc__ or "").strip().split("\n")[0]
+        _DATASETS[name] = DatasetSource(
+            name=name, load=loader, source=_state["source"], matches=matches, description=description, **meta
+        )
+        _note_plugin("datasets", name)
+        return loader
+
+    return decorate
+
+
+def _note_plugin(kind: str, name: str) -> None:
+    if _state["source"] != "builtin":
+        _PLUGINS[_state["source"]][kind].append(name)
+
+
+def load_all() -> None:
+    """Import the built-ins, then every allowed plugin (once per process)."""
+    if _state["loaded"]:
+        return
+    _state["loaded"] = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for dist, entry_point in _plugin_entry_points():
+        _state["source"] = dist
+        _PLUGINS.setdefault(dist, {"version": _dist_version(dist), "models": [], "datasets": [], "error": None})
+        try:
+            entry_point.load()
+        except Exception as error:  # a broken plugin must not break vqtool
+            _PLUGINS[dist]["error"] = f"{type(error).__name__}: {error}"
+            print(f"Warning: plugin {dist} failed to load: {error}", file=sys.stderr)
+        finally:
+            _state["source"] = "builtin"
+
+
+def _plugin_entry_points():
+    from importlib.metadata import entry_points
+
+    allowed = os.environ.get("VQTOOL_PLUGINS")
+    wanted = None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()} - {"none"}
+    for group in ENTRY_POINT_GROUPS:
+        for entry_point in entry_points(group=group):
+            dist = entry_point.dist.name if entry_point.dist else entry_point.name
+            if wanted is None or dist in wanted or entry_point.name in wanted:
+                yield dist, entry_point
+
+
+def _dist_version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def plugins() -> dict[str, dict]:
+    load_all()
+    return dict(_PLUGINS)
+
+
+def get_model(name: str) -> ModelEntry:
+    """The entry for ``name``; a VQError with close matches when unknown."""
+    load_all()
+    if name in _MODELS:
+        return _MODELS[name]
+    for prefix in sorted(_FAMILIES, key=len, reverse=True):
+        family = _FAMILIES[prefix]
+        if name.startswith(prefix) and name[len(prefix):] in set(family.names()):
+            return family.resolve(name[len(prefix):])
+    raise VQError(f"unknown model {name!r}{suggest(name, model_names())}; see 'vqtool models'", usage=True)
+
+
+def model_names(pattern: str | None = None) -> list[str]:
+    """Every registered model name, families included, optionally filtered by a wildcard."""
+    load_all()
+    names = list(_MODELS)
+    for prefix, family in _FAMILIES.items():
+        names.extend(prefix + n for n in family.names())
+    if pattern:
+        pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names
+
+
+def model_source(name: str) -> str:
+    if name in _MODELS:
+        return _MODELS[name].source
+    for prefix in sorted(_FAMILIES, key=len, reverse=True):
+        if name.startswith(prefix):
+            return _FAMILIES[prefix].source
+    return "unknown"
+
+
+def registered_models() -> dict[str, ModelEntry]:
+    load_all()
+    return dict(_MODELS)
+
+
+def create_model(name: str, num_classes: int, in_channels: int | None = None):
+    entry = get_model(name)
+    return entry.build(num_classes, in_channels or entry.in_channels)
+
+
+def dataset_sources() -> dict[str, DatasetSource]:
+    load_all()
+    return dict(_DATASETS)
+
+
+def get_dataset_source(spec: str) -> DatasetSource:
+    """The source for a dataset name or path."""
+    load_all()
+    if spec in _DATASETS and _DATASETS[spec].matches is None:
+        return _DATASETS[spec]
+    for source in _DATASETS.values():
+        if source.matches is not None and source.matches(spec):
+            return source
+    named = [n for n, s in _DATASETS.items() if s.matches is None]
+    if os.path.exists(spec):
+        raise VQError(f"{spec}: not a dataset vqtool can read (expected a folder of class folders)", usage=True)
+    raise VQError(f"no dataset or path named {spec!r}{suggest(spec, named)}; see 'vqtool datasets'", usage=True)
