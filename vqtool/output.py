@@ -53,7 +53,8 @@ class Output:
         """A result table on stdout."""
         table = Table(title=title, show_edge=False, header_style="bold")
         for i, name in enumerate(columns):
-            table.add_column(name, justify="left" if i == 0 else "right")
+            numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+            table.add_column(name, justify="right" if numeric and i > 0 else "left")
         for row in rows:
             table.add_row(*(format_cell(v) for v in row))
         _console(stderr=False).print(table)

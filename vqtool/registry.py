@@ -98,8 +98,9 @@ def register_model(name: str | None = None, **meta):
     return decorate
 
 
-def register_model_family(prefix: str, names: Callable, resolve: Callable) -> None:
-    _FAMILIES[prefix] = ModelFamily(prefix=prefix, source=_state["source"], names=names, resolve=resolve)
+def register_model_family(prefix: str, names: Callable, resolve: Callable, source: str | None = None) -> None:
+    """Architectures named ``prefix + name`` for every name in ``names()``, built by ``resolve(name)``."""
+    _FAMILIES[prefix] = ModelFamily(prefix=prefix, source=source or _state["source"], names=names, resolve=resolve)
     _note_plugin("models", f"{prefix}*" if prefix else "*")
 
 

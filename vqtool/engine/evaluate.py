@@ -5,14 +5,19 @@ from __future__ import annotations
 import torch
 
 from vqtool.data import Split
-from vqtool.data.pipeline import Normalizer, Preprocess, batches, num_batches
+from vqtool.data.pipeline import Normalizer, Preprocess, batches
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, split: Split, preprocess: Preprocess, device: torch.device,
+def predict(model, split: Split, preprocess: Preprocess, device: torch.device,
             batch_size: int = 256, progress=None) -> torch.Tensor:
-    """Logits (N×K, float32 on the CPU) for a prepared split, in order."""
-    model.eval()
+    """Logits (N×K, float32 on the CPU) for a prepared split, in order.
+
+    ``model`` is an ``nn.Module`` or any callable from a float batch to logits
+    (an exported model's runtime session, for example).
+    """
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     normalize = Normalizer(preprocess, device, channels_last=True)
     outputs = []
     for images, _ in batches(split, batch_size):
@@ -20,7 +25,3 @@ def predict(model: torch.nn.Module, split: Split, preprocess: Preprocess, device
         if progress:
             progress()
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
-
-
-def eval_batches(split: Split, batch_size: int) -> int:
-    return num_batches(len(split), batch_size)

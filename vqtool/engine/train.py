@@ -155,6 +155,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None and resume.get("scheduler"):
             scheduler.load_state_dict(resume["scheduler"])
+            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                scheduler.T_max = config.epochs * steps  # --epochs may have been raised on resume
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         history, best, bad_epochs = resume["history"], resume["best"], resume["bad_epochs"]

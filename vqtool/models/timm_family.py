@@ -45,4 +45,4 @@ def resolve(name: str) -> ModelEntry:
     )
 
 
-register_model_family(PREFIX, names, resolve)
+register_model_family(PREFIX, names, resolve, source="timm")

@@ -54,4 +54,4 @@ def resolve(name: str) -> ModelEntry:
     )
 
 
-register_model_family("", names, resolve)
+register_model_family("", names, resolve, source="torchvision")

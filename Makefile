@@ -1,0 +1,27 @@
+# `make demo` and `make test` work on a fresh clone: each creates .venv if missing and installs into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: demo test test-all completions clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed-dev
+	$(BIN)/vqtool train
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+# Slow integration tests too, and the real-asset tests when ../shared/assets exists.
+test-all: $(VENV)/.installed-dev
+	VQTOOL_TEST_ASSETS=$${VQTOOL_TEST_ASSETS:-$(CURDIR)/../shared/assets} $(BIN)/python -m pytest -q -m ""
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

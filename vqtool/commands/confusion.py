@@ -1,0 +1,52 @@
+"""vqtool confusion: confusion matrix, most-confused pairs and misclassified examples."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.cli import output_options
+from vqtool.commands import data_options
+from vqtool.commands.evaluate import evaluation_options
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("dataset", required=False)
+@click.option("--normalize", is_flag=True, help="Rows as fractions of each true class.")
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="How many confused pairs.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Save the matrix as a heatmap PNG.")
+@click.option("--examples", type=click.Path(dir_okay=False), help="Save a grid of misclassified images (PNG).")
+@evaluation_options
+@data_options
+@output_options
+def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_size, device, data, out):
+    """Confusion matrix of CHECKPOINT on held-out data, and the most-confused class pairs.
+
+    \b
+    Examples:
+      vqtool confusion runs/fmnist --png confusion.png --examples mistakes.png
+      vqtool confusion runs/fmnist --normalize --json
+    """
+    from pathlib import Path
+
+    from vqtool.engine.confusion import confusion_report, plot_confusion, plot_misclassified
+    from vqtool.engine.inference import evaluate
+
+    evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
+                          warn=out.warn)
+    report = confusion_report(evaluation, top=top, normalize=normalize)
+    if png:
+        plot_confusion(report, Path(png))
+        out.log(f"wrote {png}")
+    if examples:
+        shown = plot_misclassified(evaluation, Path(examples))
+        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else "no misclassified images")
+    if out.json:
+        out.emit(report)
+        return
+    classes = report["classes"]
+    out.table(["true \\ predicted", *classes], [[name, *row] for name, row in zip(classes, report["matrix"])],
+              title=f"{report['dataset']} ({report['split']}, n={report['n']})")
+    out.text("most confused (true -> predicted: count):")
+    for pair in report["pairs"]:
+        out.text(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")

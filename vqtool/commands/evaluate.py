@@ -1,0 +1,51 @@
+"""vqtool eval: accuracy, top-k and per-class precision/recall/F1 of a checkpoint."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.cli import output_options
+from vqtool.commands import data_options
+
+SPLITS = ("train", "val", "test")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def evaluation_options(command):
+    """Options `eval` and `confusion` share."""
+    command = click.option("--split", type=click.Choice(SPLITS), default=None,
+                           help="Which split (default: test, else val, else everything).")(command)
+    command = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)(command)
+    command = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)(command)
+    return command
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("dataset", required=False)
+@evaluation_options
+@data_options
+@output_options
+def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
+    """Evaluate CHECKPOINT (a run folder or model file) on held-out data.
+
+    DATASET defaults to the checkpoint's own test (or val) split.
+
+    \b
+    Examples:
+      vqtool eval runs/train-20261123-101500
+      vqtool eval runs/pets ./pets-test --json
+    """
+    from vqtool.engine.inference import evaluate as run_evaluation
+
+    report = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
+                            warn=out.warn).report
+    if out.json:
+        out.emit(report)
+        return
+    rows = [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in report["per_class"].items()]
+    rows.append(["macro avg", report["macro_precision"], report["macro_recall"], report["macro_f1"], report["n"]])
+    out.table(["class", "precision", "recall", "f1", "support"], rows,
+              title=f"{report['dataset']} ({report['split']})")
+    top5 = "" if report["top5"] is None else f"  top-5 {report['top5']:.4f}"
+    out.text(f"top-1 {report['top1']:.4f}{top5}  loss {report['loss']:.4f}  n {report['n']}")

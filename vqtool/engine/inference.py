@@ -1,0 +1,97 @@
+"""Evaluating a trained classifier on held-out data: the library side of `eval` and `confusion`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+
+from vqtool.data import DataOptions, Dataset, Split, load_dataset
+from vqtool.data.pipeline import Preprocess, prepare
+from vqtool.engine.device import resolve_device
+from vqtool.engine.evaluate import predict
+from vqtool.engine.metrics import classification_report
+from vqtool.errors import VQError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Classifier:
+    """Something that maps a normalised float batch to logits, with what it needs to know."""
+
+    model: object
+    classes: list[str]
+    preprocess: Preprocess
+    meta: dict
+
+
+def load_classifier(path: str) -> Classifier:
+    """A vqtool checkpoint (run folder, model.safetensors or model.json)."""
+    from vqtool.engine.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    return Classifier(checkpoint.model, checkpoint.classes, checkpoint.preprocess, checkpoint.meta)
+
+
+@dataclass
+class Evaluation:
+    classifier: Classifier
+    dataset: Dataset
+    split_name: str
+    split: Split
+    logits: torch.Tensor
+
+    @property
+    def report(self) -> dict:
+        return {"dataset": self.dataset.name, "split": self.split_name,
+                **classification_report(self.logits, self.split.labels, self.classifier.classes)}
+
+
+def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: str | None = None,
+             device: str = "auto", batch_size: int = 256, warn=print) -> Evaluation:
+    """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
+    classifier = load_classifier(path)
+    dataset = _dataset_for(classifier, dataset_spec, data)
+    split_name = split or _default_split(dataset)
+    raw = _aligned(dataset, dataset.split(split_name), classifier.classes)
+    prepared = prepare(raw, classifier.preprocess, strict=data.strict, warn=warn, workers=data.workers)
+    if isinstance(classifier.model, torch.nn.Module):
+        classifier.model.to(resolve_device(device))
+    logits = predict(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
+    return Evaluation(classifier, dataset, split_name, prepared, logits)
+
+
+def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:
+    if spec is not None:
+        # A dataset named on the command line is evaluated whole unless it has its own held-out split.
+        options = data if data.val_split is not None else DataOptions(**{**data.__dict__, "val_split": 0.0})
+        return load_dataset(spec, options)
+    recorded = classifier.meta.get("dataset") or {}
+    if not recorded.get("source"):
+        raise VQError("this model records no dataset; name one: vqtool eval MODEL DATASET", usage=True)
+    target = recorded.get("path") or recorded["source"]
+    options = DataOptions(data_dir=recorded.get("data_dir") or data.data_dir, val_split=recorded.get("val_split"),
+                          seed=recorded.get("seed", 0), strict=data.strict, workers=data.workers)
+    try:
+        return load_dataset(target, options)
+    except VQError as error:
+        raise VQError(f"cannot load the model's own dataset ({error}); name one: vqtool eval MODEL DATASET") from error
+
+
+def _default_split(dataset: Dataset) -> str:
+    for name in ("test", "val", "train"):
+        if getattr(dataset, name) is not None:
+            return name
+    raise VQError(f"dataset {dataset.name} has no images")
+
+
+def _aligned(dataset: Dataset, split: Split, classes: list[str]) -> Split:
+    """The split with labels renumbered to the model's class order."""
+    if dataset.classes == classes:
+        return split
+    unknown = sorted(set(dataset.classes) - set(classes))
+    if unknown:
+        raise VQError(f"dataset classes not known to the model: {', '.join(unknown)} "
+                      f"(model classes: {', '.join(classes)})", usage=True)
+    mapping = torch.tensor([classes.index(name) for name in dataset.classes])
+    return Split(labels=mapping[split.labels], pixels=split.pixels, files=split.files)
