@@ -308,6 +308,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
     run_dir = new_run_dir(command, out_dir)
     write_args(run_dir, command, {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config),
                                   **(args or {})})
+    torch.manual_seed(config.seed)  # the initial weights are part of what --seed reproduces
     model = entry.build(len(dataset.classes), preprocess.channels)
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
