@@ -18,11 +18,11 @@ def training_options(command):
     for decorator in reversed([
         click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
         click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
-        click.option("--scheduler", type=click.Choice(SCHEDULERS), default="cosine", show_default=True),
+        click.option("--scheduler", type=click.Choice(SCHEDULERS), default="onecycle", show_default=True),
         click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
                      help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels."),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,

@@ -36,9 +36,9 @@ class TrainConfig:
     model: str = "smallcnn"
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: str = "adam"
-    scheduler: str = "cosine"
+    scheduler: str = "onecycle"
     weight_decay: float = 0.0
     momentum: float = 0.9
     label_smoothing: float = 0.0
