@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Iterable
 
 from vqtool.errors import VQError, suggest
@@ -77,7 +78,7 @@ _MODELS: dict[str, ModelEntry] = {}
 _FAMILIES: dict[str, ModelFamily] = {}
 _DATASETS: dict[str, DatasetSource] = {}
 _PLUGINS: dict[str, dict] = {}
-_state = {"loaded": False, "source": "builtin"}
+_loaded = False
 
 
 def register_model(name: str | None = None, **meta):
@@ -89,10 +90,9 @@ def register_model(name: str | None = None, **meta):
     def decorate(factory):
         model_name = name or factory.__name__
         description = meta.pop("description", None) or (factory.__doc__ or "").strip().split("\n")[0]
-        _MODELS[model_name] = ModelEntry(
-            name=model_name, build=factory, source=_state["source"], description=description, **meta
-        )
-        _note_plugin("models", model_name)
+        source = _record(factory.__module__, "models", model_name)
+        _MODELS[model_name] = ModelEntry(name=model_name, build=factory, source=source, description=description,
+                                         **meta)
         return factory
 
     return decorate
@@ -100,46 +100,58 @@ def register_model(name: str | None = None, **meta):
 
 def register_model_family(prefix: str, names: Callable, resolve: Callable, source: str | None = None) -> None:
     """Architectures named ``prefix + name`` for every name in ``names()``, built by ``resolve(name)``."""
-    _FAMILIES[prefix] = ModelFamily(prefix=prefix, source=source or _state["source"], names=names, resolve=resolve)
-    _note_plugin("models", f"{prefix}*" if prefix else "*")
+    registrant = _record(resolve.__module__, "models", f"{prefix}*")
+    _FAMILIES[prefix] = ModelFamily(prefix=prefix, source=source or registrant, names=names, resolve=resolve)
 
 
 def register_dataset(name: str, *, matches: Callable[[str], bool] | None = None, **meta):
-    """Decorator for ``load(request) -> Dataset``; ``matches`` makes it a path format."""
+    """Decorator for ``load(spec, options) -> Dataset``; ``matches`` makes it a path format."""
 
     def decorate(loader):
         description = meta.pop("description", None) or (loader.__doc__ or "").strip().split("\n")[0]
-        _DATASETS[name] = DatasetSource(
-            name=name, load=loader, source=_state["source"], matches=matches, description=description, **meta
-        )
-        _note_plugin("datasets", name)
+        source = _record(loader.__module__, "datasets", name)
+        _DATASETS[name] = DatasetSource(name=name, load=loader, source=source, matches=matches,
+                                        description=description, **meta)
         return loader
 
     return decorate
 
 
-def _note_plugin(kind: str, name: str) -> None:
-    if _state["source"] != "builtin":
-        _PLUGINS[_state["source"]][kind].append(name)
+def _record(module: str, kind: str, name: str) -> str:
+    """The distribution a registration comes from ('builtin' for vqtool's own), noted for `vqtool plugins`."""
+    top = module.split(".")[0]
+    if top == "vqtool":
+        return "builtin"
+    dist = _distributions().get(top, [top])[0]
+    _plugin(dist)[kind].append(name)
+    return dist
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return packages_distributions()
+
+
+def _plugin(dist: str) -> dict:
+    return _PLUGINS.setdefault(dist, {"version": _dist_version(dist), "models": [], "datasets": [], "error": None})
 
 
 def load_all() -> None:
     """Import the built-ins, then every allowed plugin (once per process)."""
-    if _state["loaded"]:
+    global _loaded
+    if _loaded:
         return
-    _state["loaded"] = True
+    _loaded = True
     for module in BUILTIN_MODULES:
         importlib.import_module(module)
     for dist, entry_point in _plugin_entry_points():
-        _state["source"] = dist
-        _PLUGINS.setdefault(dist, {"version": _dist_version(dist), "models": [], "datasets": [], "error": None})
         try:
             entry_point.load()
         except Exception as error:  # a broken plugin must not break vqtool
-            _PLUGINS[dist]["error"] = f"{type(error).__name__}: {error}"
+            _plugin(dist)["error"] = f"{type(error).__name__}: {error}"
             print(f"Warning: plugin {dist} failed to load: {error}", file=sys.stderr)
-        finally:
-            _state["source"] = "builtin"
 
 
 def _plugin_entry_points():
