@@ -25,3 +25,8 @@ test-all: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Regenerate the shell completion scripts and the packaged model-name list they complete from.
+completions: $(VENV)/.installed-dev
+	VQTOOL_PLUGINS=none $(BIN)/python -c "from vqtool.completion import write_model_names; write_model_names('vqtool/model_names.txt')"
+	for shell in bash zsh fish; do _VQTOOL_COMPLETE=$${shell}_source $(BIN)/vqtool > completions/vqtool.$$shell; done

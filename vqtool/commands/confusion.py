@@ -6,12 +6,13 @@ import click
 
 from vqtool.cli import output_options
 from vqtool.commands import data_options
+from vqtool.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path())
-@click.argument("dataset", required=False)
+@click.argument("dataset", required=False, shell_complete=complete_dataset)
 @click.option("--normalize", is_flag=True, help="Rows as fractions of each true class.")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="How many confused pairs.")
 @click.option("--png", type=click.Path(dir_okay=False), help="Save the matrix as a heatmap PNG.")

@@ -6,6 +6,7 @@ import click
 
 from vqtool.cli import output_options
 from vqtool.commands import data_options
+from vqtool.completion import complete_dataset
 
 SPLITS = ("train", "val", "test")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -22,7 +23,7 @@ def evaluation_options(command):
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
-@click.argument("dataset", required=False)
+@click.argument("dataset", required=False, shell_complete=complete_dataset)
 @evaluation_options
 @data_options
 @output_options

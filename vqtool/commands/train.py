@@ -6,6 +6,7 @@ import click
 
 from vqtool.cli import output_options
 from vqtool.commands import data_options, print_summary
+from vqtool.completion import complete_dataset, complete_model
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
@@ -42,8 +43,9 @@ def training_options(command):
 
 
 @click.command()
-@click.argument("dataset", default="digits")
-@click.option("--model", "model_name", default="smallcnn", show_default=True, help="Architecture (see vqtool models).")
+@click.argument("dataset", default="digits", shell_complete=complete_dataset)
+@click.option("--model", "model_name", default="smallcnn", show_default=True, shell_complete=complete_model,
+              help="Architecture (see vqtool models).")
 @training_options
 @data_options
 @output_options

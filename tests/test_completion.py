@@ -1,0 +1,44 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_are_current(shell):
+    env = {**os.environ, "_VQTOOL_COMPLETE": f"{shell}_source"}
+    generated = subprocess.run([sys.executable, "-m", "vqtool"], env=env, capture_output=True, text=True).stdout
+    # `python -m vqtool` and the `vqtool` script differ only in the program name Click derives.
+    assert generated == (ROOT / "completions" / f"vqtool.{shell}").read_text(), "run `make completions`"
+
+
+def test_model_names_list_is_current():
+    from vqtool.registry import model_names, model_source
+
+    listed = set((ROOT / "vqtool" / "model_names.txt").read_text().split())
+    live = {n for n in model_names() if model_source(n) in ("builtin", "torchvision", "timm")}
+    assert listed == live, "run `make completions`"
+
+
+def test_completing_models_and_datasets_is_fast_and_never_imports_torch():
+    code = """
+import json, sys
+from click.shell_completion import BashComplete
+from vqtool.cli import cli
+complete = BashComplete(cli, {}, "vqtool", "_VQTOOL_COMPLETE")
+values = lambda args, incomplete: [i.value for i in complete.get_completions(args, incomplete)]
+print(json.dumps({"models": values(["train", "--model"], "resnet1"), "timm": values(["train", "--model"], "timm/tf_eff"),
+                  "datasets": values(["train"], "fash"), "commands": values([], "con"),
+                  "torch": "torch" in sys.modules}))
+"""
+    result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert {"resnet18", "resnet101"} <= set(result["models"])
+    assert "timm/tf_efficientnet_lite0" in result["timm"]
+    assert "fashion-mnist" in result["datasets"]
+    assert "confusion" in result["commands"]
+    assert result["torch"] is False

@@ -1,0 +1,52 @@
+"""Shell completion for model and dataset names, without importing torch.
+
+Names come from ``model_names.txt`` (written by ``make completions`` from
+the full registry) plus the entry-point names that plugins declare, which by
+convention are the names they register.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from importlib.resources import files
+
+from click.shell_completion import CompletionItem
+
+NAMES_FILE = "model_names.txt"
+BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+
+
+def _plugin_names(group: str) -> list[str]:
+    return [entry_point.name for entry_point in entry_points(group=group)]
+
+
+def known_model_names() -> list[str]:
+    packaged = files("vqtool").joinpath(NAMES_FILE)
+    names = packaged.read_text().split() if packaged.is_file() else []
+    return names + _plugin_names("vqtool.models")
+
+
+def complete_model(ctx, param, incomplete: str) -> list[CompletionItem]:
+    return [CompletionItem(name) for name in known_model_names() if name.startswith(incomplete)]
+
+
+def complete_dataset(ctx, param, incomplete: str) -> list[CompletionItem]:
+    names = [*BUILTIN_DATASETS, *_plugin_names("vqtool.datasets")]
+    matches = [CompletionItem(name) for name in names if name.startswith(incomplete)]
+    return matches + [CompletionItem(incomplete, type="file")]
+
+
+def write_model_names(path) -> int:
+    """Regenerate the packaged name list from the live registry (``make completions``)."""
+    from vqtool.registry import model_names
+
+    names = sorted(n for n in model_names() if not _from_plugin(n))
+    with open(path, "w") as f:
+        f.write("\n".join(names) + "\n")
+    return len(names)
+
+
+def _from_plugin(name: str) -> bool:
+    from vqtool.registry import model_source
+
+    return model_source(name) not in ("builtin", "torchvision", "timm")

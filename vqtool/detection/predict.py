@@ -1,0 +1,305 @@
+"""Streaming detection: sources -> decoded frames -> batches -> Ultralytics predict -> one record per image.
+
+Nothing is accumulated: each record is yielded as soon as its batch is done,
+and paths read from stdin are used as they arrive. Frames are decoded exactly
+as Ultralytics decodes them and batched as its own loader batches them, so a
+record's boxes equal what ``YOLO(weights).predict`` gives for the same file
+and settings.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from vqtool.detection.ultralytics_env import keeping_threads
+from vqtool.detection.weights import load_detector
+from vqtool.errors import VQError, suggest
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that was skipped, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file to read; ``name`` is where its outputs go under --save-dir (folders keep their layout)."""
+
+    path: str
+    name: str
+    video: bool = False
+
+
+@dataclass
+class Frame:
+    input: Input
+    image: object  # BGR uint8 array, as Ultralytics reads images
+    index: int | None = None  # the frame's position in its video, from 0
+
+
+@dataclass
+class DetectOptions:
+    conf: float = 0.25
+    iou: float = 0.7
+    imgsz: int = 640
+    classes: list[str] | None = None
+    device: str = "auto"
+    max_det: int = 300
+    batch: int = 1
+    vid_stride: int = 1
+    save_dir: Path | None = None
+    save_txt: bool = False
+
+
+def detect(sources: Iterable[str], weights: str, options: DetectOptions, verbose: bool = False):
+    """Load the model and check the options now; returns the stream of records and Failures."""
+    model = load_detector(weights, verbose)
+    names = dict(model.names)
+    args = {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "max_det": options.max_det,
+            "classes": class_ids(options.classes, names), "device": ultralytics_device(options.device),
+            "batch": options.batch, "verbose": False}
+    if options.save_dir:
+        (Path(options.save_dir) / "labels" if options.save_txt else Path(options.save_dir)).mkdir(
+            parents=True, exist_ok=True)
+    return _stream(model, names, sources, args, options)
+
+
+def _stream(model, names, sources, args, options) -> Iterator[dict | Failure]:
+    with keeping_threads():
+        frames = read_frames(expand_sources(sources), options.vid_stride)
+        for batch in batched(frames, options.batch):
+            if isinstance(batch, Failure):
+                yield batch
+                continue
+            results = model.predict([frame.image for frame in batch], **args)
+            for frame, result in zip(batch, results):
+                record = to_record(frame, result, names)
+                if options.save_dir:
+                    save_outputs(Path(options.save_dir), frame, result, record, options.save_txt)
+                yield record
+
+
+def ultralytics_device(device: str):
+    """vqtool's --device for Ultralytics: auto lets it choose; the others are checked the vqtool way."""
+    if device == "auto":
+        return None
+    from vqtool.engine.device import resolve_device
+
+    return str(resolve_device(device))
+
+
+def class_ids(wanted: list[str] | None, names: dict[int, str]) -> list[int] | None:
+    """--classes as model class ids: names, or ids where no class has that name."""
+    if not wanted:
+        return None
+    by_name = {name: index for index, name in names.items()}
+    ids = []
+    for item in wanted:
+        if item in by_name:
+            ids.append(by_name[item])
+        elif item.isdigit() and int(item) in names:
+            ids.append(int(item))
+        else:
+            raise VQError(f"--classes: the model has no class {item!r}{suggest(item, by_name)} "
+                          f"(classes: {', '.join(names.values())})", usage=True)
+    return ids
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+
+def expand_sources(sources: Iterable[str]) -> Iterator[Input | Failure]:
+    """Files, folders (recursively, image files only), globs, and ``-`` for paths read from stdin."""
+    for source in sources:
+        if source == "-":
+            for line in sys.stdin:
+                if line.strip():
+                    yield from _expand(line.strip())
+        else:
+            yield from _expand(source)
+
+
+def _expand(source: str) -> Iterator[Input | Failure]:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        yield from _folder(path, source)
+    elif path.is_file():
+        yield _file(path)
+    elif glob.has_magic(source):
+        matches = sorted(glob.glob(os.path.expanduser(source), recursive=True))
+        if not matches:
+            yield Failure(source, "no files match")
+        for match in matches:
+            if Path(match).is_dir():
+                yield from _folder(Path(match), match)
+            else:
+                yield _file(Path(match))
+    else:
+        yield Failure(source, "no such file or folder")
+
+
+def _folder(folder: Path, source: str) -> Iterator[Input | Failure]:
+    from vqtool.data.images import is_image_file
+
+    files = sorted(str(p) for p in folder.rglob("*") if is_image_file(p))
+    if not files:
+        yield Failure(source, "no image files in this folder")
+    for file in files:
+        yield Input(file, str(Path(file).relative_to(folder)))
+
+
+def _file(path: Path) -> Input | Failure:
+    from vqtool.data.images import IMAGE_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return Input(str(path), path.name)
+    if suffix in video_extensions():
+        return Input(str(path), path.name, video=True)
+    return Failure(str(path), "not an image or video file")
+
+
+def video_extensions() -> set[str]:
+    from ultralytics.data.utils import VID_FORMATS
+
+    from vqtool.data.images import IMAGE_EXTENSIONS
+
+    return {f".{suffix}" for suffix in VID_FORMATS} - IMAGE_EXTENSIONS  # a .gif is read as an image here
+
+
+# --- decoding and batching ------------------------------------------------------------------------
+
+
+def read_frames(inputs: Iterable[Input | Failure], vid_stride: int = 1) -> Iterator[Frame | Failure]:
+    for item in inputs:
+        if isinstance(item, Failure):
+            yield item
+        elif item.video:
+            yield from _video_frames(item, vid_stride)
+        else:
+            yield _image_frame(item)
+
+
+def _image_frame(item: Input) -> Frame | Failure:
+    import cv2
+    from ultralytics.utils.patches import imread
+
+    image = imread(item.path, cv2.IMREAD_COLOR)
+    if image is None:
+        return Failure(item.path, "cannot read the image (unreadable, empty or not really an image)")
+    return Frame(item, image)
+
+
+def _video_frames(item: Input, stride: int) -> Iterator[Frame | Failure]:
+    """Every ``stride``-th frame, read the way Ultralytics reads videos (grab ``stride`` frames, decode the last)."""
+    import cv2
+
+    capture = cv2.VideoCapture(item.path)
+    index, count = -1, 0
+    try:
+        while capture.isOpened():
+            grabbed = all(capture.grab() for _ in range(stride))
+            index += stride
+            ok, image = capture.retrieve() if grabbed else (False, None)
+            if not ok or image is None:
+                break
+            count += 1
+            yield Frame(item, image, index)
+    finally:
+        capture.release()
+    if count == 0:
+        yield Failure(item.path, "cannot read any frame from the video")
+
+
+def batched(frames: Iterable[Frame | Failure], size: int) -> Iterator[list[Frame] | Failure]:
+    """Batches of up to ``size`` frames, never mixing two videos or images with video frames (as Ultralytics)."""
+    batch: list[Frame] = []
+    for frame in frames:
+        if isinstance(frame, Failure):
+            yield frame
+            continue
+        if batch and (frame.input.video or batch[-1].input.video) and frame.input is not batch[-1].input:
+            yield batch
+            batch = []
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+def to_record(frame: Frame, result, names: dict[int, str]) -> dict:
+    """The JSON document for one image or video frame."""
+    height, width = result.orig_shape
+    boxes = result.boxes
+    detections = [
+        {"class_id": class_id, "class_name": names[class_id], "confidence": round(confidence, 5),
+         "xyxy": [round(v, 3) for v in xyxy], "xywhn": [round(v, 6) for v in xywhn]}
+        for class_id, confidence, xyxy, xywhn in zip(boxes.cls.int().tolist(), boxes.conf.tolist(),
+                                                     boxes.xyxy.tolist(), boxes.xywhn.tolist())
+    ]
+    record = {"path": frame.input.path}
+    if frame.index is not None:
+        record["frame"] = frame.index
+    record.update(width=width, height=height, detections=detections)
+    return record
+
+
+def output_stem(frame: Frame) -> Path:
+    """The name, without suffix, that a frame's annotated image and label file get under --save-dir."""
+    stem = Path(frame.input.name).with_suffix("")
+    return stem.with_name(f"{stem.name}_{frame.index}") if frame.index is not None else stem
+
+
+def save_outputs(save_dir: Path, frame: Frame, result, record: dict, save_txt: bool) -> None:
+    """The annotated image (boxes, labels, confidences) and, with --save-txt, a YOLO label file."""
+    from ultralytics.utils.patches import imwrite
+
+    stem = output_stem(frame)
+    suffix = ".jpg" if frame.index is not None else Path(frame.input.name).suffix
+    image_path = save_dir / stem.with_name(stem.name + suffix)
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    imwrite(str(image_path), result.plot())
+    if save_txt:
+        label_path = save_dir / "labels" / stem.with_name(stem.name + ".txt")
+        label_path.parent.mkdir(parents=True, exist_ok=True)
+        label_path.write_text("".join(yolo_label_line(d) for d in record["detections"]))
+
+
+def yolo_label_line(detection: dict) -> str:
+    """``class cx cy w h`` with normalized coordinates: the YOLO label format."""
+    return f"{detection['class_id']} " + " ".join(f"{v:.6f}" for v in detection["xywhn"]) + "\n"
+
+
+@dataclass
+class DetectSummary:
+    """What the final stderr line of ``vqtool detect`` reports."""
+
+    images: int = 0
+    failed: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+
+    def add(self, record: dict) -> None:
+        self.images += 1
+        for detection in record["detections"]:
+            name = detection["class_name"]
+            self.per_class[name] = self.per_class.get(name, 0) + 1
+
+    def line(self, seconds: float) -> str:
+        found = ", ".join(f"{name} {count}" for name, count in sorted(self.per_class.items())) or "nothing"
+        per_image = f"{1000 * seconds / self.images:.1f} ms per image" if self.images else "no images"
+        failed = f", {self.failed} skipped" if self.failed else ""
+        return (f"{self.images} image{'s' if self.images != 1 else ''}{failed}; "
+                f"{sum(self.per_class.values())} detections ({found}); {per_image}")

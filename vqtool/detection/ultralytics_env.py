@@ -1,0 +1,161 @@
+"""The one place that prepares Ultralytics for vqtool: offline, quiet, no telemetry, no installs, no stray files.
+
+Every vqtool module gets Ultralytics through :func:`load_ultralytics`, never by
+importing it directly: most of these settings are read once, when Ultralytics
+is first imported, and the rest must be in its settings file before that.
+
+What is set, and why:
+
+- ``YOLO_OFFLINE=1``: Ultralytics' online flag is false, so no DNS probe at
+  import, no telemetry events, no crash reports, no hub or version checks.
+- ``YOLO_AUTOINSTALL=0`` and ``ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS=1``: a
+  missing optional package is an error, never a ``pip install`` at run time.
+- ``YOLO_VERBOSE=0``: no progress bars or per-image lines; vqtool prints its
+  own progress. Ultralytics' remaining warnings go to stderr, never stdout.
+- ``YOLO_CONFIG_DIR`` points into vqtool's cache folder, so no
+  ``~/.config/Ultralytics/settings.json`` appears; the settings written there
+  turn off sync and every experiment-tracker integration and point the
+  weights, datasets and runs folders at vqtool's own.
+- A local copy of matplotlib's DejaVu Sans stands in for ``Arial.ttf``, which
+  Ultralytics otherwise tries to download before drawing or loading a dataset.
+- Importing Ultralytics sets ``OMP_NUM_THREADS=1``, and its CPU device
+  selection calls ``torch.set_num_threads(1)`` on small machines; both are
+  undone (:func:`keeping_threads` wraps each Ultralytics call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ENVIRONMENT = {
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "0",
+    "ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS": "1",
+    "YOLO_VERBOSE": "0",
+}
+QUIET_SETTINGS = {
+    "sync": False,
+    "clearml": False,
+    "comet": False,
+    "dvc": False,
+    "mlflow": False,
+    "raytune": False,
+    "tensorboard": False,
+    "wandb": False,
+    "vscode_msg": False,
+    "openvino_msg": False,
+}
+FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # the names Ultralytics looks for (the second for non-ASCII labels)
+
+_state: dict = {"module": None, "threads": None}
+
+
+def vqtool_home() -> Path:
+    """vqtool's cache folder: ``$VQTOOL_HOME``, else ``~/.cache/vqtool``."""
+    return Path(os.environ.get("VQTOOL_HOME") or Path.home() / ".cache" / "vqtool").expanduser()
+
+
+def weights_dir() -> Path:
+    """Where bare model names (``yolov8n.pt``) are found: ``$VQTOOL_WEIGHTS_DIR``, else ``<home>/weights``."""
+    return Path(os.environ.get("VQTOOL_WEIGHTS_DIR") or vqtool_home() / "weights").expanduser()
+
+
+def config_dir() -> Path:
+    """The folder Ultralytics treats as its user config folder (settings.json, fonts)."""
+    return vqtool_home() / "ultralytics" / "Ultralytics"
+
+
+def load_ultralytics(verbose: bool = False):
+    """The ``ultralytics`` module, prepared as described above (once per process)."""
+    if _state["module"] is None:
+        _state["module"] = _import_prepared()
+    logging.getLogger("ultralytics").setLevel(logging.INFO if verbose else logging.ERROR)
+    return _state["module"]
+
+
+def _import_prepared():
+    import torch
+
+    threads = torch.get_num_threads()
+    omp_before = os.environ.get("OMP_NUM_THREADS")
+    os.environ.update(ENVIRONMENT)
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir().parent)
+    _write_settings(config_dir())
+    _install_fonts(config_dir())
+    import ultralytics
+
+    if omp_before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    torch.set_num_threads(threads)
+    _state["threads"] = threads
+    _log_to_stderr(logging.getLogger("ultralytics"))
+    return ultralytics
+
+
+def _write_settings(folder: Path) -> None:
+    """Merge vqtool's values into Ultralytics' settings file before Ultralytics reads it."""
+    from vqtool.data.sources import default_data_dir
+    from vqtool.engine.rundir import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / "settings.json"
+    try:
+        current = json.loads(file.read_text())
+    except (OSError, ValueError):
+        current = {}
+    wanted = {**current, **QUIET_SETTINGS, "weights_dir": str(weights_dir()),
+              "datasets_dir": str(Path(default_data_dir()).expanduser()), "runs_dir": str(folder.parent / "runs")}
+    if wanted != current:
+        write_json(file, wanted)
+
+
+def _install_fonts(folder: Path) -> None:
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in FONTS:
+        if not (folder / name).is_file():
+            shutil.copyfile(source, folder / name)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is logged."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _log_to_stderr(logger: logging.Logger) -> None:
+    """Ultralytics logs to stdout, where vqtool writes results; move its handler to stderr."""
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, _CurrentStderr):
+            replacement = _CurrentStderr()
+            replacement.setFormatter(handler.formatter)
+            logger.removeHandler(handler)
+            logger.addHandler(replacement)
+
+
+@contextlib.contextmanager
+def keeping_threads():
+    """Run Ultralytics code, then give torch back the thread count it had before Ultralytics changed it."""
+    import torch
+
+    try:
+        yield
+    finally:
+        if _state["threads"]:
+            torch.set_num_threads(_state["threads"])
