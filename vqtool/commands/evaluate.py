@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
+from vqtool.choices import DEVICES, SPLITS
 from vqtool.cli import output_options
 from vqtool.commands import data_options
 from vqtool.completion import complete_dataset
 
-SPLITS = ("train", "val", "test")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def evaluation_options(command):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import click
 
+from vqtool.choices import AUGMENT_POLICIES, DEVICES, OPTIMIZERS, SCHEDULERS
 from vqtool.cli import output_options
 from vqtool.commands import data_options, print_summary
 from vqtool.completion import complete_dataset, complete_model
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
-AUGMENTS = ("none", "basic", "strong")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def training_options(command):
@@ -24,7 +21,7 @@ def training_options(command):
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
         click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
         click.option("--scheduler", type=click.Choice(SCHEDULERS), default="onecycle", show_default=True),
-        click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
+        click.option("--augment", type=click.Choice(AUGMENT_POLICIES), default="none", show_default=True,
                      help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels."),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
                      show_default=True),

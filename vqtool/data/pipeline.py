@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from vqtool.choices import AUGMENT_POLICIES
 from vqtool.data import Split
 from vqtool.data.images import decode_files
 from vqtool.errors import VQError
 
-AUGMENT_POLICIES = ("none", "basic", "strong")
 MEMORY_BUDGET = 6 * 1024**3
 
 

@@ -6,8 +6,6 @@ import torch
 
 from vqtool.errors import VQError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":

@@ -12,8 +12,6 @@ from vqtool.engine.evaluate import predict
 from vqtool.engine.metrics import classification_report
 from vqtool.errors import VQError
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Classifier:

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from vqtool import __version__
+from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.data.pipeline import (AUGMENT_POLICIES, Augmenter, Normalizer, Preprocess, batches, num_batches,
+from vqtool.data.pipeline import (Augmenter, Normalizer, Preprocess, batches, num_batches,
                                   pixel_stats, prepare)
 from vqtool.engine.checkpoint import save_checkpoint
 from vqtool.engine.device import resolve_device
@@ -24,8 +25,6 @@ from vqtool.engine.rundir import (atomic_save, new_run_dir, plot_curves, read_js
 from vqtool.errors import VQError
 from vqtool.output import Output
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
 STATE_FILE = "state.pt"
 
 
