@@ -30,12 +30,23 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     """
     from pathlib import Path
 
+    from vqtool.detection import CommandOptions, is_detection_target
     from vqtool.engine.confusion import confusion_report, plot_confusion, plot_misclassified
     from vqtool.engine.inference import evaluate
 
-    evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                          warn=out.warn)
-    report = confusion_report(evaluation, top=top, normalize=normalize)
+    if is_detection_target(checkpoint) or is_detection_target(dataset):  # YOLO weights or a data.yaml
+        from vqtool.detection.evaluate import detection_confusion
+        from vqtool.errors import VQError
+
+        if examples:
+            raise VQError("--examples is for classifiers; a detector's matrix has no single image per cell",
+                          usage=True)
+        report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
+                                     batch_size=CommandOptions.current().typed_value("batch_size"))
+    else:
+        evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
+                              warn=out.warn)
+        report = confusion_report(evaluation, top=top, normalize=normalize)
     if png:
         plot_confusion(report, Path(png))
         out.log(f"wrote {png}")

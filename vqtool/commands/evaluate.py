@@ -36,6 +36,18 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
       vqtool eval runs/train-20261123-101500
       vqtool eval runs/pets ./pets-test --json
     """
+    from vqtool.detection import CommandOptions, is_detection_target
+
+    if is_detection_target(checkpoint) or is_detection_target(dataset):  # YOLO weights or a data.yaml
+        from vqtool.detection.evaluate import evaluate_detector, show_report
+
+        report = evaluate_detector(checkpoint, dataset, split=split, device=device,
+                                   batch_size=CommandOptions.current().typed_value("batch_size"))
+        if out.json:
+            out.emit(report)
+        else:
+            show_report(out, report)
+        return
     from vqtool.engine.inference import evaluate as run_evaluation
 
     report = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,

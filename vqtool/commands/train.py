@@ -59,6 +59,13 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
       vqtool train --resume runs/cifar
     """
+    from vqtool.detection import CommandOptions, is_detection_target
+
+    if is_detection_target(dataset) or is_detection_target(resume):  # a YOLO data.yaml or detector run
+        from vqtool.detection.train import train_detector
+
+        print_summary(out, train_detector(dataset, CommandOptions.current(), out=out), title="training summary")
+        return
     from vqtool.engine.train import TrainConfig, resume_job, train_job
 
     if resume:

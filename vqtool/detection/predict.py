@@ -65,7 +65,7 @@ def detect(sources: Iterable[str], weights: str, options: DetectOptions, verbose
     names = dict(model.names)
     args = {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "max_det": options.max_det,
             "classes": class_ids(options.classes, names), "device": ultralytics_device(options.device),
-            "batch": options.batch, "verbose": False}
+            "verbose": False}
     if options.save_dir:
         (Path(options.save_dir) / "labels" if options.save_txt else Path(options.save_dir)).mkdir(
             parents=True, exist_ok=True)

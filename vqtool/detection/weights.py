@@ -18,6 +18,7 @@ from vqtool.errors import VQError
 
 WEIGHT_SUFFIXES = (".pt", ".onnx")
 RUN_CHECKPOINT = "model.pt"  # the best weights of a vqtool detector run, at the top of its run folder
+ULTRALYTICS_DIR = "ultralytics"  # Ultralytics' own artifacts inside a detector run folder
 DOWNLOAD_HOST = ("github.com", 443)  # where Ultralytics' official weights are published
 PROBE_SECONDS = 3.0
 
@@ -25,7 +26,8 @@ PROBE_SECONDS = 3.0
 def looks_like_weights(spec: str) -> bool:
     """A YOLO checkpoint, exported model or detector run folder, judged by name (nothing is loaded)."""
     path = Path(spec)
-    return path.suffix.lower() in WEIGHT_SUFFIXES or (path / RUN_CHECKPOINT).is_file()
+    is_run = (path / RUN_CHECKPOINT).is_file() or (path / ULTRALYTICS_DIR).is_dir()
+    return path.suffix.lower() in WEIGHT_SUFFIXES or is_run
 
 
 def resolve_weights(spec: str) -> Path:

@@ -1,0 +1,114 @@
+"""Evaluating YOLO detectors: Ultralytics' validation, reported the vqtool way (`eval` and `confusion`)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vqtool.detection.data import YoloDataset
+from vqtool.detection.predict import ultralytics_device
+from vqtool.detection.ultralytics_env import keeping_threads
+from vqtool.detection.weights import load_detector
+from vqtool.errors import VQError
+
+METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall",
+               "metrics/mAP50(B)": "map50", "metrics/mAP50-95(B)": "map50_95"}
+CONFUSION_CONF = 0.25  # detections below this confidence do not count in the confusion matrix
+CONFUSION_IOU = 0.45  # Ultralytics' matching threshold between a detection and a label
+BACKGROUND = "background"
+
+
+def box_metrics(values: dict) -> dict:
+    """precision, recall, map50, map50_95 from Ultralytics' metric names."""
+    return {ours: float(values[theirs]) for theirs, ours in METRIC_KEYS.items()}
+
+
+@dataclass
+class Validation:
+    weights: str
+    dataset: YoloDataset
+    split: str
+    metrics: object  # Ultralytics DetMetrics
+    images: int
+
+
+def validate(checkpoint: str, dataset_spec: str | None, *, split: str | None = None, device: str = "auto",
+             batch_size: int | None = None, conf: float | None = None, plots: bool = False) -> Validation:
+    """Ultralytics' ``model.val`` on a split (default: test, else val); None keeps Ultralytics' defaults."""
+    model = load_detector(checkpoint)
+    dataset = _dataset_for(model, dataset_spec)
+    split = dataset.check_split(split or dataset.heldout_split)
+    args = {"data": str(dataset.yaml), "split": split, "device": ultralytics_device(device), "plots": plots,
+            "verbose": False}
+    if batch_size:
+        args["batch"] = batch_size
+    if conf is not None:
+        args["conf"] = conf
+    seen = {}  # the validator, which counts the images, is not returned: a callback reads it
+    model.add_callback("on_val_end", lambda validator: seen.update(images=validator.seen))
+    # Ultralytics always creates a save folder for validation; keep it out of the user's way.
+    with tempfile.TemporaryDirectory(prefix="vqtool-val-") as scratch, keeping_threads():
+        metrics = model.val(project=scratch, name="val", exist_ok=True, **args)
+    return Validation(str(model.ckpt_path or checkpoint), dataset, split, metrics, seen["images"])
+
+
+def _dataset_for(model, spec: str | None) -> YoloDataset:
+    from vqtool.data import load_dataset
+
+    if spec is None:
+        recorded = model.overrides.get("data")
+        if not (recorded and Path(recorded).is_file()):
+            raise VQError("this detector records no dataset found here; name one: vqtool eval WEIGHTS DATA.yaml",
+                          usage=True)
+        spec = recorded
+    dataset = load_dataset(spec)
+    if not isinstance(dataset, YoloDataset):
+        raise VQError(f"{spec}: not a detection dataset (a detector is evaluated on a YOLO data.yaml)", usage=True)
+    return dataset
+
+
+def evaluate_detector(checkpoint: str, dataset_spec: str | None, **options) -> dict:
+    """The document ``vqtool eval WEIGHTS DATA.yaml --json`` prints."""
+    validation = validate(checkpoint, dataset_spec, **options)
+    metrics, names = validation.metrics, validation.dataset.classes
+    per_class = {}
+    for i, class_index in enumerate(metrics.ap_class_index):
+        precision, recall, map50, map50_95 = (float(v) for v in metrics.class_result(i))
+        per_class[names[class_index]] = {"precision": precision, "recall": recall, "map50": map50,
+                                         "map50_95": map50_95, "images": int(metrics.nt_per_image[class_index]),
+                                         "instances": int(metrics.nt_per_class[class_index])}
+    return {"dataset": validation.dataset.name, "split": validation.split, "weights": validation.weights,
+            "images": validation.images,
+            "instances": int(metrics.nt_per_class.sum()), **box_metrics(metrics.results_dict),
+            "per_class": per_class}
+
+
+def show_report(out, report: dict) -> None:
+    """``vqtool eval`` on a detector, for reading."""
+    rows = [[name, m["images"], m["instances"], m["precision"], m["recall"], m["map50"], m["map50_95"]]
+            for name, m in report["per_class"].items()]
+    rows.append(["all", report["images"], report["instances"], report["precision"], report["recall"],
+                 report["map50"], report["map50_95"]])
+    out.table(["class", "images", "instances", "precision", "recall", "mAP50", "mAP50-95"], rows,
+              title=f"{report['dataset']} ({report['split']})")
+
+
+def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int = 5, normalize: bool = False,
+                        **options) -> dict:
+    """The document ``vqtool confusion`` prints: rows are the true class, the last row and column background.
+
+    A detection counts at confidence >= 0.25 and matches a label at IoU >= 0.45;
+    the background row holds false detections, the background column missed objects.
+    """
+    import torch
+
+    from vqtool.engine.metrics import confused_pairs
+
+    validation = validate(checkpoint, dataset_spec, conf=CONFUSION_CONF, plots=True, **options)
+    counts = torch.from_numpy(validation.metrics.confusion_matrix.matrix).T.round().long()  # Ultralytics: [pred, true]
+    classes = [*validation.dataset.classes, BACKGROUND]
+    matrix = counts.double() / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
+    return {"dataset": validation.dataset.name, "split": validation.split, "n": int(counts[:-1].sum()),
+            "classes": classes, "normalized": normalize, "matrix": matrix.tolist(),
+            "pairs": confused_pairs(counts, classes, top), "conf": CONFUSION_CONF, "iou": CONFUSION_IOU}

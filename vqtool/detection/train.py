@@ -1,0 +1,253 @@
+"""Training and fine-tuning YOLO detectors through Ultralytics, in vqtool's run folder layout.
+
+A detector run folder holds::
+
+    args.json     what was asked
+    model.pt      the best weights (an Ultralytics checkpoint: detect, eval and finetune take the folder)
+    metrics.csv   one row per epoch: losses, precision, recall, map50, map50_95, lr, seconds
+    curves.png    losses and mAP per epoch
+    ultralytics/  Ultralytics' own artifacts (weights/best.pt and last.pt, results.csv, args.yaml, plots)
+
+Options the user did not type keep Ultralytics' defaults (vqtool's defaults
+are tuned for classifiers); ``--epochs``, ``--imgsz``, ``--device`` and
+``--seed`` always apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+
+from vqtool import __version__
+from vqtool.detection import CommandOptions
+from vqtool.detection.data import YoloDataset
+from vqtool.detection.evaluate import box_metrics
+from vqtool.detection.predict import ultralytics_device
+from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
+from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, load_detector
+from vqtool.engine.rundir import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
+from vqtool.errors import VQError
+from vqtool.output import Output
+
+DEFAULT_MODEL = "yolov8n.yaml"
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+SCHEDULERS = {"cosine": {"cos_lr": True}, "none": {"lrf": 1.0}}  # Ultralytics' default decays linearly
+NO_AUGMENTATION = {"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
+                   "hsv_v": 0.0, "translate": 0.0, "scale": 0.0}
+AUGMENTATION = {"none": NO_AUGMENTATION, "basic": {"mosaic": 0.0}, "strong": {}}  # strong: Ultralytics' defaults
+NOT_FOR_DETECTORS = {"label_smoothing": "--label-smoothing", "val_split": "--val-split", "strict": "--strict"}
+
+
+def train_detector(dataset_spec: str, options: CommandOptions, *, out: Output) -> dict:
+    """``vqtool train DATA.yaml [--model yolov8n.yaml]``: a detector from scratch, or ``--resume RUN``."""
+    if options.get("resume"):
+        return resume_detector(options.get("resume"), out=out)
+    model_name = options.typed_value("model_name") or DEFAULT_MODEL
+    if not model_name.lower().endswith((".yaml", ".yml")):
+        raise VQError(f"--model {model_name}: training a detector from scratch takes a model yaml such as "
+                      f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
+                      usage=True)
+    ultralytics = load_ultralytics()
+    try:
+        with keeping_threads():
+            model = ultralytics.YOLO(model_name, task="detect")
+    except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
+        raise VQError(f"--model {model_name}: not a YOLO model yaml ({error})", usage=True) from error
+    return _train(model, dataset_spec, options, out, "train", {"model": model_name})
+
+
+def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, options: CommandOptions, *,
+                      out: Output) -> dict:
+    """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``."""
+    if str(weights).lower().endswith(".onnx"):
+        raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
+    model = load_detector(weights)
+    frozen = frozen_layers(model, freeze)
+    return _train(model, dataset_spec, options, out, "finetune",
+                  {"weights": str(model.ckpt_path), "freeze": frozen}, {"freeze": frozen})
+
+
+def frozen_layers(model, freeze) -> int:
+    """--freeze as a layer count: ``backbone`` is every layer of the model yaml's backbone section."""
+    if freeze in (None, "", "none"):
+        return 0
+    if str(freeze) == "backbone":
+        return len(model.model.yaml["backbone"])
+    if str(freeze).isdigit():
+        return int(freeze)
+    raise VQError(f"--freeze {freeze}: for a detector use backbone, none or a number of layers", usage=True)
+
+
+TYPED_ARGS = {"batch_size": "batch", "lr": "lr0", "weight_decay": "weight_decay", "early_stop": "patience",
+              "workers": "workers"}  # vqtool option -> Ultralytics argument, passed only when typed
+
+
+def ultralytics_train_args(options: CommandOptions) -> dict:
+    """vqtool's training options as Ultralytics train arguments."""
+    unsupported = [flag for name, flag in NOT_FOR_DETECTORS.items() if options.typed_value(name) is not None]
+    if unsupported:
+        raise VQError(f"{', '.join(unsupported)} do not apply to YOLO detectors", usage=True)
+    device = options.get("device", "auto")
+    args = {"epochs": options.get("epochs"), "seed": options.get("seed", 0), "device": ultralytics_device(device),
+            "amp": safe_amp(device)}
+    if options.get("imgsz"):
+        args["imgsz"] = options.get("imgsz")
+    args.update({theirs: options.get(ours) for ours, theirs in TYPED_ARGS.items() if ours in options.typed})
+    if options.typed_value("optimizer"):
+        args["optimizer"] = OPTIMIZERS[options.get("optimizer")]
+    if options.typed_value("scheduler"):
+        if options.get("scheduler") not in SCHEDULERS:
+            raise VQError(f"--scheduler {options.get('scheduler')}: YOLO detectors take "
+                          f"{' or '.join(SCHEDULERS)}", usage=True)
+        args.update(SCHEDULERS[options.get("scheduler")])
+    if options.typed_value("augment"):
+        args.update(AUGMENTATION[options.get("augment")])
+    return args
+
+
+def safe_amp(device: str):
+    """Mixed precision without Ultralytics' AMP check, which downloads a model: bf16 on GPUs that have it."""
+    import torch
+
+    from vqtool.engine.device import resolve_device
+
+    if resolve_device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return False
+
+
+def _train(model, dataset_spec: str, options: CommandOptions, out: Output, command: str, record: dict,
+           extra_args: dict | None = None) -> dict:
+    from vqtool.data import load_dataset
+
+    started = time.perf_counter()
+    dataset = load_dataset(dataset_spec)
+    if not isinstance(dataset, YoloDataset):
+        raise VQError(f"{dataset_spec}: not a detection dataset", usage=True)
+    args = {**ultralytics_train_args(options), **(extra_args or {})}
+    run_dir = new_run_dir(command, options.get("out_dir"))
+    write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
+    out.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
+            f"({', '.join(dataset.classes)}); run folder {run_dir}")
+    recorder = EpochRecorder(run_dir, out)
+    recorder.attach(model)
+    with keeping_threads():
+        metrics = model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
+                              exist_ok=True, **args)
+    return _finish(run_dir, recorder, metrics, started, {"dataset": dataset.name, **record})
+
+
+def resume_detector(run_dir: str, *, out: Output) -> dict:
+    """Continue an interrupted detector run from its last completed epoch (Ultralytics' own resume)."""
+    started = time.perf_counter()
+    run = Path(run_dir)
+    last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
+    if not last.is_file():
+        raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
+    recorded = read_json(run / "args.json")["args"]
+    model = load_detector(str(last))
+    recorder = EpochRecorder(run, out, history=_read_history(run / "metrics.csv"))
+    recorder.attach(model)
+    out.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
+    with keeping_threads():
+        metrics = model.train(resume=True)
+    record = {k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}
+    return _finish(run, recorder, metrics, started, {"dataset": Path(recorded["dataset"]).stem, **record})
+
+
+def _finish(run_dir: Path, recorder: "EpochRecorder", metrics, started: float, record: dict) -> dict:
+    weights = run_dir / ULTRALYTICS_DIR / "weights"
+    best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    atomic_save(run_dir / RUN_CHECKPOINT, lambda tmp: shutil.copyfile(best, tmp))
+    return {"run_dir": str(run_dir), "checkpoint": str(run_dir / RUN_CHECKPOINT), **record,
+            "epochs": len(recorder.history), "best_epoch": recorder.best_epoch,
+            **box_metrics(metrics.results_dict), "seconds": round(time.perf_counter() - started, 2),
+            "vqtool_version": __version__}
+
+
+def _read_history(path: Path) -> list[dict]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class EpochRecorder:
+    """Ultralytics callbacks that keep vqtool's conventions: a line per epoch, metrics.csv and curves.png.
+
+    On a terminal each epoch also shows a progress bar over its batches.
+    """
+
+    def __init__(self, run_dir: Path, out: Output, history: list[dict] | None = None):
+        self.run_dir = Path(run_dir)
+        self.out = out
+        self.history = history or []
+        self.best_epoch = None
+        self._bar = contextlib.ExitStack()
+        self._advance = None
+        self._trained = False
+
+    def attach(self, model) -> None:
+        model.add_callback("on_train_epoch_start", self.epoch_started)
+        model.add_callback("on_train_batch_end", lambda trainer: self._advance and self._advance())
+        model.add_callback("on_train_epoch_end", self.training_done)
+        model.add_callback("on_fit_epoch_end", self.epoch_done)
+
+    def epoch_started(self, trainer) -> None:
+        self._advance = self._bar.enter_context(
+            self.out.progress(f"epoch {trainer.epoch + 1}/{trainer.epochs}", len(trainer.train_loader)))
+
+    def training_done(self, trainer) -> None:
+        self._bar.close()
+        self._trained = True
+
+    def epoch_done(self, trainer) -> None:
+        if not self._trained:  # Ultralytics' final validation of best.pt, not an epoch
+            return
+        self._trained = False
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        row = {"epoch": trainer.epoch + 1, "lr": float(trainer.lr["lr/pg0"]),
+               **{key.replace("/", "_"): float(value) for key, value in losses.items()},
+               **{key.replace("/", "_"): float(value) for key, value in trainer.metrics.items()
+                  if key.startswith("val/")},
+               **box_metrics(trainer.metrics), "seconds": round(float(trainer.epoch_time or 0), 3)}
+        self.history.append(row)
+        if trainer.fitness is not None and trainer.fitness == trainer.best_fitness:
+            self.best_epoch = row["epoch"]
+        write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+        plot_detection_curves(self.run_dir / "curves.png", self.history)
+        self.out.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
+                     f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
+                     f"P {row['precision']:.3f} R {row['recall']:.3f} mAP50 {row['map50']:.3f} "
+                     f"mAP50-95 {row['map50_95']:.3f}  {row['seconds']:.1f}s")
+
+
+def _total(row: dict, prefix: str) -> float:
+    return sum(v for k, v in row.items() if k.startswith(prefix) and k.endswith("_loss") and v is not None)
+
+
+def plot_detection_curves(path: Path, history: list[dict]) -> None:
+    """Total train and val loss, and mAP50 / mAP50-95, per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for prefix in ("train_", "val_"):
+        loss_axis.plot(epochs, [_total(row, prefix) for row in history], marker="o", label=prefix.rstrip("_"))
+    for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95")):
+        map_axis.plot(epochs, [row[key] for row in history], marker="o", label=label)
+    for axis, label in ((loss_axis, "loss"), (map_axis, "mAP")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
