@@ -45,6 +45,21 @@ def scan_class_tree(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, files, labels
 
 
+def common_square_size(files: list[str], samples: int = 32) -> int | None:
+    """The side shared by a sample of square images (a CIFAR-style tree), else None; reads headers only."""
+    sizes = set()
+    for path in files[:: max(1, len(files) // samples)][:samples]:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except (OSError, ValueError):
+            continue
+    if len(sizes) == 1:
+        width, height = sizes.pop()
+        return width if width == height else None
+    return None
+
+
 def open_image(path: str, channels: int, draft_size: int | None = None) -> Image.Image:
     """Open and fully decode an image as RGB or L; raises OSError/ValueError when unreadable."""
     with Image.open(path) as image:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vqtool.data import DataOptions, Dataset, Split, split_off
-from vqtool.data.images import class_folders, scan_class_tree
+from vqtool.data.images import class_folders, common_square_size, scan_class_tree
 from vqtool.errors import VQError
 from vqtool.registry import register_dataset
 
@@ -64,7 +64,8 @@ def load_folder(spec: str, options: DataOptions) -> Dataset:
         if val is None:
             train, val = _carve_val(train, options)
     spec_record = {"source": "folder", "path": str(root.resolve()), "val_split": options.val_split, "seed": options.seed}
-    return Dataset(name=root.name, classes=classes, channels=3, train=train, val=val, test=test, spec=spec_record)
+    return Dataset(name=root.name, classes=classes, channels=3, train=train, val=val, test=test,
+                   native_size=common_square_size(files), spec=spec_record)
 
 
 def _file_split(files, labels) -> Split:

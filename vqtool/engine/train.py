@@ -270,8 +270,8 @@ def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
         size = imgsz
     elif entry.fixed_size or dataset.native_size is None:
         size = entry.input_size
-    else:
-        size = max(dataset.native_size, entry.min_size)
+    else:  # small uniform images (CIFAR-style) train at their own size, large ones at the model's
+        size = max(min(dataset.native_size, entry.input_size), entry.min_size)
     if entry.fixed_size and size != entry.input_size:
         raise VQError(f"{entry.name} takes {entry.input_size}px input only (got --imgsz {size})", usage=True)
     if size < entry.min_size:
