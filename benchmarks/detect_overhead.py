@@ -78,8 +78,9 @@ def main():
     assets = Path(os.environ.get("VQTOOL_TEST_ASSETS", Path(__file__).parents[2] / "shared" / "assets"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=str(assets / "weights" / "yolov8-fall.pt"))
+    data = assets / "data"
     parser.add_argument("--images", type=Path, nargs="+",
-                        default=[assets / "data" / "coco8" / "images", assets / "data" / "cats_vs_dogs" / "val" / "cats"])
+                        default=[data / "coco8" / "images", data / "cats_vs_dogs" / "val" / "cats"])
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--repeat", type=int, default=3, help="Runs of each tool (medians are reported).")

@@ -27,6 +27,7 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     Examples:
       vqtool confusion runs/fmnist --png confusion.png --examples mistakes.png
       vqtool confusion runs/fmnist --normalize --json
+      vqtool confusion best.pt data.yaml --png confusion.png   # a detector: with a background class
     """
     from pathlib import Path
 

@@ -39,8 +39,9 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
 
     SOURCES are image files, folders (searched recursively for images), globs,
     videos, or - to read paths from stdin, one per line. Unreadable inputs are
-    reported on stderr and skipped; the exit code is 1 if any were. Labels
-    written with --save-txt go beside an images/ folder to form a YOLO dataset.
+    reported on stderr and skipped; the exit code is 1 if any were. --save-txt
+    writes a YOLO label file per image: a labels/ folder beside an images/
+    folder is a dataset vqtool and Ultralytics read.
 
     \b
     Examples:
@@ -52,8 +53,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     import sys
     import time
 
-    from vqtool.cli import debug_enabled
-    from vqtool.detection.predict import DetectOptions, DetectSummary, Failure, detect as run_detection
+    from vqtool.detection.predict import DetectOptions, DetectSummary, Failure, detect as run_detection, plural
     from vqtool.errors import VQError
 
     if out.json and fmt not in (None, "jsonl"):
@@ -64,7 +64,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
                             vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
-    stream = run_detection(sources, weights, options, verbose=debug_enabled())
+    stream = run_detection(sources, weights, options)
     write = WRITERS[fmt](out)
     summary = DetectSummary()
     started = time.perf_counter()
@@ -77,7 +77,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
         write(item)
     out.log(summary.line(time.perf_counter() - started))
     if summary.failed:
-        raise VQError(f"{summary.failed} input{'s' if summary.failed != 1 else ''} could not be read")
+        raise VQError(f"{plural(summary.failed, 'input')} could not be read")
 
 
 def jsonl_writer(out):

@@ -29,12 +29,15 @@ def evaluation_options(command):
 def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
     """Evaluate CHECKPOINT (a run folder or model file) on held-out data.
 
-    DATASET defaults to the checkpoint's own test (or val) split.
+    DATASET defaults to the checkpoint's own test (or val) split. YOLO weights
+    (.pt, .onnx or a detector run folder) are evaluated on a data.yaml: precision,
+    recall, mAP50 and mAP50-95, overall and per class.
 
     \b
     Examples:
       vqtool eval runs/train-20261123-101500
       vqtool eval runs/pets ./pets-test --json
+      vqtool eval best.pt data.yaml --json
     """
     from vqtool.detection import CommandOptions, is_detection_target
 

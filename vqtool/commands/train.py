@@ -50,7 +50,8 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
           label_smoothing, early_stop, imgsz, device, out_dir, resume, data, out):
     """Train a CNN from scratch on DATASET (default: the embedded digits).
 
-    DATASET is a registered name (vqtool datasets) or a folder of class folders.
+    DATASET is a registered name (vqtool datasets) or a folder of class folders;
+    a YOLO data.yaml trains a detector (--model yolov8n.yaml by default).
 
     \b
     Examples:
@@ -58,6 +59,7 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
       vqtool train --resume runs/cifar
+      vqtool train data.yaml --model yolov8n.yaml --epochs 50 --imgsz 640
     """
     from vqtool.detection import CommandOptions, is_detection_target
 

@@ -15,9 +15,12 @@ def is_detection_target(target) -> bool:
     if not target:
         return False
     from vqtool.detection.weights import looks_like_weights
+    from vqtool.export.metadata import is_exported_classifier
     from vqtool.registry import dataset_sources
 
     spec = str(target)
+    if is_exported_classifier(spec):  # a .onnx or .pt from vqtool export: a classifier despite the suffix
+        return False
     return looks_like_weights(spec) or any(
         source.task == "detection" and source.matches is not None and source.matches(spec)
         for source in dataset_sources().values())

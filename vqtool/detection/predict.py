@@ -4,7 +4,8 @@ Nothing is accumulated: each record is yielded as soon as its batch is done,
 and paths read from stdin are used as they arrive. Frames are decoded exactly
 as Ultralytics decodes them and batched as its own loader batches them, so a
 record's boxes equal what ``YOLO(weights).predict`` gives for the same file
-and settings.
+and settings. A video frame's record also carries ``frame``, the frame's
+index in the video (from 0).
 """
 
 from __future__ import annotations
@@ -59,16 +60,15 @@ class DetectOptions:
     save_txt: bool = False
 
 
-def detect(sources: Iterable[str], weights: str, options: DetectOptions, verbose: bool = False):
+def detect(sources: Iterable[str], weights: str, options: DetectOptions):
     """Load the model and check the options now; returns the stream of records and Failures."""
-    model = load_detector(weights, verbose)
+    model = load_detector(weights)
     names = dict(model.names)
     args = {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "max_det": options.max_det,
             "classes": class_ids(options.classes, names), "device": ultralytics_device(options.device),
             "verbose": False}
-    if options.save_dir:
-        (Path(options.save_dir) / "labels" if options.save_txt else Path(options.save_dir)).mkdir(
-            parents=True, exist_ok=True)
+    if options.save_dir:  # fail now, not after the first batch, when it cannot be made
+        Path(options.save_dir).mkdir(parents=True, exist_ok=True)
     return _stream(model, names, sources, args, options)
 
 
@@ -301,5 +301,9 @@ class DetectSummary:
         found = ", ".join(f"{name} {count}" for name, count in sorted(self.per_class.items())) or "nothing"
         per_image = f"{1000 * seconds / self.images:.1f} ms per image" if self.images else "no images"
         failed = f", {self.failed} skipped" if self.failed else ""
-        return (f"{self.images} image{'s' if self.images != 1 else ''}{failed}; "
-                f"{sum(self.per_class.values())} detections ({found}); {per_image}")
+        return (f"{plural(self.images, 'image')}{failed}; {plural(sum(self.per_class.values()), 'detection')} "
+                f"({found}); {per_image}")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -37,6 +37,7 @@ SCHEDULERS = {"cosine": {"cos_lr": True}, "none": {"lrf": 1.0}}  # Ultralytics' 
 NO_AUGMENTATION = {"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
                    "hsv_v": 0.0, "translate": 0.0, "scale": 0.0}
 AUGMENTATION = {"none": NO_AUGMENTATION, "basic": {"mosaic": 0.0}, "strong": {}}  # strong: Ultralytics' defaults
+PLOTS = True  # Ultralytics' own plots (labels, batches, PR curves, confusion): about 6 s a run on a small CPU
 NOT_FOR_DETECTORS = {"label_smoothing": "--label-smoothing", "val_split": "--val-split", "strict": "--strict"}
 
 
@@ -49,24 +50,28 @@ def train_detector(dataset_spec: str, options: CommandOptions, *, out: Output) -
         raise VQError(f"--model {model_name}: training a detector from scratch takes a model yaml such as "
                       f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
                       usage=True)
+    args = ultralytics_train_args(options)
     ultralytics = load_ultralytics()
     try:
         with keeping_threads():
             model = ultralytics.YOLO(model_name, task="detect")
     except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
         raise VQError(f"--model {model_name}: not a YOLO model yaml ({error})", usage=True) from error
-    return _train(model, dataset_spec, options, out, "train", {"model": model_name})
+    return _train(model, dataset_spec, args, options.get("out_dir"), out, "train", {"model": model_name})
 
 
 def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, options: CommandOptions, *,
                       out: Output) -> dict:
-    """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``."""
+    """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``, or ``--resume RUN``."""
+    if options.get("resume"):
+        return resume_detector(options.get("resume"), out=out)
     if str(weights).lower().endswith(".onnx"):
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
+    args = ultralytics_train_args(options)
     model = load_detector(weights)
-    frozen = frozen_layers(model, freeze)
-    return _train(model, dataset_spec, options, out, "finetune",
-                  {"weights": str(model.ckpt_path), "freeze": frozen}, {"freeze": frozen})
+    args["freeze"] = frozen_layers(model, freeze)
+    return _train(model, dataset_spec, args, options.get("out_dir"), out, "finetune",
+                  {"weights": str(model.ckpt_path), "freeze": args["freeze"]})
 
 
 def frozen_layers(model, freeze) -> int:
@@ -91,7 +96,7 @@ def ultralytics_train_args(options: CommandOptions) -> dict:
         raise VQError(f"{', '.join(unsupported)} do not apply to YOLO detectors", usage=True)
     device = options.get("device", "auto")
     args = {"epochs": options.get("epochs"), "seed": options.get("seed", 0), "device": ultralytics_device(device),
-            "amp": safe_amp(device)}
+            "amp": safe_amp(device), "plots": PLOTS}
     if options.get("imgsz"):
         args["imgsz"] = options.get("imgsz")
     args.update({theirs: options.get(ours) for ours, theirs in TYPED_ARGS.items() if ours in options.typed})
@@ -118,25 +123,24 @@ def safe_amp(device: str):
     return False
 
 
-def _train(model, dataset_spec: str, options: CommandOptions, out: Output, command: str, record: dict,
-           extra_args: dict | None = None) -> dict:
+def _train(model, dataset_spec: str, args: dict, out_dir: str | None, out: Output, command: str,
+           record: dict) -> dict:
     from vqtool.data import load_dataset
 
     started = time.perf_counter()
     dataset = load_dataset(dataset_spec)
     if not isinstance(dataset, YoloDataset):
         raise VQError(f"{dataset_spec}: not a detection dataset", usage=True)
-    args = {**ultralytics_train_args(options), **(extra_args or {})}
-    run_dir = new_run_dir(command, options.get("out_dir"))
+    run_dir = new_run_dir(command, out_dir)
     write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
     out.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
     recorder = EpochRecorder(run_dir, out)
     recorder.attach(model)
     with keeping_threads():
-        metrics = model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
-                              exist_ok=True, **args)
-    return _finish(run_dir, recorder, metrics, started, {"dataset": dataset.name, **record})
+        model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
+                    **args)
+    return _finish(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
 def resume_detector(run_dir: str, *, out: Output) -> dict:
@@ -152,18 +156,21 @@ def resume_detector(run_dir: str, *, out: Output) -> dict:
     recorder.attach(model)
     out.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
     with keeping_threads():
-        metrics = model.train(resume=True)
+        model.train(resume=True)
     record = {k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}
-    return _finish(run, recorder, metrics, started, {"dataset": Path(recorded["dataset"]).stem, **record})
+    return _finish(run, recorder, model, started, {"dataset": Path(recorded["dataset"]).stem, **record})
 
 
-def _finish(run_dir: Path, recorder: "EpochRecorder", metrics, started: float, record: dict) -> dict:
+def _finish(run_dir: Path, recorder: "EpochRecorder", model, started: float, record: dict) -> dict:
+    """Copy the best weights to the top of the run folder; the summary document (metrics of those weights)."""
     weights = run_dir / ULTRALYTICS_DIR / "weights"
     best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
     atomic_save(run_dir / RUN_CHECKPOINT, lambda tmp: shutil.copyfile(best, tmp))
     return {"run_dir": str(run_dir), "checkpoint": str(run_dir / RUN_CHECKPOINT), **record,
-            "epochs": len(recorder.history), "best_epoch": recorder.best_epoch,
-            **box_metrics(metrics.results_dict), "seconds": round(time.perf_counter() - started, 2),
+            "epochs": len(recorder.history),
+            # epochs before a resume are the early stopper's to remember (it is saved in the checkpoint)
+            "best_epoch": recorder.best_epoch or model.trainer.stopper.best_epoch,
+            **box_metrics(model.metrics.results_dict), "seconds": round(time.perf_counter() - started, 2),
             "vqtool_version": __version__}
 
 

@@ -11,7 +11,8 @@ What is set, and why:
 - ``YOLO_AUTOINSTALL=0`` and ``ULTRALYTICS_SKIP_REQUIREMENTS_CHECKS=1``: a
   missing optional package is an error, never a ``pip install`` at run time.
 - ``YOLO_VERBOSE=0``: no progress bars or per-image lines; vqtool prints its
-  own progress. Ultralytics' remaining warnings go to stderr, never stdout.
+  own progress. Ultralytics' log (errors, or everything with ``--debug``)
+  goes to stderr, never stdout.
 - ``YOLO_CONFIG_DIR`` points into vqtool's cache folder, so no
   ``~/.config/Ultralytics/settings.json`` appears; the settings written there
   turn off sync and every experiment-tracker integration and point the
@@ -71,11 +72,16 @@ def config_dir() -> Path:
     return vqtool_home() / "ultralytics" / "Ultralytics"
 
 
-def load_ultralytics(verbose: bool = False):
-    """The ``ultralytics`` module, prepared as described above (once per process)."""
+def load_ultralytics():
+    """The ``ultralytics`` module, prepared as described above (once per process).
+
+    Its log shows warnings and progress only with vqtool's ``--debug``.
+    """
+    from vqtool.cli import debug_enabled
+
     if _state["module"] is None:
         _state["module"] = _import_prepared()
-    logging.getLogger("ultralytics").setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("ultralytics").setLevel(logging.INFO if debug_enabled() else logging.ERROR)
     return _state["module"]
 
 

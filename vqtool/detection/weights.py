@@ -75,9 +75,9 @@ def network_allows() -> bool:
         return False
 
 
-def load_detector(spec: str, verbose: bool = False):
+def load_detector(spec: str):
     """An Ultralytics YOLO detection model from ``--weights``; VQError when it is not one."""
-    ultralytics = load_ultralytics(verbose)
+    ultralytics = load_ultralytics()
     path = resolve_weights(spec)
     try:
         with keeping_threads():

@@ -24,9 +24,15 @@ class Classifier:
 
 
 def load_classifier(path: str) -> Classifier:
-    """A vqtool checkpoint (run folder, model.safetensors or model.json)."""
-    from vqtool.engine.checkpoint import load_checkpoint
+    """A vqtool checkpoint (run folder, model.safetensors or model.json), or a model exported by vqtool export."""
+    from pathlib import Path
 
+    from vqtool.engine.checkpoint import load_checkpoint
+    from vqtool.export.runtime import LOADERS
+
+    exported_loader = LOADERS.get(Path(path).suffix.lower())
+    if exported_loader is not None:
+        return exported_loader(path)
     checkpoint = load_checkpoint(path)
     return Classifier(checkpoint.model, checkpoint.classes, checkpoint.preprocess, checkpoint.meta)
 
@@ -49,14 +55,20 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
              device: str = "auto", batch_size: int = 256, warn=print) -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
-    dataset = _dataset_for(classifier, dataset_spec, data)
-    split_name = split or _default_split(dataset)
-    raw = _aligned(dataset, dataset.split(split_name), classifier.classes)
+    dataset, split_name, raw = heldout_split(classifier, dataset_spec, data, split)
     prepared = prepare(raw, classifier.preprocess, strict=data.strict, warn=warn, workers=data.workers)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
     logits = predict(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
     return Evaluation(classifier, dataset, split_name, prepared, logits)
+
+
+def heldout_split(classifier: Classifier, dataset_spec: str | None, data: DataOptions,
+                  split: str | None = None) -> tuple[Dataset, str, Split]:
+    """The dataset `eval` uses for a classifier, the split's name, and the split (labels in the model's order)."""
+    dataset = _dataset_for(classifier, dataset_spec, data)
+    split_name = split or _default_split(dataset)
+    return dataset, split_name, _aligned(dataset, dataset.split(split_name), classifier.classes)
 
 
 def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:

@@ -1,0 +1,145 @@
+"""Classification checkpoints to ONNX and TorchScript, with vqtool's metadata embedded, then verified.
+
+ONNX goes through torch's TorchScript-based exporter (``dynamo=False``): it
+needs only the ``onnx`` package and gives correct models with a dynamic batch
+axis for the registry's small CNNs, torchvision and timm architectures (the
+dynamo exporter needs ``onnxscript`` besides). TorchScript is made with
+``torch.jit.trace``, since ``torch.jit.script`` rejects most timm and
+torchvision models.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from vqtool.data.pipeline import Preprocess
+from vqtool.engine.checkpoint import load_checkpoint
+from vqtool.engine.rundir import atomic_save
+from vqtool.errors import VQError
+from vqtool.export import ExportOptions, require
+from vqtool.export.metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
+from vqtool.export.verify import verify_classifier
+
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".ts", ".pt")}  # eval and confusion pick the runtime by suffix
+DEFAULT_OPSET = 17
+TRACE_BATCH = 2  # not 1, so that no size-1 batch is specialised into the graph
+# Warnings every export prints and the user can do nothing about: the TorchScript-based ONNX exporter and
+# torch.jit.trace announce their deprecation, and the tracer flags Python ints it records (timm's "same"
+# padding); verification afterwards checks the traced graph on other batch sizes and real images.
+QUIET_WARNINGS = (DeprecationWarning, FutureWarning, torch.jit.TracerWarning)
+
+
+class Float32Interface(torch.nn.Module):
+    """Computes in fp16 but takes and returns float32, so a --half export is fed like any other."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def export_classifier(spec: str, options: ExportOptions, log=print) -> dict:
+    """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints."""
+    check_options(options)
+    checkpoint = load_checkpoint(spec)
+    preprocess = export_preprocess(checkpoint.preprocess, options.imgsz)
+    output = output_path(checkpoint.path, options)
+    started = time.perf_counter()
+    batch = None if options.dynamic_batch or options.format == "torchscript" else 1
+    document = describe(checkpoint.meta, preprocess.to_dict(), batch=batch,
+                        precision="float16" if options.half else "float32", exported_as=options.format)
+    model = Float32Interface(copy.deepcopy(checkpoint.model)) if options.half else checkpoint.model
+    example = torch.randn(batch or TRACE_BATCH, preprocess.channels, preprocess.size, preprocess.size)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    WRITERS[options.format](model, example, output, document, options)
+    summary = {"file": str(output), "format": options.format, "task": "classification",
+               "architecture": checkpoint.meta["architecture"], "classes": len(checkpoint.classes),
+               "imgsz": preprocess.size, "batch": batch or "dynamic", "precision": document["precision"],
+               "size_mb": round(output.stat().st_size / 1e6, 2), "seconds": round(time.perf_counter() - started, 2)}
+    log(f"wrote {output} ({summary['size_mb']} MB, {options.format}, batch {summary['batch']})")
+    if options.verify:
+        summary.update(verify_classifier(checkpoint, preprocess, output, options, log))
+    return summary
+
+
+def check_options(options: ExportOptions) -> None:
+    if options.format not in SUFFIXES:
+        raise VQError(f"--format {options.format}: a classification checkpoint exports to "
+                      f"{' or '.join(SUFFIXES)}", usage=True)
+    if options.format == "torchscript" and options.opset is not None:
+        raise VQError("--opset applies to ONNX exports", usage=True)
+    if options.format == "torchscript" and not options.dynamic_batch:
+        raise VQError("--static applies to ONNX exports; a TorchScript model takes any batch size", usage=True)
+
+
+def export_preprocess(preprocess: Preprocess, imgsz: int | None) -> Preprocess:
+    """The checkpoint's preprocessing at the export size (the resize before the crop scales with it)."""
+    if imgsz is None or imgsz == preprocess.size:
+        return preprocess
+    resize = None if preprocess.resize is None else round(preprocess.resize * imgsz / preprocess.size)
+    return replace(preprocess, size=imgsz, resize=resize)
+
+
+def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
+    """-o, or model.onnx / model.ts beside the checkpoint."""
+    suffixes = SUFFIXES[options.format]
+    if options.output is None:
+        return checkpoint_dir / f"model{suffixes[0]}"
+    if options.output.suffix.lower() not in suffixes:
+        raise VQError(f"-o {options.output}: a {options.format} file must end in {' or '.join(suffixes)} "
+                      f"(eval and confusion choose the runtime by the suffix)", usage=True)
+    return options.output
+
+
+def write_onnx(model, example, path: Path, document: dict, options: ExportOptions) -> None:
+    require("onnx", "exporting to ONNX")
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.dynamic_batch else None
+
+    def save(tmp: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", QUIET_WARNINGS)
+            torch.onnx.export(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes=axes, opset_version=options.opset or DEFAULT_OPSET, **_legacy_exporter())
+        embed_in_onnx(Path(tmp), document)
+
+    _writing(path, save, document["architecture"], "ONNX")
+
+
+def _legacy_exporter() -> dict:
+    """Since torch 2.9 torch.onnx.export defaults to the dynamo exporter; older versions have no such switch."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def write_torchscript(model, example, path: Path, document: dict, options: ExportOptions) -> None:
+    def save(tmp: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", QUIET_WARNINGS)
+            traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
+
+    _writing(path, save, document["architecture"], "TorchScript")
+
+
+def _writing(path: Path, save, architecture: str, format_name: str) -> None:
+    """Write atomically; an exporter's failure on this architecture becomes one line."""
+    try:
+        with torch.no_grad():
+            atomic_save(path, save)
+    except VQError:
+        raise
+    except Exception as error:  # the exporters raise many types (RuntimeError, torch.onnx errors, TypeError...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise VQError(f"{architecture} cannot be exported to {format_name}: {first}") from error
+
+
+WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}

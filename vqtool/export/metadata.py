@@ -1,0 +1,121 @@
+"""What an exported classifier carries so it can be used without its checkpoint.
+
+One JSON document, stored under the key ``vqtool`` in an ONNX model's
+``metadata_props`` and as the extra file ``vqtool.json`` of a TorchScript
+archive. It holds the class names, the whole preprocessing recipe (input size,
+channels, mean and std, resize and interpolation), the input and output
+tensors (the output is logits), and the dataset the model was trained on.
+
+Reading it needs no torch: the commands use :func:`read_metadata` to tell an
+exported classifier from YOLO weights before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+from vqtool import __version__
+from vqtool.errors import VQError
+
+FORMAT = "vqtool-export"
+FORMAT_VERSION = 1
+ONNX_KEY = "vqtool"
+EXTRA_FILE = "vqtool.json"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+TORCHSCRIPT_SUFFIXES = (".ts", ".pt")
+
+
+def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, precision: str, exported_as: str) -> dict:
+    """The document embedded in an exported classifier; ``batch`` None means any batch size."""
+    side, channels = preprocess["size"], preprocess["channels"]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vqtool_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "exported_as": exported_as,
+        "task": "classification",
+        "architecture": checkpoint_meta["architecture"],
+        "classes": checkpoint_meta["classes"],
+        "preprocess": preprocess,
+        # The model takes images already normalised with the preprocess mean and std, NCHW float32.
+        "input": {"name": INPUT_NAME, "shape": [batch or "batch", channels, side, side], "dtype": "float32",
+                  "normalized": True},
+        "output": {"name": OUTPUT_NAME, "kind": "logits", "shape": [batch or "batch", len(checkpoint_meta["classes"])]},
+        "precision": precision,
+        "dataset": checkpoint_meta.get("dataset"),
+    }
+
+
+def read_metadata(path: str | Path) -> dict | None:
+    """The vqtool document of an exported ONNX or TorchScript file, or None if it has none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        text = _onnx_property(path)
+    elif suffix in TORCHSCRIPT_SUFFIXES:
+        text = _torchscript_extra_file(path)
+    else:
+        return None
+    if text is None:
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and document.get("format") == FORMAT else None
+
+
+def checked_metadata(path: str | Path) -> dict:
+    """The document of an exported classifier; VQError when the file is not one this vqtool can use."""
+    if not Path(path).is_file():
+        raise VQError(f"{path}: no such file", usage=True)
+    document = read_metadata(path)
+    if document is None:
+        raise VQError(f"{path}: not a model exported by vqtool export (no '{ONNX_KEY}' metadata)", usage=True)
+    if document.get("format_version", 0) > FORMAT_VERSION:
+        raise VQError(f"{path}: exported by a newer vqtool ({document.get('vqtool_version')}); upgrade vqtool")
+    if document.get("task") != "classification":
+        raise VQError(f"{path}: a {document.get('task')} model; eval and confusion take classifiers", usage=True)
+    return document
+
+
+def is_exported_classifier(path: str | Path) -> bool:
+    document = read_metadata(path)
+    return document is not None and document.get("task") == "classification"
+
+
+def _onnx_property(path: Path) -> str | None:
+    from vqtool.export import require
+
+    onnx = require("onnx", f"reading {path.name}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and OS errors: the file is not a readable ONNX model
+        raise VQError(f"{path}: not a readable ONNX model ({type(error).__name__})", usage=True) from error
+    return next((p.value for p in model.metadata_props if p.key == ONNX_KEY), None)
+
+
+def _torchscript_extra_file(path: Path) -> str | None:
+    """TorchScript archives are zip files keeping extra files under ``<archive>/extra/``."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        name = next((n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")), None)
+        return None if name is None else archive.read(name).decode()
+
+
+def embed_in_onnx(path: Path, document: dict) -> None:
+    """Add the document to an ONNX file's metadata_props, in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_KEY, json.dumps(document)
+    onnx.save(model, str(path))

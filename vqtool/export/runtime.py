@@ -1,0 +1,63 @@
+"""Exported classifiers as vqtool Classifiers, for ``eval`` and ``confusion``.
+
+ONNX files run through onnxruntime (CPU provider unless told otherwise),
+TorchScript files through ``torch.jit.load``; both take their class names and
+preprocessing from the metadata embedded at export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool.data.pipeline import Preprocess
+from vqtool.engine.inference import Classifier
+from vqtool.errors import VQError
+from vqtool.export import require
+from vqtool.export.metadata import checked_metadata
+
+CPU = ("CPUExecutionProvider",)
+
+
+class OnnxModel:
+    """An onnxruntime session as a callable from a normalised float batch to logits, as predict() expects."""
+
+    def __init__(self, path: Path, providers=CPU):
+        ort = require("onnxruntime", f"running {path.name}")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=list(providers))
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise VQError(f"{path}: onnxruntime cannot load it ({str(error).strip().splitlines()[0]})") from error
+        self.input = self.session.get_inputs()[0].name
+        batch = self.session.get_inputs()[0].shape[0]
+        self.batch = batch if isinstance(batch, int) else None  # a --static export takes exactly this many
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().float().cpu().contiguous().numpy()
+        chunks = [array] if self.batch is None else np.split(array, range(self.batch, len(array), self.batch))
+        return torch.from_numpy(np.concatenate([self.session.run(None, {self.input: c})[0] for c in chunks]))
+
+
+def load_onnx(path: str | Path) -> Classifier:
+    path = Path(path)
+    document = checked_metadata(path)
+    return _classifier(OnnxModel(path), document)
+
+
+def load_torchscript(path: str | Path) -> Classifier:
+    path = Path(path)
+    document = checked_metadata(path)
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        raise VQError(f"{path}: cannot load as TorchScript ({str(error).strip().splitlines()[0]})") from error
+    return _classifier(model.eval(), document)
+
+
+def _classifier(model, document: dict) -> Classifier:
+    return Classifier(model, document["classes"], Preprocess.from_dict(document["preprocess"]), document)
+
+
+LOADERS = {".onnx": load_onnx, ".ts": load_torchscript, ".pt": load_torchscript}
