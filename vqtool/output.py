@@ -37,10 +37,10 @@ class Output:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            _console(stderr=True).print(message, markup=False)
+            _console(stderr=True).print(message, markup=False, soft_wrap=True)  # a log line is never folded
 
     def warn(self, message: str) -> None:
-        _console(stderr=True).print(f"Warning: {message}", markup=False, style="yellow")
+        _console(stderr=True).print(f"Warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def emit(self, document) -> None:
         """One JSON document (or one JSON Lines record) on stdout."""

@@ -10,13 +10,14 @@ from vqtool.commands import data_options, print_summary
 from vqtool.completion import complete_dataset, complete_model
 
 
-
-def training_options(command):
-    """The options `train` and `finetune` share."""
+def training_options(command=None, *, epochs: int = 10, lr: float = 2e-3):
+    """The options `train` and `finetune` share (``@training_options(epochs=5)`` for other defaults)."""
+    if command is None:
+        return lambda decorated: training_options(decorated, epochs=epochs, lr=lr)
     for decorator in reversed([
-        click.option("--epochs", type=click.IntRange(1), default=10, show_default=True),
+        click.option("--epochs", type=click.IntRange(1), default=epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
+        click.option("--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True,
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
         click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
@@ -34,6 +35,8 @@ def training_options(command):
                      help="Run folder (default runs/<command>-<timestamp>); must not exist."),
         click.option("--resume", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR",
                      help="Continue an interrupted run from its last completed epoch."),
+        click.option("--lr-find", is_flag=True,
+                     help="Run an LR range test instead of training: plot loss against LR, suggest an LR."),
     ]):
         command = decorator(command)
     return command
@@ -47,7 +50,7 @@ def training_options(command):
 @data_options
 @output_options
 def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
-          label_smoothing, early_stop, imgsz, device, out_dir, resume, data, out):
+          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
     """Train a CNN from scratch on DATASET (default: the embedded digits).
 
     DATASET is a registered name (vqtool datasets) or a folder of class folders;
@@ -59,6 +62,7 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
       vqtool train --resume runs/cifar
+      vqtool train ./cifar10 --model resnet18 --lr-find
       vqtool train data.yaml --model yolov8n.yaml --epochs 50 --imgsz 640
     """
     from vqtool.detection import CommandOptions, is_detection_target
@@ -71,12 +75,16 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     from vqtool.engine.train import TrainConfig, resume_job, train_job
 
     if resume:
-        ctx = click.get_current_context()
-        explicit = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-        summary = resume_job(resume, out=out, epochs=epochs if explicit else None)
+        summary = resume_job(resume, out=out, epochs=typed_epochs(epochs))
     else:
         config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                              scheduler=scheduler, weight_decay=weight_decay, label_smoothing=label_smoothing,
                              augment=augment, early_stop=early_stop, seed=data.seed, device=device, imgsz=imgsz)
-        summary = train_job(dataset, data, config, out=out, out_dir=out_dir)
-    print_summary(out, summary, title="training summary")
+        summary = train_job(dataset, data, config, out=out, out_dir=out_dir, lr_find=lr_find)
+    print_summary(out, summary, title="LR range test" if lr_find else "training summary")
+
+
+def typed_epochs(epochs: int) -> int | None:
+    """--epochs when the user typed it (a resumed run otherwise keeps its own)."""
+    ctx = click.get_current_context()
+    return epochs if ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE else None

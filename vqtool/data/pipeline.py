@@ -8,7 +8,7 @@ datasets train faster than a per-image transform pipeline.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,13 @@ class Preprocess:
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocess":
         return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+
+    def at_size(self, size: int | None) -> "Preprocess":
+        """The same recipe for another input side (the resize before the centre crop scales with it)."""
+        if size is None or size == self.size:
+            return self
+        resize = None if self.resize is None else round(self.resize * size / self.size)
+        return replace(self, size=size, resize=resize)
 
 
 def prepare(split: Split, preprocess: Preprocess, *, strict: bool = False, warn=print,
@@ -120,6 +127,23 @@ class Normalizer:
             x = augment(x)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
+
+
+class ImageInputs:
+    """A training run's input side for images: shuffling generator, augmentation and normalisation."""
+
+    def __init__(self, preprocess: Preprocess, device: torch.device, *, augment: str = "none", flips: bool = False,
+                 seed: int = 0):
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.normalize = Normalizer(preprocess, device, channels_last=True)
+        self.augment = Augmenter(augment, flips, self.generator) if augment != "none" else None
+
+    def train(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images, self.augment)
+
+    def eval(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images)
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,16 @@ network answers; offline, the error says where to put the file.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics, weights_dir
 from vqtool.errors import VQError
+from vqtool.network import reachable
 
 WEIGHT_SUFFIXES = (".pt", ".onnx")
 RUN_CHECKPOINT = "model.pt"  # the best weights of a vqtool detector run, at the top of its run folder
 ULTRALYTICS_DIR = "ultralytics"  # Ultralytics' own artifacts inside a detector run folder
-DOWNLOAD_HOST = ("github.com", 443)  # where Ultralytics' official weights are published
-PROBE_SECONDS = 3.0
+DOWNLOAD_HOST = "github.com"  # where Ultralytics' official weights are published
 
 
 def looks_like_weights(spec: str) -> bool:
@@ -53,7 +52,7 @@ def _download_official(name: str, target: Path) -> Path:
 
     if name not in GITHUB_ASSETS_NAMES:
         raise VQError(f"{name}: no such file, and not an official Ultralytics model name", usage=True)
-    if not network_allows():
+    if not reachable(DOWNLOAD_HOST):
         raise VQError(f"{name} is not in the weights folder {target.parent} and the network is unreachable; "
                       f"download it elsewhere and put it there (or set VQTOOL_WEIGHTS_DIR to the folder holding it)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,15 +63,6 @@ def _download_official(name: str, target: Path) -> Path:
     if not target.is_file():
         raise VQError(f"downloading {name} into {target.parent} failed")
     return target
-
-
-def network_allows() -> bool:
-    """Whether the weights' host answers within a few seconds (an offline machine fails at once)."""
-    try:
-        with socket.create_connection(DOWNLOAD_HOST, timeout=PROBE_SECONDS):
-            return True
-    except OSError:
-        return False
 
 
 def load_detector(spec: str):

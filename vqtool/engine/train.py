@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -14,15 +14,15 @@ from torch import nn
 from vqtool import __version__
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.data.pipeline import (Augmenter, Normalizer, Preprocess, batches, num_batches,
-                                  pixel_stats, prepare)
+from vqtool.data.pipeline import ImageInputs, Preprocess, batches, num_batches, pixel_stats, prepare
 from vqtool.engine.checkpoint import save_checkpoint
 from vqtool.engine.device import resolve_device
-from vqtool.engine.evaluate import predict
+from vqtool.engine.evaluate import predict, predict_with
 from vqtool.engine.metrics import classification_report, topk_accuracy
 from vqtool.engine.rundir import (atomic_save, new_run_dir, plot_curves, read_json, write_args,
                                   write_metrics_csv)
 from vqtool.errors import VQError
+from vqtool.models.freezing import set_train_mode
 from vqtool.output import Output
 
 STATE_FILE = "state.pt"
@@ -84,7 +84,7 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     if config.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=2), False
     if config.scheduler == "onecycle":
-        max_lr = [group["lr"] for group in optimizer.param_groups]
+        max_lr = [group.get("max_lr", group["lr"]) for group in optimizer.param_groups]  # a resumed cycle's peak
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total)), True
     return None, False
 
@@ -92,12 +92,14 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
 class TrainingRun:
     """The run folder of a training job: best checkpoint, resume state, metrics CSV and curves."""
 
-    def __init__(self, run_dir: Path, meta: dict):
+    def __init__(self, run_dir: Path, meta: dict, network: nn.Module | None = None):
         self.run_dir = Path(run_dir)
         self.meta = meta
+        self.network = network  # what the checkpoint holds, when only a part of it (a head) is being fitted
 
     def save_best(self, model: nn.Module, record: dict) -> None:
-        save_checkpoint(self.run_dir, model, {**self.meta, "metrics": {"best_epoch": record["epoch"], **record}})
+        save_checkpoint(self.run_dir, self.network or model,
+                        {**self.meta, "metrics": {"best_epoch": record["epoch"], **record}})
 
     def save_state(self, state: dict, history: list[dict]) -> None:
         atomic_save(self.run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
@@ -122,16 +124,19 @@ class FitResult:
     stopped_early: bool
 
 
-def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preprocess, config: TrainConfig, *,
-        flips: bool, out: Output, run: TrainingRun | None = None, resume: dict | None = None,
+def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: TrainConfig, *,
+        out: Output, run: TrainingRun | None = None, resume: dict | None = None,
         param_groups=None, on_epoch_start=None) -> FitResult:
     """Train ``model`` on prepared splits; keeps the weights of the best validation epoch.
 
-    ``on_epoch_start(epoch, model, optimizer)`` lets callers change what trains
-    (staged unfreezing). Each epoch ends with the resume state written to the
-    run folder, so an interrupted run continues from its last completed epoch.
+    ``inputs`` turns stored batches into model input (``ImageInputs`` for
+    images, ``FeatureInputs`` for cached features) and owns the generator that
+    shuffles and augments. ``on_epoch_start(epoch, model, optimizer)`` lets
+    callers change what trains (staged unfreezing). Each epoch ends with the
+    resume state written to the run folder, so an interrupted run continues
+    from its last completed epoch.
     """
-    device = resolve_device(config.device)
+    device = inputs.device
     torch.manual_seed(config.seed)
     model.to(device, memory_format=torch.channels_last)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -139,9 +144,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
     drop_last = len(train) > config.batch_size
     steps = num_batches(len(train), config.batch_size, drop_last)
     scheduler, per_batch = make_scheduler(optimizer, config, steps)
-    generator = torch.Generator().manual_seed(config.seed)
-    augment = Augmenter(config.augment, flips, generator) if config.augment != "none" else None
-    normalize = Normalizer(preprocess, device, channels_last=True)
+    generator = inputs.generator
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history, best, best_state, bad_epochs, start = [], {"epoch": 0, "val_top1": -math.inf}, None, 0, 1
 
@@ -152,10 +155,12 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
             for epoch in range(1, start):
                 on_epoch_start(epoch, model, optimizer)
         optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None and resume.get("scheduler"):
-            scheduler.load_state_dict(resume["scheduler"])
-            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-                scheduler.T_max = config.epochs * steps  # --epochs may have been raised on resume
+        if resume.get("planned_epochs", config.epochs) == config.epochs:
+            if scheduler is not None and resume.get("scheduler"):
+                scheduler.load_state_dict(resume["scheduler"])
+        else:  # --epochs changed on resume: a new LR cycle over the epochs left
+            scheduler, per_batch = make_scheduler(optimizer, replace(config, epochs=config.epochs - resume["epoch"]),
+                                                  steps)
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         history, best, bad_epochs = resume["history"], resume["best"], resume["bad_epochs"]
@@ -166,9 +171,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
         if on_epoch_start:
             on_epoch_start(epoch, model, optimizer)
         started = time.perf_counter()
-        lr = optimizer.param_groups[-1]["lr"]
+        lr = optimizer.param_groups[0]["lr"]  # the head's, when the backbone has a group of its own
         train_loss, train_top1 = _train_epoch(model, train, config, optimizer, scheduler if per_batch else None,
-                                              loss_fn, normalize, augment, generator, drop_last, steps, out,
+                                              loss_fn, inputs, drop_last, steps, out,
                                               f"epoch {epoch}/{config.epochs}")
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
@@ -176,7 +181,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
                   "images_per_second": round(steps * config.batch_size / seconds if drop_last
                                              else len(train) / seconds, 1)}
         if val is not None:
-            logits = predict(model, val, preprocess, device, max(256, config.batch_size))
+            logits = predict_with(model, val, inputs.eval, max(256, config.batch_size))
             record["val_loss"] = nn.functional.cross_entropy(logits, val.labels).item()
             record["val_top1"] = topk_accuracy(logits, val.labels, 1)
         if scheduler is not None and not per_batch:
@@ -196,7 +201,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
             bad_epochs += 1
         out.log(format_epoch(record, config.epochs))
         if run:
-            run.save_state({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            run.save_state({"epoch": epoch, "planned_epochs": config.epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict() if scheduler is not None else None,
                             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                             "history": history, "best": best, "bad_epochs": bad_epochs,
@@ -209,17 +214,17 @@ def fit(model: nn.Module, train: Split, val: Split | None, preprocess: Preproces
     return FitResult(history=history, best=best, best_state=best_state, stopped_early=stopped_early)
 
 
-def _train_epoch(model, train, config, optimizer, batch_scheduler, loss_fn, normalize, augment, generator,
-                 drop_last, steps, out, description):
-    model.train()
-    total_loss = torch.zeros((), device=normalize.device)
-    correct = torch.zeros((), device=normalize.device, dtype=torch.long)
+def _train_epoch(model, train, config, optimizer, batch_scheduler, loss_fn, inputs, drop_last, steps, out,
+                 description):
+    set_train_mode(model)
+    total_loss = torch.zeros((), device=inputs.device)
+    correct = torch.zeros((), device=inputs.device, dtype=torch.long)
     seen = 0
     with out.progress(description, steps) as advance:
-        for images, labels in batches(train, config.batch_size, shuffle=True, generator=generator,
+        for stored, labels in batches(train, config.batch_size, shuffle=True, generator=inputs.generator,
                                       drop_last=drop_last):
-            x = normalize(images, augment)
-            y = labels.to(normalize.device, non_blocking=True)
+            x = inputs.train(stored)
+            y = labels.to(inputs.device, non_blocking=True)
             logits = model(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -291,8 +296,8 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
 
 
 def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out: Output,
-              out_dir: str | None = None, command: str = "train", args: dict | None = None) -> dict:
-    """Load, train, test and save; returns the summary document."""
+              out_dir: str | None = None, lr_find: bool = False) -> dict:
+    """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``)."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
@@ -304,11 +309,16 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
     if dataset.mean is None:
         mean, std = pixel_stats(splits["train"].pixels)
         preprocess = Preprocess(**{**preprocess.to_dict(), "mean": mean, "std": std})
-    run_dir = new_run_dir(command, out_dir)
-    write_args(run_dir, command, {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config),
-                                  **(args or {})})
     torch.manual_seed(config.seed)  # the initial weights are part of what --seed reproduces
     model = entry.build(len(dataset.classes), preprocess.channels)
+    if lr_find:
+        from vqtool.engine.lr_find import find_lr
+
+        inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment,
+                             flips=dataset.flips, seed=config.seed)
+        return find_lr(model, splits["train"], inputs, config, out=out, out_dir=out_dir)
+    run_dir = new_run_dir("train", out_dir)
+    write_args(run_dir, "train", {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config)})
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.spec, "train_args": asdict(config)}
@@ -323,7 +333,11 @@ def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
     run_path = Path(run_dir)
     if not (run_path / "args.json").is_file():
         raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
-    recorded = read_json(run_path / "args.json")["args"]
+    document = read_json(run_path / "args.json")
+    if document.get("command") != "train":
+        raise VQError(f"{run_dir}: a {document.get('command')} run; continue it with vqtool "
+                      f"{document.get('command')} --resume {run_dir}", usage=True)
+    recorded = document["args"]
     config = TrainConfig.from_dict(recorded["config"])
     if epochs:
         config.epochs = epochs
@@ -354,9 +368,16 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started
     out.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; run folder {run_dir}")
-    result = fit(model, splits["train"], splits.get("val"), preprocess, config, flips=dataset.flips, out=out,
-                 run=run, resume=resume)
-    summary = summarize(result, config, run_dir)
+    inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
+                         seed=config.seed)
+    result = fit(model, splits["train"], splits.get("val"), inputs, config, out=out, run=run, resume=resume)
+    return finish(model, result, dataset, splits, preprocess, config, run, started)
+
+
+def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
+           config: TrainConfig, run: TrainingRun, started: float) -> dict:
+    """Test the best weights when there is a test split, write the final checkpoint; the summary document."""
+    summary = summarize(result, config, run.run_dir)
     if "test" in splits:
         device = resolve_device(config.device)
         logits = predict(model, splits["test"], preprocess, device, max(256, config.batch_size))

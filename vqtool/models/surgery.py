@@ -62,3 +62,26 @@ def find_head(model: nn.Module) -> str:
     if last is None:
         raise ValueError("cannot find a classifier layer in this model")
     return last
+
+
+HEADS = ("linear", "mlp")
+MLP_HIDDEN = 512
+
+
+def replace_head(model: nn.Module, num_classes: int, kind: str = "linear") -> str:
+    """Put a new, randomly initialised classifier for ``num_classes`` where the old one was; its name."""
+    name = find_head(model)
+    old = model.get_submodule(name)
+    if isinstance(old, nn.Conv2d):  # a 1x1-convolution classifier (SqueezeNet) keeps its form
+        if kind != "linear":
+            raise ValueError(f"a {kind} head needs a linear classifier; this model classifies with a convolution")
+        set_module(model, name, nn.Conv2d(old.in_channels, num_classes, kernel_size=1))
+        return name
+    features = old.in_features
+    if kind == "mlp":
+        new = nn.Sequential(nn.Linear(features, MLP_HIDDEN), nn.ReLU(inplace=True), nn.Dropout(0.2),
+                            nn.Linear(MLP_HIDDEN, num_classes))
+    else:
+        new = nn.Linear(features, num_classes)
+    set_module(model, name, new)
+    return name

@@ -37,20 +37,21 @@ def build(name: str, num_classes: int, in_channels: int, weights=None, **kwargs)
 
 
 def resolve(name: str) -> ModelEntry:
+    from vqtool.models.weights import torchvision_preprocess
+
     weights = default_weights(name)
-    preset = weights.transforms()
+    preprocess = torchvision_preprocess(weights)
     return ModelEntry(
         name=name,
         build=lambda num_classes, in_channels: build(name, num_classes, in_channels),
         source="torchvision",
-        input_size=preset.crop_size[0],
+        input_size=preprocess.size,
         fixed_size=name.startswith(FIXED_SIZE_PREFIXES),
         min_size=max(weights.meta.get("min_size", (1, 1))),
-        mean=tuple(preset.mean),
-        std=tuple(preset.std),
+        mean=preprocess.mean,
+        std=preprocess.std,
         description=f"torchvision {name}",
-        extra={"weights": weights.name, "resize": preset.resize_size[0],
-               "interpolation": preset.interpolation.value},
+        extra={"weights": weights.name, "resize": preprocess.resize, "interpolation": preprocess.interpolation},
     )
 
 

@@ -1,0 +1,199 @@
+"""The `finetune` job: pretrained weights, a new head, freezing, staged unfreezing and the feature cache.
+
+Built on the training loop of :mod:`vqtool.engine.train`. The head trains at
+``--lr``; the rest of the network, where unfrozen, at ``--backbone-lr``
+(default lr/10) through a second optimizer parameter group. When the whole
+backbone stays frozen, its features are computed once and only the head is
+fitted on them (:mod:`vqtool.engine.features`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from vqtool.data import DataOptions, Dataset, load_dataset
+from vqtool.data.pipeline import ImageInputs, Preprocess
+from vqtool.engine.device import resolve_device
+from vqtool.engine.features import FeatureInputs, cache_features
+from vqtool.engine.lr_find import find_lr
+from vqtool.engine.rundir import new_run_dir, read_json, write_args
+from vqtool.engine.train import TrainConfig, TrainingRun, finish, fit, prepare_splits
+from vqtool.errors import VQError
+from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
+from vqtool.models.surgery import HEADS
+from vqtool.models.weights import Pretrained, pretrained_classifier
+from vqtool.output import Output
+
+AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
+
+
+@dataclass
+class FinetuneOptions:
+    """What `finetune` adds to the training options; stored in args.json for --resume."""
+
+    weights: str | None = None  # None: the architecture's default pretrained weights
+    freeze: str = "backbone"
+    head: str = "linear"
+    backbone_lr: float | None = None  # None: lr / 10
+    unfreeze_at: int = 0  # epoch at which --unfreeze stages start training (0: never)
+    unfreeze: int = 1
+    cache: bool = True
+    cache_views: int | None = None
+
+    def check(self, config: TrainConfig) -> FreezeSpec:
+        spec = FreezeSpec.parse(self.freeze)
+        if self.head not in HEADS:
+            raise VQError(f"--head {self.head}: choose from {', '.join(HEADS)}", usage=True)
+        if self.unfreeze_at and not 1 < self.unfreeze_at <= config.epochs:
+            raise VQError(f"--unfreeze-at {self.unfreeze_at}: must be an epoch after the first, "
+                          f"up to --epochs {config.epochs}", usage=True)
+        if self.unfreeze_at and spec.mode == "none":
+            raise VQError("--unfreeze-at needs something frozen first (--freeze backbone or N)", usage=True)
+        return spec
+
+    def backbone_learning_rate(self, config: TrainConfig) -> float:
+        return self.backbone_lr if self.backbone_lr is not None else config.lr / 10
+
+    def uses_cache(self, spec: FreezeSpec) -> bool:
+        """The cache serves runs whose backbone stays frozen throughout."""
+        return self.cache and spec.mode == "backbone" and not self.unfreeze_at
+
+    def views(self, config: TrainConfig) -> int:
+        if self.cache_views is not None:
+            return self.cache_views
+        return 1 if config.augment == "none" else AUGMENTED_VIEWS
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Setup:
+    """Everything a fine-tuning run (or its LR range test) starts from."""
+
+    dataset: Dataset
+    pretrained: Pretrained
+    preprocess: Preprocess
+    head: str
+    freeze: FreezeSpec
+    splits: dict
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.pretrained.model
+
+
+def prepare(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions,
+            out: Output) -> Setup:
+    """Load the data and the pretrained model, put the new head on, freeze."""
+    config.check()
+    freeze = tune.check(config)
+    dataset = load_dataset(dataset_spec, data)
+    torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces
+    pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head)
+    for note in pretrained.notes:
+        out.warn(f"weights {pretrained.source}: {note}")
+    preprocess = pretrained.preprocess.at_size(config.imgsz)
+    head = pretrained.head
+    apply_freeze(pretrained.model, head, freeze)
+    splits = prepare_splits(dataset, preprocess, data, out)
+    return Setup(dataset, pretrained, preprocess, head, freeze, splits)
+
+
+def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
+                 out: Output, out_dir: str | None = None) -> dict:
+    """Fine-tune, test and save; returns the summary document (the keys of `train`'s, and more)."""
+    started = time.perf_counter()
+    setup = prepare(dataset_spec, data, config, tune, out)
+    run_dir = new_run_dir("finetune", out_dir)
+    write_args(run_dir, "finetune", {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config),
+                                     "finetune": asdict(tune)})
+    return _train(setup, config, tune, run_dir, out, started, resume=None)
+
+
+def resume_finetune(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
+    """Continue an interrupted fine-tuning run from its last completed epoch."""
+    started = time.perf_counter()
+    run_path = Path(run_dir)
+    recorded = read_json(run_path / "args.json")["args"]
+    config = TrainConfig.from_dict(recorded["config"])
+    config.epochs = epochs or config.epochs
+    state = TrainingRun(run_path, {}).load_state()
+    if state is None:
+        raise VQError(f"{run_dir}: no completed epoch to resume from; start it again")
+    if state["epoch"] >= config.epochs:
+        raise VQError(f"{run_dir}: already finished {state['epoch']} of {config.epochs} epochs "
+                      f"(pass --epochs N to train further)", usage=True)
+    tune = FinetuneOptions.from_dict(recorded["finetune"])
+    setup = prepare(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, out)
+    out.log(f"resuming {run_dir} after epoch {state['epoch']}")
+    return _train(setup, config, tune, run_path, out, started, resume=state)
+
+
+def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
+                out: Output, out_dir: str | None = None) -> dict:
+    """The LR range test on what this fine-tuning run would train; writes lr_find.png and .csv."""
+    setup = prepare(dataset_spec, data, config, tune, out)
+    model, train, _, inputs, groups = _trainable(setup, config, tune, out)
+    return find_lr(model, train, inputs, config, out=out, out_dir=out_dir, param_groups=groups)
+
+
+def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Output):
+    """(module to fit, train split, val split, inputs, parameter groups): the head on cached features, or the
+    whole network on images."""
+    device = resolve_device(config.device)
+    model, splits = setup.model, setup.splits
+    images = ImageInputs(setup.preprocess, device, augment=config.augment, flips=setup.dataset.flips,
+                         seed=config.seed)
+    trainable, frozen = parameter_counts(model)
+    out.log(f"fine-tuning {config.model} from {setup.pretrained.source} on {setup.dataset.name}: "
+            f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at {setup.preprocess.size}px; "
+            f"--freeze {setup.freeze}: {trainable:,} trainable, {frozen:,} frozen parameters")
+    if not tune.uses_cache(setup.freeze):
+        head_ids = {id(p) for p in model.get_submodule(setup.head).parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) in head_ids], "lr": config.lr},
+                  {"params": [p for p in model.parameters() if id(p) not in head_ids],
+                   "lr": tune.backbone_learning_rate(config)}]
+        return model, splits["train"], splits.get("val"), images, groups
+    model.to(device, memory_format=torch.channels_last)
+    views = tune.views(config)
+    augment = config.augment != "none"
+    out.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
+            f"{' (augmented)' if augment else ''}")
+    train = cache_features(model, setup.head, splits["train"], images, views, augment=augment, out=out,
+                           description="caching train features")
+    val = None
+    if "val" in splits:
+        val = cache_features(model, setup.head, splits["val"], images, 1, augment=False, out=out,
+                             description="caching val features")
+    return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed), None
+
+
+def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, out: Output, started: float,
+           resume: dict | None) -> dict:
+    meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
+            "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
+            "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.spec, "train_args": asdict(config),
+            "weights": setup.pretrained.source, "finetune": asdict(tune),
+            "model_options": {"head": tune.head} if tune.head != "linear" else {}}
+    run = TrainingRun(run_dir, meta, network=setup.model)
+    module, train, val, inputs, groups = _trainable(setup, config, tune, out)
+
+    def unfreeze_on_schedule(epoch, model, optimizer):
+        if epoch == tune.unfreeze_at:
+            names = unfreeze_last(setup.model, setup.head, tune.unfreeze)
+            trainable, frozen = parameter_counts(setup.model)
+            out.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
+                    f"{trainable:,} trainable, {frozen:,} frozen parameters")
+
+    result = fit(module, train, val, inputs, config, out=out, run=run, resume=resume, param_groups=groups,
+                 on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
+    summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
+    return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
+            "feature_cache": tune.uses_cache(setup.freeze)}
