@@ -1,0 +1,287 @@
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+VERTICAL_EDGE = [[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]]
+
+
+def square() -> torch.Tensor:
+    x = torch.zeros(5, 5)
+    x[1:4, 1:4] = 1
+    return x
+
+
+def conv(image: torch.Tensor, kernel, stride=1, padding=0) -> torch.Tensor:
+    weight = torch.tensor(kernel, dtype=torch.float32)[None, None]
+    return F.conv2d(image[None, None], weight, stride=stride, padding=padding)[0, 0]
+
+
+def grid_side(cells: int, cell: int) -> int:
+    """The side of a square-ish grid PNG: cells enlarged to at least 48 px, 2 px gaps."""
+    columns = math.ceil(math.sqrt(cells))
+    scaled = cell * math.ceil(48 / cell)
+    return columns * scaled + (columns - 1) * 2
+
+
+def png(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def usage_error(result, *words):
+    assert result.exit_code == 2, result.output
+    assert any(line.startswith("Error: ") for line in result.stderr.splitlines()), result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+# --- apply ----------------------------------------------------------------------------------------
+
+
+def test_demo_square_prints_the_map_conv2d_computes(run_cli):
+    expected = conv(square(), VERTICAL_EDGE)
+    result = run_cli("conv", "apply", "--demo", "square", "--out", "demo")
+    assert result.exit_code == 0, result.output
+    rows = [" ".join(f"{int(v):>2}" for v in row) for row in expected.tolist()]
+    lines = result.stdout.splitlines()
+    start = lines.index("vertical-edge 3x3:")
+    assert lines[start + 1:start + 4] == rows
+    assert lines[-2:] == ["demo/vertical-edge.png", "demo/figure.png"]
+    assert png("demo/vertical-edge.png").shape == (3, 3)
+    assert Image.open("demo/figure.png").size[0] > 100
+
+
+def test_apply_json_with_stride_padding_and_a_literal_kernel(run_cli):
+    kernel = [[0, 1, 0], [1, -4, 1], [0, 1, 0]]
+    result = run_cli("conv", "apply", "--demo", "square", "--kernel", json.dumps(kernel), "--kernel", "sobel-x",
+                     "--stride", 2, "--padding", 1, "--out", "m", "--json")
+    document = json.loads(result.stdout)
+    expected = conv(square(), kernel, stride=2, padding=1)
+    assert expected.shape == (3, 3)  # floor((5 + 2 - 2 - 1) / 2) + 1
+    custom, sobel = document["maps"]
+    assert custom["name"] == "custom-1" and custom["values"] == expected.tolist()
+    assert sobel["values"] == conv(square(), [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], 2, 1).tolist()
+    assert document["files"] == ["m/custom-1.png", "m/sobel-x.png", "m/figure.png"]
+    assert png("m/custom-1.png").shape == (3, 3)
+
+
+def test_sobel_x_sees_vertical_stripes_and_sobel_y_does_not(run_cli):
+    from vqtool.conv.kernels import apply_kernels, parse_kernels, read_greyscale
+
+    columns = (np.arange(32) // 4 % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.tile(columns, (32, 1))).convert("RGB").save("stripes.png")
+    image, _ = read_greyscale("stripes.png")
+    sobel_x, sobel_y = apply_kernels(image, parse_kernels(["sobel-x", "sobel-y"]))
+    assert sobel_x.values.abs().max() == pytest.approx(4.0)  # 1+2+1 across a 0 -> 1 step
+    assert sobel_y.values.abs().max() == 0
+    result = run_cli("conv", "apply", "stripes.png", "--kernel", "sobel-x", "--kernel", "sobel-y", "--out", "s")
+    assert result.exit_code == 0, result.output
+    assert png("s/sobel-x.png").shape == (30, 30) and png("s/sobel-x.png").max() == 255
+    assert png("s/sobel-y.png").max() == 0  # a constant map is black
+
+
+def test_apply_without_image_uses_the_sample_photo(run_cli):
+    result = run_cli("conv", "apply", "--kernel", "blur", "--out", "p", "--json")
+    document = json.loads(result.stdout)
+    height, width = document["input_shape"]
+    assert "china.jpg" in document["input"]
+    assert document["maps"][0]["values"] is None  # too big to print
+    assert png("p/blur.png").shape == (height - 2, width - 2)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--kernel", "sobel"], ["unknown kernel", "sobel-x"]),
+    (["--kernel", "[[1,2],[3]]"], ["same length"]),
+    (["--kernel", "[[1,2],"], ["cannot read kernel"]),
+    (["--kernel", json.dumps([[1] * 7] * 7)], ["smaller than the kernel"]),
+])
+def test_apply_rejects_bad_kernels(run_cli, args, words):
+    usage_error(run_cli("conv", "apply", "--demo", "square", *args), *words)
+
+
+def test_help_lists_every_named_kernel(run_cli):
+    from vqtool.conv.kernels import KERNELS
+
+    help_text = run_cli("conv", "apply", "--help").stdout
+    assert all(name in help_text for name in KERNELS)
+
+
+def test_conv_help_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from vqtool.cli import cli; "
+            "CliRunner().invoke(cli, ['conv', 'summary', '--help']); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- shape ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size, kernel, padding, stride, expected", [
+    (32, 3, 0, 1, 30), (32, 3, 1, 1, 32), (32, 5, 2, 1, 32), (32, 3, 1, 2, 16), (224, 7, 3, 2, 112),
+])
+def test_shape_of_one_layer(run_cli, size, kernel, padding, stride, expected):
+    args = ["conv", "shape", "--input", size, "--kernel", kernel, "--padding", padding, "--stride", stride]
+    assert json.loads(run_cli(*args, "--json").stdout)["output"] == expected
+    assert run_cli(*args).stdout.strip().endswith(f"= {expected}")
+    layer = torch.nn.Conv2d(1, 1, kernel, stride, padding)
+    assert layer(torch.zeros(1, 1, size, size)).shape[-1] == expected
+
+
+def test_shape_with_dilation_matches_torch(run_cli):
+    document = json.loads(run_cli("conv", "shape", "--input", 32, "--kernel", 3, "--dilation", 2, "--json").stdout)
+    assert document["output"] == torch.nn.Conv2d(1, 1, 3, dilation=2)(torch.zeros(1, 1, 32, 32)).shape[-1] == 28
+
+
+def test_shape_of_a_chain(run_cli):
+    result = run_cli("conv", "shape", "--input", 32, "--layers", "conv3x3s1p1,pool2,conv3x3s1p1,pool2,conv5x5s2p2d1,"
+                     "pool3s2", "--json")
+    rows = json.loads(result.stdout)["layers"]
+    assert [row["output"] for row in rows] == [32, 16, 16, 8, 4, 1]
+    assert [row["layer"] for row in rows][-2:] == ["conv5x5s2p2", "pool3s2"]
+    assert "pool2s2" in run_cli("conv", "shape", "--input", 32, "--layers", "conv3x3,pool2").stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--input", 4, "--kernel", 7], ["conv7x7s1p0", "smaller than the kernel"]),
+    (["--input", 32, "--layers", "pool2,pool2,pool2,pool2,pool2,pool2"], ["pool2s2", "1 px input"]),
+    (["--input", 32, "--layers", "conv3x5"], ["cannot read layer"]),
+    (["--input", 32, "--layers", "conv3x3", "--kernel", 3], ["--layers"]),
+    (["--input", 32], ["--kernel"]),
+])
+def test_shape_errors(run_cli, args, words):
+    usage_error(run_cli("conv", "shape", *args), *words)
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+def test_resnet18_summary_totals(run_cli):
+    document = json.loads(run_cli("conv", "summary", "resnet18", "--json").stdout)
+    assert document["input"] == [3, 224, 224]
+    assert document["total_params"] == document["trainable_params"] == 11_689_512
+    assert sum(row["params"] for row in document["layers"]) == 11_689_512
+    rows = {row["name"]: row for row in document["layers"]}
+    assert rows["conv1"] == {"name": "conv1", "type": "Conv2d", "output_shape": [64, 112, 112], "params": 9408,
+                             "macs": 64 * 112 * 112 * 3 * 7 * 7}
+    assert rows["fc"]["macs"] == 512 * 1000 and rows["fc"]["output_shape"] == [1000]
+    assert document["total_macs"] == sum(row["macs"] for row in document["layers"])
+    assert document["first_conv"]["params"] == 9408
+    assert document["dense_equivalent"]["params"] == 150_528_000
+
+
+def test_smallcnn_summary_matches_a_hand_count(run_cli):
+    conv1 = (1 * 3 * 3 + 1) * 16  # weights + biases
+    conv2 = (16 * 3 * 3 + 1) * 32
+    head = (32 * 7 * 7 + 1) * 10
+    result = run_cli("conv", "summary", "smallcnn")
+    assert result.exit_code == 0, result.output
+    assert f"total parameters      {conv1 + conv2 + head:,}" in result.stdout
+    document = json.loads(run_cli("conv", "summary", "smallcnn", "--json").stdout)
+    assert document["input"] == [1, 28, 28]
+    assert document["total_params"] == conv1 + conv2 + head == 20_490
+    macs = {row["name"]: row["macs"] for row in document["layers"]}
+    assert macs["features.0.0"] == 16 * 28 * 28 * 1 * 9
+    assert macs["features.1.0"] == 32 * 14 * 14 * 16 * 9
+    assert macs["head"] == 32 * 7 * 7 * 10
+    assert document["dense_equivalent"] == {"inputs": 784, "units": 1000, "params": 784_000,
+                                            "times_first_conv": 4900.0}
+    classes = json.loads(run_cli("conv", "summary", "smallcnn", "--classes", 3, "--json").stdout)
+    assert classes["total_params"] == conv1 + conv2 + (32 * 7 * 7 + 1) * 3
+
+
+def test_timm_summaries(run_cli):
+    resnet = json.loads(run_cli("conv", "summary", "timm/resnet18", "--input", "3x64x64", "--json").stdout)
+    assert resnet["total_params"] == 11_689_512 and resnet["input"] == [3, 64, 64]
+    lite = json.loads(run_cli("conv", "summary", "timm/tf_efficientnet_lite0", "--input", 64, "--json").stdout)
+    assert lite["total_params"] == sum(row["params"] for row in lite["layers"]) == 4_652_008
+
+
+def test_summary_errors(run_cli):
+    usage_error(run_cli("conv", "summary", "resnet81"), "unknown model", "resnet18")
+    usage_error(run_cli("conv", "summary", "smallcnn", "--input", "1x32x32"), "cannot take a 1x32x32 input")
+    usage_error(run_cli("conv", "summary", "smallcnn", "--input", "3x"), "--input")
+
+
+# --- checkpoints, features, filters ---------------------------------------------------------------
+
+
+@pytest.fixture
+def smallcnn_run(tmp_path):
+    from vqtool.engine.checkpoint import save_checkpoint
+    from vqtool.models.small import SmallCNN
+
+    run = tmp_path / "run"
+    run.mkdir()
+    preprocess = {"size": 28, "channels": 1, "mean": [0.5], "std": [0.5], "resize": None,
+                  "interpolation": "bilinear"}
+    save_checkpoint(run, SmallCNN(3, 1), {"task": "classification", "architecture": "smallcnn", "num_classes": 3,
+                                          "in_channels": 1, "classes": ["a", "b", "c"], "preprocess": preprocess})
+    return run
+
+
+def test_summary_of_a_checkpoint_uses_its_input(run_cli, smallcnn_run):
+    document = json.loads(run_cli("conv", "summary", smallcnn_run / "model.safetensors", "--json").stdout)
+    assert document["input"] == [1, 28, 28] and document["layers"][-1]["output_shape"] == [3]
+    usage_error(run_cli("conv", "summary", smallcnn_run, "--classes", 5), "checkpoint")
+
+
+def test_features_without_layer_lists_them(run_cli, smallcnn_run):
+    result = run_cli("conv", "features", smallcnn_run)
+    assert result.exit_code == 0, result.output
+    for name in ("features.0.0", "features.0.2", "features.1"):
+        assert name in result.stdout
+    listed = json.loads(run_cli("conv", "features", "smallcnn", "--json").stdout)["layers"]
+    shapes = {layer["name"]: layer["output_shape"] for layer in listed}
+    assert shapes["features.0"] == [16, 14, 14] and shapes["features.1.0"] == [32, 14, 14]
+    assert "head" not in shapes and "features.0.1" not in shapes  # logits and activations are not listed
+
+
+def test_features_saves_one_grid_per_layer(run_cli, smallcnn_run):
+    Image.fromarray(np.tile((np.arange(40) % 8 * 30).astype(np.uint8), (40, 1))).save("digit.png")
+    result = run_cli("conv", "features", smallcnn_run, "digit.png", "--layer", "features.0", "--layer",
+                     "features.1.0", "--out", "maps")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["maps/features.0-maps.png", "maps/features.1.0-maps.png"]
+    assert png("maps/features.0-maps.png").shape == (grid_side(16, 14),) * 2
+    assert png("maps/features.1.0-maps.png").shape == (grid_side(32, 14),) * 2
+
+
+def test_features_rejects_unknown_layers(run_cli):
+    usage_error(run_cli("conv", "features", "smallcnn", "--layer", "features.O"), "unknown layer",
+                "did you mean", "features.0")
+    usage_error(run_cli("conv", "features", "smallcnn", "--layer", "head"), "not feature maps")
+
+
+def test_filters_of_the_first_and_a_named_conv(run_cli, smallcnn_run):
+    document = json.loads(run_cli("conv", "filters", smallcnn_run, "--out", "f", "--json").stdout)
+    assert document["layer"] == "features.0.0" and document["shape"] == [16, 1, 3, 3]
+    assert png("f/features.0.0-filters.png").shape == (grid_side(16, 3),) * 2
+    result = run_cli("conv", "filters", "resnet18", "--layer", "layer1.0.conv1", "--out", "f")
+    assert result.stdout.strip() == "f/layer1.0.conv1-filters.png"
+    assert png("f/layer1.0.conv1-filters.png").shape == (grid_side(64, 3),) * 2
+    rgb = run_cli("conv", "filters", "resnet18", "--out", "f")
+    assert png(rgb.stdout.strip()).shape == (grid_side(64, 7), grid_side(64, 7), 3)  # RGB kernels in colour
+    usage_error(run_cli("conv", "filters", "resnet18", "--layer", "layer1"), "not a Conv2d")
+
+
+def test_weights_go_through_pretrained_classifier(run_cli, monkeypatch):
+    from vqtool.data.pipeline import Preprocess
+    from vqtool.models import weights
+    from vqtool.models.small import SmallCNN
+
+    calls = []
+
+    def pretrained(name, spec, num_classes=None):
+        calls.append((name, spec, num_classes))
+        preprocess = Preprocess(size=28, channels=1, mean=(0.5,), std=(0.5,))
+        return weights.Pretrained(SmallCNN(7, 1), preprocess, f"fake {spec}")
+
+    monkeypatch.setattr(weights, "pretrained_classifier", pretrained)
+    document = json.loads(run_cli("conv", "summary", "smallcnn", "--weights", "mine.pt", "--json").stdout)
+    assert calls == [("smallcnn", "mine.pt", None)]
+    assert document["source"] == "fake mine.pt" and document["layers"][-1]["output_shape"] == [7]
