@@ -163,17 +163,14 @@ def test_confusion_has_a_background_row_and_column(run_cli, trained_run, yolo_da
     assert result.exit_code == 2 and "for classifiers" in result.stderr
 
 
-def test_finetune_freezes_the_backbone(trained_run, yolo_data, tmp_path):
+def test_finetune_freezes_the_backbone(run_cli, trained_run, yolo_data, tmp_path):
     import torch
 
-    from vqtool.detection import CommandOptions
-    from vqtool.detection.train import finetune_detector
-    from vqtool.output import Output
-
     run, _, _ = trained_run
-    options = CommandOptions({"epochs": 1, "imgsz": 64, "out_dir": str(tmp_path / "ft"), "device": "cpu",
-                              "seed": 0}, frozenset())
-    summary = finetune_detector(str(yolo_data), str(run), "backbone", options, out=Output(quiet=True))
+    result = run_cli("finetune", yolo_data, "--weights", run, "--freeze", "backbone", "--epochs", "1", "--imgsz",
+                     "64", "--device", "cpu", "--out", tmp_path / "ft", "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
     assert summary["freeze"] == 10 and summary["epochs"] == 1  # yolov8's backbone is its first 10 layers
     before = torch.load(run / "model.pt", weights_only=False)["model"].float().state_dict()
     after = torch.load(tmp_path / "ft" / "model.pt", weights_only=False)["model"].float().state_dict()
@@ -186,6 +183,10 @@ def test_finetune_freezes_the_backbone(trained_run, yolo_data, tmp_path):
 def test_options_that_do_not_apply_to_detectors_are_refused(run_cli, yolo_data):
     result = run_cli("train", yolo_data, "--label-smoothing", "0.1")
     assert result.exit_code == 2 and "--label-smoothing" in result.stderr
+    result = run_cli("finetune", yolo_data, "--weights", "w.pt", "--head", "mlp")
+    assert result.exit_code == 2 and "--head does not apply" in result.stderr
+    result = run_cli("finetune", yolo_data)
+    assert result.exit_code == 2 and "needs --weights" in result.stderr
     result = run_cli("train", yolo_data, "--model", "resnet18")
     assert result.exit_code == 2 and "model yaml" in result.stderr
 
