@@ -53,7 +53,7 @@ def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_a
       vqtool finetune ./pets --lr-find
       vqtool finetune data.yaml --weights yolov8n.pt --freeze backbone --epochs 20
     """
-    from vqtool.detection import CommandOptions, is_detection_target
+    from vqtool.detection import is_detection_target
 
     if is_detection_target(dataset) or is_detection_target(resume):
         _finetune_detector(dataset, weights, freeze, out)

@@ -46,12 +46,15 @@ def export(checkpoint: str, options: ExportOptions, log=print) -> dict:
     """Export a classification checkpoint or YOLO weights; the summary ``vqtool export`` prints."""
     from vqtool.engine.checkpoint import resolve_checkpoint
 
+    if is_exported(checkpoint):  # model.onnx beside model.json would otherwise pass for a checkpoint
+        raise VQError(f"{checkpoint}: already an exported model; export the checkpoint or weights it came from",
+                      usage=True)
     try:
         resolve_checkpoint(checkpoint)
     except VQError:
         from vqtool.detection.weights import looks_like_weights
 
-        if not Path(checkpoint).exists() or not looks_like_weights(checkpoint) or is_exported(checkpoint):
+        if not looks_like_weights(checkpoint):  # YOLO weights may also be a bare official name (yolov8n.pt)
             raise
         from vqtool.export.yolo import export_detector
 
@@ -61,11 +64,26 @@ def export(checkpoint: str, options: ExportOptions, log=print) -> dict:
     return export_classifier(checkpoint, options, log)
 
 
+def check_verified(summary: dict) -> None:
+    """Fail (exit 1) when verification found the export beyond tolerance; the file and summary stay for a look."""
+    if summary.get("verified") is False:
+        raise VQError(f"{summary['file']} differs from the original beyond the tolerance: max abs diff "
+                      f"{summary.get('max_abs_diff', summary.get('box_max_abs_diff')):.3g} > {summary['tolerance']:g}"
+                      f"{mismatched_detections(summary)} (--tolerance X accepts more)")
+
+
+def mismatched_detections(summary: dict) -> str:
+    if "matched" not in summary or summary["matched"] == summary["detections"] == summary["exported_detections"]:
+        return ""
+    return (f", {summary['matched']} of {summary['detections']} detections matched "
+            f"({summary['exported_detections']} from the export)")
+
+
 def is_exported(path: str | Path) -> bool:
     """An already exported model (ONNX, or TorchScript with vqtool metadata), which cannot be exported again."""
     from vqtool.export.metadata import read_metadata
 
-    return Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None
+    return Path(path).is_file() and (Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None)
 
 
 def require(module: str, purpose: str):

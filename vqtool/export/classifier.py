@@ -15,12 +15,10 @@ import inspect
 import json
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from vqtool.data.pipeline import Preprocess
 from vqtool.engine.checkpoint import load_checkpoint
 from vqtool.engine.rundir import atomic_save
 from vqtool.errors import VQError
@@ -52,7 +50,7 @@ def export_classifier(spec: str, options: ExportOptions, log=print) -> dict:
     """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints."""
     check_options(options)
     checkpoint = load_checkpoint(spec)
-    preprocess = export_preprocess(checkpoint.preprocess, options.imgsz)
+    preprocess = checkpoint.preprocess.at_size(options.imgsz)
     output = output_path(checkpoint.path, options)
     started = time.perf_counter()
     batch = None if options.dynamic_batch or options.format == "torchscript" else 1
@@ -80,14 +78,6 @@ def check_options(options: ExportOptions) -> None:
         raise VQError("--opset applies to ONNX exports", usage=True)
     if options.format == "torchscript" and not options.dynamic_batch:
         raise VQError("--static applies to ONNX exports; a TorchScript model takes any batch size", usage=True)
-
-
-def export_preprocess(preprocess: Preprocess, imgsz: int | None) -> Preprocess:
-    """The checkpoint's preprocessing at the export size (the resize before the crop scales with it)."""
-    if imgsz is None or imgsz == preprocess.size:
-        return preprocess
-    resize = None if preprocess.resize is None else round(preprocess.resize * imgsz / preprocess.size)
-    return replace(preprocess, size=imgsz, resize=resize)
 
 
 def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
@@ -125,7 +115,7 @@ def write_torchscript(model, example, path: Path, document: dict, options: Expor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", QUIET_WARNINGS)
             traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
+            torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
 
     _writing(path, save, document["architecture"], "TorchScript")
 

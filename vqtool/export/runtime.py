@@ -7,6 +7,7 @@ preprocessing from the metadata embedded at export.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,9 @@ def load_torchscript(path: str | Path) -> Classifier:
     path = Path(path)
     document = checked_metadata(path)
     try:
-        model = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch announces TorchScript's deprecation on every load
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
         raise VQError(f"{path}: cannot load as TorchScript ({str(error).strip().splitlines()[0]})") from error
     return _classifier(model.eval(), document)

@@ -1,0 +1,66 @@
+"""vqtool export: a checkpoint or YOLO weights to ONNX or TorchScript, verified against the original."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.cli import output_options
+from vqtool.commands import print_summary
+
+FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
+
+
+def complete_format(ctx, param, incomplete):
+    return [click.shell_completion.CompletionItem(name) for name in FORMATS if name.startswith(incomplete)]
+
+
+@click.command()
+@click.argument("checkpoint")
+@click.option("--format", "fmt", default="onnx", show_default=True, shell_complete=complete_format,
+              help="onnx or torchscript; YOLO weights also take Ultralytics' other formats (openvino, engine, "
+                   "coreml, ...) when their packages are installed.")
+@click.option("--opset", type=click.IntRange(7), default=None, help="ONNX opset (default 17 for classifiers, "
+                                                                   "Ultralytics' choice for YOLO).")
+@click.option("--dynamic-batch/--static", default=True, show_default=True,
+              help="Any batch size, or a fixed batch of 1 (for YOLO: also fixed image size).")
+@click.option("--imgsz", type=click.IntRange(1), default=None,
+              help="Input side in pixels (default: the checkpoint's).")
+@click.option("--half", is_flag=True, help="fp16 weights and compute (inputs and outputs stay float32).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Where to write (default: model.onnx / model.ts beside the checkpoint, or the weights' name "
+                   "with the format's suffix beside YOLO weights).")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Compare the export with the original model afterwards; exit 1 beyond --tolerance.")
+@click.option("--tolerance", type=click.FloatRange(0), default=None,
+              help="Largest max abs diff that passes: logits for classifiers (default 1e-4, 5e-2 with --half), "
+                   "box corners in pixels for YOLO (default 0.05, 2 with --half).")
+@click.option("--data", "sample_data", metavar="DATASET", default=None,
+              help="Real images to verify with (default: the checkpoint's held-out split; for YOLO, "
+                   "Ultralytics' sample images).")
+@output_options
+def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, verify, tolerance, sample_data, out):
+    """Export CHECKPOINT (a run folder or YOLO weights) to ONNX or TorchScript, then verify it.
+
+    The export carries the class names and preprocessing, so eval, confusion
+    and detect take it in place of the checkpoint. Verification runs random
+    and real images through both models; beyond --tolerance the file is kept
+    but the exit code is 1.
+
+    \b
+    Examples:
+      vqtool export runs/train-20261123-101500
+      vqtool export runs/finetune-effnet --format onnx --static -o effnet.onnx
+      vqtool export runs/train-20261123-101500 --format torchscript --data ./photos
+      vqtool export yolov8n.pt --format onnx --imgsz 640
+      vqtool eval runs/train-20261123-101500/model.onnx ./photos
+    """
+    from pathlib import Path
+
+    from vqtool.export import ExportOptions, check_verified, export as export_model
+
+    options = ExportOptions(format=fmt.lower(), output=Path(output) if output else None, opset=opset,
+                            dynamic_batch=dynamic_batch, imgsz=imgsz, half=half, verify=verify,
+                            tolerance=tolerance, sample_data=sample_data)
+    summary = export_model(checkpoint, options, log=out.log)
+    print_summary(out, summary, title="export summary")
+    check_verified(summary)
