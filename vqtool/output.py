@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 from rich.console import Console
@@ -23,34 +24,47 @@ def _console(stderr: bool) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
+def _primary_process() -> bool:
+    """Under torchrun every rank runs the command; only rank 0 speaks."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @dataclass
 class Output:
     """Per-command output settings, made from the common ``--json/--quiet`` options."""
 
     json: bool = False
     quiet: bool = False
+    silent: bool = field(default_factory=lambda: not _primary_process())
 
     @property
     def interactive(self) -> bool:
         """Progress bars only for a person watching stderr."""
-        return not self.quiet and sys.stderr.isatty()
+        return not self.quiet and not self.silent and sys.stderr.isatty()
 
     def log(self, message: str) -> None:
-        if not self.quiet:
+        if not self.quiet and not self.silent:
             _console(stderr=True).print(message, markup=False, soft_wrap=True)  # a log line is never folded
 
     def warn(self, message: str) -> None:
+        if self.silent:
+            return
         _console(stderr=True).print(f"Warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def emit(self, document) -> None:
         """One JSON document (or one JSON Lines record) on stdout."""
+        if self.silent:
+            return
         click.echo(json.dumps(document, default=_jsonable, allow_nan=False))
 
     def text(self, message: str = "") -> None:
-        click.echo(message)
+        if not self.silent:
+            click.echo(message)
 
     def table(self, columns: list[str], rows: list[list], title: str | None = None) -> None:
         """A result table on stdout."""
+        if self.silent:
+            return
         table = Table(title=title, show_edge=False, header_style="bold")
         for i, name in enumerate(columns):
             numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)

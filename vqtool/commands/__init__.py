@@ -27,6 +27,21 @@ def data_options(command):
     return wrapper
 
 
+def device_option(command):
+    """--device, checked where it is used (a GPU list is for Ultralytics; classifiers use torchrun)."""
+    from vqtool.choices import DEVICES
+
+    def complete(ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
+
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps|N,N",
+                        shell_complete=complete,
+                        help="Where to run. A list of GPU indices (0,1) trains a YOLO detector on several GPUs "
+                             "(Ultralytics' DDP); classifiers scale out with torchrun.")(command)
+
+
 def print_summary(out, summary: dict, title: str) -> None:
     """A result document as JSON or as a two-column table."""
     if out.json:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vqtool.choices import DEVICES
 from vqtool.cli import output_options
+from vqtool.commands import device_option
 
 FORMATS = ("jsonl", "csv", "table")
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
@@ -22,7 +22,7 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
               help="IoU threshold of non-maximum suppression.")
 @click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True, help="Inference size in pixels.")
 @click.option("--classes", metavar="NAME,...", help="Keep only these classes (names, or ids).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@device_option
 @click.option("--max-det", type=click.IntRange(1), default=300, show_default=True, help="Most detections per image.")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Images per forward pass.")
 @click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vqtool.choices import DEVICES, SPLITS
+from vqtool.choices import SPLITS
 from vqtool.cli import output_options
-from vqtool.commands import data_options
+from vqtool.commands import data_options, device_option
 from vqtool.completion import complete_dataset
 
 
@@ -16,7 +16,7 @@ def evaluation_options(command):
     command = click.option("--split", type=click.Choice(SPLITS), default=None,
                            help="Which split (default: test, else val, else everything).")(command)
     command = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)(command)
-    command = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)(command)
+    command = device_option(command)
     return command
 
 

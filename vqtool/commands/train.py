@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vqtool.choices import AUGMENT_POLICIES, DEVICES, OPTIMIZERS, SCHEDULERS
+from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.cli import output_options
-from vqtool.commands import data_options, print_summary
+from vqtool.commands import data_options, device_option, print_summary
 from vqtool.completion import complete_dataset, complete_model
 
 
@@ -30,7 +30,7 @@ def training_options(command=None, *, epochs: int = 10, lr: float = 2e-3):
                      help="Stop after N epochs without val improvement (0: never)."),
         click.option("--imgsz", type=click.IntRange(1), default=None,
                      help="Input side in pixels (default: the model's or the data's)."),
-        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        device_option,
         click.option("--out", "out_dir", type=click.Path(file_okay=False),
                      help="Run folder (default runs/<command>-<timestamp>); must not exist."),
         click.option("--resume", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR",

@@ -91,6 +91,8 @@ def ultralytics_device(device: str):
     """vqtool's --device for Ultralytics: auto lets it choose; the others are checked the vqtool way."""
     if device == "auto":
         return None
+    if "," in device:  # several GPUs: Ultralytics runs its own DDP
+        return device
     from vqtool.engine.device import resolve_device
 
     return str(resolve_device(device))

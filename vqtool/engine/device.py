@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from vqtool.errors import VQError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """--device as a torch device; under torchrun, a GPU rank's own GPU."""
+    from vqtool.engine.distributed import local_device
+
+    return local_device(_named_device(name))
+
+
+def _named_device(name: str) -> torch.device:
+    if re.fullmatch(r"\d+(,\d+)+", name):
+        raise VQError(f"--device {name}: several GPUs train a classifier through torchrun "
+                      f"(torchrun --nproc_per_node=N -m vqtool ...); see the README", usage=True)
+    if re.fullmatch(r"\d+", name):
+        name = f"cuda:{name}"
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

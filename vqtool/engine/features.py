@@ -15,6 +15,7 @@ from torch import nn
 
 from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
+from vqtool.engine import distributed
 from vqtool.output import Output
 
 BATCH = 64
@@ -35,10 +36,22 @@ class FeatureInputs:
         return features[:, 0].to(self.device, non_blocking=True)
 
 
-@torch.no_grad()
 def cache_features(model: nn.Module, head: str, split: Split, images: ImageInputs, views: int, *,
                    augment: bool, out: Output, description: str) -> Split:
-    """``split``'s images as the features the head receives: ``views`` passes, augmented when ``augment``."""
+    """``split``'s images as the features the head receives: ``views`` passes, augmented when ``augment``.
+
+    Under torchrun each rank computes the features of its share of the images,
+    then all ranks exchange them, so every rank holds the whole cache.
+    """
+    if not distributed.is_distributed():
+        return _features(model, head, split, images, views, augment, out, description)
+    share = split.subset(torch.arange(distributed.rank(), len(split), distributed.world_size()))
+    cached = _features(model, head, share, images, views, augment, out, description)
+    return Split(labels=distributed.gather(cached.labels), pixels=distributed.gather(cached.pixels))
+
+
+@torch.no_grad()
+def _features(model, head, split, images, views, augment, out, description) -> Split:
     captured = []
     hook = model.get_submodule(head).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     model.eval()

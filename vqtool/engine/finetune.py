@@ -20,8 +20,10 @@ from vqtool.data.pipeline import ImageInputs, Preprocess
 from vqtool.engine.device import resolve_device
 from vqtool.engine.features import FeatureInputs, cache_features
 from vqtool.engine.lr_find import find_lr
-from vqtool.engine.rundir import new_run_dir, read_json, write_args
-from vqtool.engine.train import TrainConfig, TrainingRun, finish, fit, prepare_splits
+from vqtool.engine.rundir import read_json
+from vqtool.engine import distributed
+from vqtool.engine.train import (TrainConfig, TrainingRun, finish, fit, global_batch, prepare_splits,
+                                 refuse_distributed_lr_find, start_run_dir)
 from vqtool.errors import VQError
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.surgery import HEADS
@@ -94,6 +96,7 @@ def prepare(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fin
     """Load the data and the pretrained model, put the new head on, freeze."""
     config.check()
     freeze = tune.check(config)
+    distributed.join(resolve_device(config.device))
     dataset = load_dataset(dataset_spec, data)
     torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces
     pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head)
@@ -111,9 +114,8 @@ def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune
     """Fine-tune, test and save; returns the summary document (the keys of `train`'s, and more)."""
     started = time.perf_counter()
     setup = prepare(dataset_spec, data, config, tune, out)
-    run_dir = new_run_dir("finetune", out_dir)
-    write_args(run_dir, "finetune", {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config),
-                                     "finetune": asdict(tune)})
+    run_dir = distributed.main_run_dir(lambda: start_run_dir("finetune", out_dir, {
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune)}))
     return _train(setup, config, tune, run_dir, out, started, resume=None)
 
 
@@ -139,6 +141,7 @@ def resume_finetune(run_dir: str, *, out: Output, epochs: int | None = None) -> 
 def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
                 out: Output, out_dir: str | None = None) -> dict:
     """The LR range test on what this fine-tuning run would train; writes lr_find.png and .csv."""
+    refuse_distributed_lr_find()
     setup = prepare(dataset_spec, data, config, tune, out)
     model, train, _, inputs, groups = _trainable(setup, config, tune, out)
     return find_lr(model, train, inputs, config, out=out, out_dir=out_dir, param_groups=groups)
@@ -154,7 +157,7 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Ou
     trainable, frozen = parameter_counts(model)
     out.log(f"fine-tuning {config.model} from {setup.pretrained.source} on {setup.dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at {setup.preprocess.size}px; "
-            f"--freeze {setup.freeze}: {trainable:,} trainable, {frozen:,} frozen parameters")
+            f"--freeze {setup.freeze}: {trainable:,} trainable, {frozen:,} frozen parameters; {global_batch(config)}")
     if not tune.uses_cache(setup.freeze):
         head_ids = {id(p) for p in model.get_submodule(setup.head).parameters()}
         groups = [{"params": [p for p in model.parameters() if id(p) in head_ids], "lr": config.lr},

@@ -14,10 +14,11 @@ from vqtool import __version__
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
 from vqtool.data.pipeline import ImageInputs, Preprocess, batches, num_batches, pixel_stats, prepare
+from vqtool.engine import distributed
 from vqtool.engine.checkpoint import save_checkpoint
 from vqtool.engine.device import resolve_device
 from vqtool.engine.evaluate import predict, predict_with
-from vqtool.engine.metrics import classification_report, topk_accuracy
+from vqtool.engine.metrics import classification_report
 from vqtool.engine.rundir import (atomic_save, new_run_dir, plot_curves, read_json, write_args,
                                   write_metrics_csv)
 from vqtool.errors import VQError
@@ -97,10 +98,14 @@ class TrainingRun:
         self.network = network  # what the checkpoint holds, when only a part of it (a head) is being fitted
 
     def save_best(self, model: nn.Module, record: dict) -> None:
+        if not distributed.is_main():  # every rank holds the same weights; one writes them
+            return
         save_checkpoint(self.run_dir, self.network or model,
                         {**self.meta, "metrics": {"best_epoch": record["epoch"], **record}})
 
     def save_state(self, state: dict, history: list[dict]) -> None:
+        if not distributed.is_main():
+            return
         atomic_save(self.run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
         write_metrics_csv(self.run_dir / "metrics.csv", history)
         plot_curves(self.run_dir / "curves.png", history)
@@ -140,10 +145,13 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     model.to(device, memory_format=torch.channels_last)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = make_optimizer(groups, config)
-    drop_last = len(train) > config.batch_size
-    steps = num_batches(len(train), config.batch_size, drop_last)
+    per_rank = math.ceil(len(train) / distributed.world_size())
+    drop_last = per_rank > config.batch_size
+    steps = num_batches(per_rank, config.batch_size, drop_last)
     scheduler, per_batch = make_scheduler(optimizer, config, steps)
     generator = inputs.generator
+    if distributed.is_distributed():  # each rank augments its images with its own random stream
+        generator.manual_seed(config.seed + distributed.rank())
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history, best, best_state, bad_epochs, start = [], {"epoch": 0, "val_top1": -math.inf}, None, 0, 1
 
@@ -165,24 +173,25 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
         history, best, bad_epochs = resume["history"], resume["best"], resume["bad_epochs"]
         best_state = resume["best_state"]
 
+    network, trainable = distributed.wrap(model, device), _trainable_ids(model)
     stopped_early = False
     for epoch in range(start, config.epochs + 1):
         if on_epoch_start:
             on_epoch_start(epoch, model, optimizer)
+            if _trainable_ids(model) != trainable:  # DDP syncs the gradients of what trained when it was wrapped
+                network, trainable = distributed.wrap(model, device), _trainable_ids(model)
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # the head's, when the backbone has a group of its own
-        train_loss, train_top1 = _train_epoch(model, train, config, optimizer, scheduler if per_batch else None,
-                                              loss_fn, inputs, drop_last, steps, out,
-                                              f"epoch {epoch}/{config.epochs}")
+        epoch_batches = _epoch_batches(train, config, generator, epoch, drop_last)
+        train_loss, train_top1 = _train_epoch(network, epoch_batches, optimizer, scheduler if per_batch else None,
+                                              loss_fn, inputs, steps, out, f"epoch {epoch}/{config.epochs}")
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
                   "val_loss": None, "val_top1": None, "seconds": round(seconds, 3),
-                  "images_per_second": round(steps * config.batch_size / seconds if drop_last
-                                             else len(train) / seconds, 1)}
+                  "images_per_second": round(distributed.world_size() * steps * config.batch_size / seconds
+                                             if drop_last else len(train) / seconds, 1)}
         if val is not None:
-            logits = predict_with(model, val, inputs.eval, max(256, config.batch_size))
-            record["val_loss"] = nn.functional.cross_entropy(logits, val.labels).item()
-            record["val_top1"] = topk_accuracy(logits, val.labels, 1)
+            record["val_loss"], record["val_top1"] = validate(model, val, inputs, max(256, config.batch_size))
         if scheduler is not None and not per_batch:
             if config.scheduler == "plateau":
                 scheduler.step(record["val_loss"] if val is not None else train_loss)
@@ -213,31 +222,53 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     return FitResult(history=history, best=best, best_state=best_state, stopped_early=stopped_early)
 
 
-def _train_epoch(model, train, config, optimizer, batch_scheduler, loss_fn, inputs, drop_last, steps, out,
-                 description):
-    set_train_mode(model)
-    total_loss = torch.zeros((), device=inputs.device)
-    correct = torch.zeros((), device=inputs.device, dtype=torch.long)
-    seen = 0
+def _trainable_ids(model: nn.Module) -> frozenset:
+    return frozenset(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def _epoch_batches(train: Split, config: TrainConfig, generator, epoch: int, drop_last: bool):
+    """This epoch's shuffled batches: of the whole split, or of this rank's DistributedSampler shard."""
+    if distributed.is_distributed():
+        local = train.subset(distributed.shard(len(train), epoch=epoch, seed=config.seed, shuffle=True))
+        return batches(local, config.batch_size, drop_last=drop_last)
+    return batches(train, config.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+
+
+def _train_epoch(network, epoch_batches, optimizer, batch_scheduler, loss_fn, inputs, steps, out, description):
+    """(mean loss, accuracy) over the epoch's training batches, of every rank."""
+    set_train_mode(network)
+    sums = torch.zeros(3, device=inputs.device, dtype=torch.float64)  # loss sum, correct, seen
     with out.progress(description, steps) as advance:
-        for stored, labels in batches(train, config.batch_size, shuffle=True, generator=inputs.generator,
-                                      drop_last=drop_last):
+        for stored, labels in epoch_batches:
             x = inputs.train(stored)
             y = labels.to(inputs.device, non_blocking=True)
-            logits = model(x)
+            logits = network(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if batch_scheduler is not None:
                 batch_scheduler.step()
-            total_loss += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
+                                 torch.tensor(len(y), device=inputs.device, dtype=torch.float64)])
             advance()
-    if not math.isfinite(total_loss.item()):
+    loss_sum, correct, seen = distributed.total(sums).tolist()
+    if not math.isfinite(loss_sum):
         raise VQError("training diverged (loss is not finite); try a lower --lr")
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[float, float]:
+    """(loss, top-1 accuracy) over the whole val split; with several ranks each scores a share, then sums."""
+    if distributed.is_distributed():
+        val = val.subset(torch.arange(distributed.rank(), len(val), distributed.world_size()))
+    sums = torch.zeros(3, dtype=torch.float64)
+    if len(val):
+        logits = predict_with(model, val, inputs.eval, batch_size)
+        sums += torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
+                              (logits.argmax(1) == val.labels).sum().item(), len(val)], dtype=torch.float64)
+    loss_sum, correct, count = distributed.total(sums.to(inputs.device)).tolist()
+    return loss_sum / count, correct / count
 
 
 def format_epoch(record: dict, epochs: int) -> str:
@@ -301,6 +332,9 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
 
     started = time.perf_counter()
     config.check()
+    if lr_find:
+        refuse_distributed_lr_find()
+    distributed.join(resolve_device(config.device))
     dataset = load_dataset(dataset_spec, data)
     entry = get_model(config.model)
     preprocess = choose_preprocess(entry, dataset, config.imgsz)
@@ -316,12 +350,24 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
         inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment,
                              flips=dataset.flips, seed=config.seed)
         return find_lr(model, splits["train"], inputs, config, out=out, out_dir=out_dir)
-    run_dir = new_run_dir("train", out_dir)
-    write_args(run_dir, "train", {"dataset": dataset_spec, "data": asdict(data), "config": asdict(config)})
+    run_dir = distributed.main_run_dir(lambda: start_run_dir("train", out_dir, {
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.spec, "train_args": asdict(config)}
     return _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started, resume=None)
+
+
+def refuse_distributed_lr_find() -> None:
+    if distributed.is_distributed():
+        raise VQError("--lr-find runs in one process; start it without torchrun", usage=True)
+
+
+def start_run_dir(command: str, out_dir: str | None, args: dict) -> Path:
+    """A new run folder holding args.json."""
+    run_dir = new_run_dir(command, out_dir)
+    write_args(run_dir, command, args)
+    return run_dir
 
 
 def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
@@ -340,6 +386,7 @@ def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
     config = TrainConfig.from_dict(recorded["config"])
     if epochs:
         config.epochs = epochs
+    distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
     run = TrainingRun(run_path, {})
     state = run.load_state()
@@ -366,11 +413,18 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started
     n_params = sum(p.numel() for p in model.parameters())
     out.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
-            f"{preprocess.size}px; run folder {run_dir}")
+            f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
     inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
                          seed=config.seed)
     result = fit(model, splits["train"], splits.get("val"), inputs, config, out=out, run=run, resume=resume)
     return finish(model, result, dataset, splits, preprocess, config, run, started)
+
+
+def global_batch(config: TrainConfig) -> str:
+    size = distributed.world_size()
+    if size == 1:
+        return f"batch {config.batch_size}"
+    return f"global batch {size * config.batch_size} ({size} processes x --batch-size {config.batch_size})"
 
 
 def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
