@@ -31,6 +31,9 @@ def test_example_plugin_is_listed_and_trains(run_cli, class_tree):
     result = run_cli("train", class_tree, "--model", "tinyvgg", "--epochs", "1", "--json", "-q", "--out", "tv")
     assert result.exit_code == 0, result.output
     assert json.loads(open("tv/model.json").read())["preprocess"]["size"] == 64
+    summary = json.loads(run_cli("conv", "summary", "tinyvgg", "--json").stdout)
+    assert summary["input"] == [3, 64, 64]
+    assert summary["total_params"] == sum(layer["params"] for layer in summary["layers"]) > 0
 
 
 @needs_example
