@@ -426,17 +426,6 @@ def test_offline_run_neither_hangs_nor_touches_network_or_user_settings(trained_
     assert json.loads(settings.read_text())["sync"] is False
 
 
-def test_detect_help_imports_neither_torch_nor_ultralytics():
-    script = ("import sys\nfrom click.testing import CliRunner\nfrom vqtool.cli import cli\n"
-              "result = CliRunner().invoke(cli, ['detect', '--help'])\n"
-              "assert result.exit_code == 0 and 'Examples' in result.output\n"
-              "print(sorted({'torch', 'ultralytics'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert result.stdout.strip() == "[]", result.stderr
-
-
-# --- real assets ----------------------------------------------------------------------------------
-
 
 def fall_weights() -> Path:
     return Path(ASSETS) / "weights" / "yolov8-fall.pt"

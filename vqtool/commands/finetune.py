@@ -6,7 +6,7 @@ import click
 
 from vqtool.cli import output_options
 from vqtool.commands import data_options, print_summary
-from vqtool.commands.train import training_options, typed_epochs
+from vqtool.commands.train import config_from_options, training_options, typed_epochs
 from vqtool.completion import complete_dataset, complete_model
 
 CLASSIFIER_ONLY = ("model_name", "head", "backbone_lr", "unfreeze_at", "unfreeze", "cache", "cache_views", "lr_find")
@@ -59,18 +59,14 @@ def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_a
         _finetune_detector(dataset, weights, freeze, out)
         return
     from vqtool.engine.finetune import FinetuneOptions, finetune_job, lr_find_job, resume_finetune
-    from vqtool.engine.train import TrainConfig
 
     if resume:
         summary = resume_finetune(resume, out=out, epochs=typed_epochs(epochs))
     else:
-        config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                             scheduler=scheduler, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                             augment=augment, early_stop=early_stop, seed=data.seed, device=device, imgsz=imgsz)
         tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr,
                                unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views)
         job = lr_find_job if lr_find else finetune_job
-        summary = job(dataset, data, config, tune, out=out, out_dir=out_dir)
+        summary = job(dataset, data, config_from_options(model_name, data), tune, out=out, out_dir=out_dir)
     print_summary(out, summary, title="LR range test" if lr_find else "fine-tuning summary")
 
 

@@ -72,16 +72,21 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
 
         print_summary(out, train_detector(dataset, CommandOptions.current(), out=out), title="training summary")
         return
-    from vqtool.engine.train import TrainConfig, resume_job, train_job
+    from vqtool.engine.train import resume_job, train_job
 
     if resume:
         summary = resume_job(resume, out=out, epochs=typed_epochs(epochs))
     else:
-        config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                             scheduler=scheduler, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                             augment=augment, early_stop=early_stop, seed=data.seed, device=device, imgsz=imgsz)
-        summary = train_job(dataset, data, config, out=out, out_dir=out_dir, lr_find=lr_find)
+        summary = train_job(dataset, data, config_from_options(model_name, data), out=out, out_dir=out_dir,
+                            lr_find=lr_find)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
+
+
+def config_from_options(model_name: str, data):
+    """The TrainConfig of the training options the current command was given."""
+    from vqtool.engine.train import TrainConfig
+
+    return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
 
 
 def typed_epochs(epochs: int) -> int | None:
