@@ -6,9 +6,19 @@ cached view (views differ only when training augments), the validation
 images once; each epoch then picks one view per image at random. A cached
 split is an ordinary :class:`~vqtool.data.Split` whose ``pixels`` hold
 features (N × views × the head's input shape, float32) instead of images.
+
+On the CPU the backbone runs through ONNX Runtime where it is installed:
+2 to 3 times faster than eager torch for the depthwise convolutions of
+mobile architectures (EfficientNet-Lite0: about 100 vs 38 images/s on two
+cores). It is used only when its features agree with torch's on a first
+batch; otherwise, or when the export fails, torch computes them.
 """
 
 from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -16,9 +26,14 @@ from torch import nn
 from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
 from vqtool.engine import distributed
+from vqtool.errors import VQError
 from vqtool.output import Output
 
-BATCH = 64
+Backbone = Callable[[torch.Tensor], torch.Tensor]  # a normalised image batch to the head's inputs
+# Two cores run a 224 px batch of 16 faster per image than one of 64, which no longer fits in their caches.
+CPU_BATCH = 16
+DEVICE_BATCH = 128
+AGREEMENT = {"rtol": 1e-3, "atol": 1e-4}  # float32 kernels of two runtimes differ in the last digits
 
 
 class FeatureInputs:
@@ -36,35 +51,94 @@ class FeatureInputs:
         return features[:, 0].to(self.device, non_blocking=True)
 
 
-def cache_features(model: nn.Module, head: str, split: Split, images: ImageInputs, views: int, *,
-                   augment: bool, out: Output, description: str) -> Split:
+@contextmanager
+def frozen_backbone(model: nn.Module, head: str, sample: torch.Tensor, out: Output) -> Iterator[Backbone]:
+    """What computes the inputs of ``model``'s ``head``: ONNX Runtime where it agrees with torch on ``sample``
+    (a normalised batch), else the model itself with a hook on the head."""
+    model.eval()
+    with _hooked(model, head) as in_torch:
+        with torch.no_grad():
+            reference = in_torch(sample)
+        in_onnx, reason = _onnx_backbone(model, head, sample, reference) if sample.device.type == "cpu" \
+            else (None, "not on the CPU")
+        out.log(f"feature cache: backbone runs in {'onnxruntime' if in_onnx else f'torch ({reason})'}")
+        yield in_onnx or in_torch
+
+
+@contextmanager
+def _hooked(model: nn.Module, head: str) -> Iterator[Backbone]:
+    captured = []
+    hook = model.get_submodule(head).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+
+    def features(batch: torch.Tensor) -> torch.Tensor:
+        captured.clear()
+        model(batch)
+        return captured[0].float().cpu()
+
+    try:
+        yield features
+    finally:
+        hook.remove()
+
+
+def _onnx_backbone(model, head, sample, reference) -> tuple[Backbone | None, str]:
+    """(ONNX Runtime session of ``model`` with its head removed, "") or (None, why not)."""
+    if len(sample) < 2:  # a batch of one would be specialised into the traced graph
+        return None, "too few images"
+    from vqtool.export import require
+    from vqtool.export.classifier import to_onnx
+    from vqtool.export.runtime import OnnxModel
+
+    try:
+        for package in ("onnx", "onnxruntime"):
+            require(package, "the faster feature cache")
+    except VQError:
+        return None, "onnx and onnxruntime are not installed"
+
+    original = model.get_submodule(head)
+    buffer = io.BytesIO()
+    model.set_submodule(head, nn.Identity())
+    try:
+        to_onnx(model, sample.contiguous(), buffer)
+        backbone = OnnxModel(buffer.getvalue())
+        features = backbone(sample)
+    except Exception as error:  # exporters fail in many ways on exotic layers; torch still computes the features
+        return None, f"ONNX export failed: {str(error).strip().splitlines()[0][:120]}"
+    finally:
+        model.set_submodule(head, original)
+    if features.shape != reference.shape or not torch.allclose(features, reference, **AGREEMENT):
+        return None, "ONNX features differ from torch's"
+    return backbone, ""
+
+
+def cache_batch(device: torch.device) -> int:
+    return CPU_BATCH if device.type == "cpu" else DEVICE_BATCH
+
+
+def cache_features(backbone: Backbone, split: Split, images: ImageInputs, views: int, *, augment: bool,
+                   out: Output, description: str) -> Split:
     """``split``'s images as the features the head receives: ``views`` passes, augmented when ``augment``.
 
     Under torchrun each rank computes the features of its share of the images,
     then all ranks exchange them, so every rank holds the whole cache.
     """
     if not distributed.is_distributed():
-        return _features(model, head, split, images, views, augment, out, description)
+        return _features(backbone, split, images, views, augment, out, description)
     share = split.subset(torch.arange(distributed.rank(), len(split), distributed.world_size()))
-    cached = _features(model, head, share, images, views, augment, out, description)
+    cached = _features(backbone, share, images, views, augment, out, description)
     return Split(labels=distributed.gather(cached.labels), pixels=distributed.gather(cached.pixels))
 
 
 @torch.no_grad()
-def _features(model, head, split, images, views, augment, out, description) -> Split:
-    captured = []
-    hook = model.get_submodule(head).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-    model.eval()
+def _features(backbone, split, images, views, augment, out, description) -> Split:
     to_input = images.train if augment else images.eval
+    size = cache_batch(images.device)
     per_view = []
-    try:
-        with out.progress(description, views * num_batches(len(split), BATCH)) as advance:
-            for _ in range(views):
-                captured.clear()
-                for stored, _ in batches(split, BATCH):
-                    model(to_input(stored))
-                    advance()
-                per_view.append(torch.cat([f.float().cpu() for f in captured]))
-    finally:
-        hook.remove()
+    with out.progress(description, views * num_batches(len(split), size)) as advance:
+        for _ in range(views):
+            computed = []
+            for stored, _ in batches(split, size):
+                computed.append(backbone(to_input(stored)))
+                advance()
+            per_view.append(torch.cat(computed))
     return Split(labels=split.labels, pixels=torch.stack(per_view, dim=1))

@@ -18,7 +18,7 @@ import torch
 from vqtool.data import DataOptions, Dataset, load_dataset
 from vqtool.data.pipeline import ImageInputs, Preprocess
 from vqtool.engine.device import resolve_device
-from vqtool.engine.features import FeatureInputs, cache_features
+from vqtool.engine.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
 from vqtool.engine.lr_find import find_lr
 from vqtool.engine.rundir import read_json
 from vqtool.engine import distributed
@@ -169,12 +169,14 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Ou
     augment = config.augment != "none"
     out.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
             f"{' (augmented)' if augment else ''}")
-    train = cache_features(model, setup.head, splits["train"], images, views, augment=augment, out=out,
-                           description="caching train features")
-    val = None
-    if "val" in splits:
-        val = cache_features(model, setup.head, splits["val"], images, 1, augment=False, out=out,
-                             description="caching val features")
+    sample = images.eval(splits["train"].pixels[:cache_batch(device)])
+    with frozen_backbone(model, setup.head, sample, out) as backbone:
+        train = cache_features(backbone, splits["train"], images, views, augment=augment, out=out,
+                               description="caching train features")
+        val = None
+        if "val" in splits:
+            val = cache_features(backbone, splits["val"], images, 1, augment=False, out=out,
+                                 description="caching val features")
     return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed), None
 
 
@@ -190,7 +192,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
 
     def unfreeze_on_schedule(epoch, model, optimizer):
         if epoch == tune.unfreeze_at:
-            names = unfreeze_last(setup.model, setup.head, tune.unfreeze)
+            names = unfreeze_last(setup.model, setup.head, tune.unfreeze, norms=False)
             trainable, frozen = parameter_counts(setup.model)
             out.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")

@@ -89,6 +89,11 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     return None, False
 
 
+# Drawing curves.png takes about half a second; when epochs are shorter it is redrawn at most this often
+# (metrics.csv is written every epoch) and once more when training ends.
+CURVES_EVERY_S = 20.0
+
+
 class TrainingRun:
     """The run folder of a training job: best checkpoint, resume state, metrics CSV and curves."""
 
@@ -96,6 +101,7 @@ class TrainingRun:
         self.run_dir = Path(run_dir)
         self.meta = meta
         self.network = network  # what the checkpoint holds, when only a part of it (a head) is being fitted
+        self.curves_drawn = time.monotonic()
 
     def save_best(self, model: nn.Module, record: dict) -> None:
         if not distributed.is_main():  # every rank holds the same weights; one writes them
@@ -108,7 +114,13 @@ class TrainingRun:
             return
         atomic_save(self.run_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
         write_metrics_csv(self.run_dir / "metrics.csv", history)
-        plot_curves(self.run_dir / "curves.png", history)
+        if time.monotonic() - self.curves_drawn >= CURVES_EVERY_S:
+            self.draw_curves(history)
+
+    def draw_curves(self, history: list[dict]) -> None:
+        if distributed.is_main():
+            plot_curves(self.run_dir / "curves.png", history)
+            self.curves_drawn = time.monotonic()
 
     def load_state(self) -> dict | None:
         path = self.run_dir / STATE_FILE
@@ -218,6 +230,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
             out.log(f"early stop: no val improvement for {bad_epochs} epochs (best epoch {best['epoch']})")
             stopped_early = True
             break
+    if run:
+        run.draw_curves(history)
     model.load_state_dict(best_state)
     return FitResult(history=history, best=best, best_state=best_state, stopped_early=stopped_early)
 

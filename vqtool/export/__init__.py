@@ -18,7 +18,7 @@ from vqtool.errors import VQError
 FP32_TOLERANCE = 1e-4
 # fp16 keeps about 3 significant digits, so logits of a few units move by a few thousandths.
 FP16_TOLERANCE = 5e-2
-INSTALL_HINT = "pip install 'vqtool[export]'"
+INSTALL_HINT = "pip install onnx onnxruntime"  # dependencies of vqtool, so missing only from a broken install
 
 
 @dataclass(frozen=True)

@@ -93,16 +93,21 @@ def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
 
 def write_onnx(model, example, path: Path, document: dict, options: ExportOptions) -> None:
     require("onnx", "exporting to ONNX")
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.dynamic_batch else None
 
     def save(tmp: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", QUIET_WARNINGS)
-            torch.onnx.export(model, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes=axes, opset_version=options.opset or DEFAULT_OPSET, **_legacy_exporter())
+        to_onnx(model, example, tmp, dynamic_batch=options.dynamic_batch, opset=options.opset)
         embed_in_onnx(Path(tmp), document)
 
     _writing(path, save, document["architecture"], "ONNX")
+
+
+def to_onnx(model, example, destination, *, dynamic_batch: bool = True, opset: int | None = None) -> None:
+    """``model`` as ONNX into ``destination`` (a path or a binary file object)."""
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QUIET_WARNINGS)
+        torch.onnx.export(model, (example,), destination, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes=axes, opset_version=opset or DEFAULT_OPSET, **_legacy_exporter())
 
 
 def _legacy_exporter() -> dict:

@@ -25,12 +25,15 @@ CPU = ("CPUExecutionProvider",)
 class OnnxModel:
     """An onnxruntime session as a callable from a normalised float batch to logits, as predict() expects."""
 
-    def __init__(self, path: Path, providers=CPU):
-        ort = require("onnxruntime", f"running {path.name}")
+    def __init__(self, source: Path | bytes, providers=CPU):
+        """``source``: an .onnx file, or a serialised model held in memory."""
+        name = "the ONNX model" if isinstance(source, bytes) else source
+        ort = require("onnxruntime", f"running {getattr(name, 'name', name)}")
         try:
-            self.session = ort.InferenceSession(str(path), providers=list(providers))
+            self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source),
+                                                providers=list(providers))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise VQError(f"{path}: onnxruntime cannot load it ({str(error).strip().splitlines()[0]})") from error
+            raise VQError(f"{name}: onnxruntime cannot load it ({str(error).strip().splitlines()[0]})") from error
         self.input = self.session.get_inputs()[0].name
         batch = self.session.get_inputs()[0].shape[0]
         self.batch = batch if isinstance(batch, int) else None  # a --static export takes exactly this many

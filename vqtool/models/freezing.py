@@ -90,11 +90,17 @@ def apply_freeze(model: nn.Module, head: str, spec: FreezeSpec) -> None:
     model.get_submodule(head).requires_grad_(True)
 
 
-def unfreeze_last(model: nn.Module, head: str, count: int) -> list[str]:
-    """Make the last ``count`` backbone stages trainable; their module names."""
+def unfreeze_last(model: nn.Module, head: str, count: int, *, norms: bool = True) -> list[str]:
+    """Make the last ``count`` backbone stages trainable (without their batch norms unless ``norms``: those then
+    keep their statistics too, see :func:`set_train_mode`); their module names."""
     names = [name for stage in stages(model, head)[::-1][:count] for name in stage]
     for name in names:
-        model.get_submodule(name).requires_grad_(True)
+        stage = model.get_submodule(name)
+        stage.requires_grad_(True)
+        if not norms:
+            for module in stage.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.requires_grad_(False)
     return names
 
 
