@@ -27,7 +27,7 @@ from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, load_detector
-from vqtool.engine.rundir import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
+from vqtool.engine.rundir import atomic_save, new_run_dir, plot_panels, read_json, write_args, write_metrics_csv
 from vqtool.errors import VQError
 from vqtool.output import Output
 
@@ -239,22 +239,7 @@ def _total(row: dict, prefix: str) -> float:
 
 def plot_detection_curves(path: Path, history: list[dict]) -> None:
     """Total train and val loss, and mAP50 / mAP50-95, per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for prefix in ("train_", "val_"):
-        loss_axis.plot(epochs, [_total(row, prefix) for row in history], marker="o", label=prefix.rstrip("_"))
-    for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95")):
-        map_axis.plot(epochs, [row[key] for row in history], marker="o", label=label)
-    for axis, label in ((loss_axis, "loss"), (map_axis, "mAP")):
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
+    plot_panels(path, [row["epoch"] for row in history], {
+        "loss": {prefix.rstrip("_"): [_total(row, prefix) for row in history] for prefix in ("train_", "val_")},
+        "mAP": {label: [row[key] for row in history] for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95"))},
+    })

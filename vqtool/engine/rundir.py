@@ -78,19 +78,28 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
 
 def plot_curves(path: Path, history: list[dict]) -> None:
     """Loss and accuracy per epoch, train vs val."""
+    panels = {}
+    for metric, label in (("loss", "loss"), ("top1", "accuracy")):
+        series = {split: [row.get(f"{split}_{metric}") for row in history] for split in ("train", "val")}
+        panels[label] = {split: values for split, values in series.items()
+                         if any(v is not None and v == v for v in values)}
+    plot_panels(path, [row["epoch"] for row in history], panels)
+
+
+def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]]) -> None:
+    """Side-by-side charts of values per epoch: ``panels`` maps each y-axis label to its named series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    epochs = [row["epoch"] for row in history]
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric, label in ((loss_axis, "loss", "loss"), (accuracy_axis, "top1", "accuracy")):
-        for split in ("train", "val"):
-            values = [row.get(f"{split}_{metric}") for row in history]
-            if any(v is not None and v == v for v in values):
-                axis.plot(epochs, values, marker="o", label=split)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, (label, series) in zip(axes[0], panels.items()):
+        for name, values in series.items():
+            axis.plot(epochs, values, marker="o", label=name)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         axis.legend()
