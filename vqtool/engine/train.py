@@ -221,7 +221,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
             bad_epochs += 1
         out.log(format_epoch(record, config.epochs))
         if run:
-            run.save_state({"epoch": epoch, "planned_epochs": config.epochs, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            run.save_state({"epoch": epoch, "planned_epochs": config.epochs, "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict() if scheduler is not None else None,
                             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                             "history": history, "best": best, "bad_epochs": bad_epochs,
