@@ -33,7 +33,7 @@ CLASSIFIER_ONLY = ("model_name", "head", "backbone_lr", "unfreeze_at", "unfreeze
               help="With the backbone frozen throughout, compute its features once and train the head on them.")
 @click.option("--cache-views", type=click.IntRange(1), default=None, metavar="K",
               help="Augmented views cached per training image (default 1, or 4 with --augment).")
-@training_options(epochs=5, lr=1e-3)
+@training_options(epochs=5, batch_size=32, lr=3e-3)  # a few hundred images: enough steps for the head
 @data_options
 @output_options
 def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_at, unfreeze, cache, cache_views,

@@ -10,13 +10,13 @@ from vqtool.commands import data_options, device_option, print_summary
 from vqtool.completion import complete_dataset, complete_model
 
 
-def training_options(command=None, *, epochs: int = 10, lr: float = 2e-3):
+def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3):
     """The options `train` and `finetune` share (``@training_options(epochs=5)`` for other defaults)."""
     if command is None:
-        return lambda decorated: training_options(decorated, epochs=epochs, lr=lr)
+        return lambda decorated: training_options(decorated, epochs=epochs, batch_size=batch_size, lr=lr)
     for decorator in reversed([
         click.option("--epochs", type=click.IntRange(1), default=epochs, show_default=True),
-        click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True),
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True,
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),

@@ -210,7 +210,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
             else:
                 scheduler.step()
         history.append(record)
-        improved = val is None or record["val_top1"] > best["val_top1"]
+        improved = val is None or _better(record, best)
         if improved:
             best = dict(record)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -235,6 +235,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
         run.draw_curves(history)
     model.load_state_dict(best_state)
     return FitResult(history=history, best=best, best_state=best_state, stopped_early=stopped_early)
+
+
+def _better(record: dict, best: dict) -> bool:
+    """Higher val accuracy, or the same with a lower val loss (small val sets often tie on accuracy)."""
+    return (record["val_top1"], -record["val_loss"]) > (best["val_top1"], -best.get("val_loss", math.inf))
 
 
 def _trainable_ids(model: nn.Module) -> frozenset:
