@@ -17,6 +17,7 @@ demo: $(VENV)/.installed-dev
 	$(BIN)/vqtool train
 
 test: $(VENV)/.installed-dev
+	$(BIN)/python -m pyflakes vqtool tests benchmarks plugins
 	$(BIN)/python -m pytest -q
 
 # Slow integration tests too, and the real-asset tests when ../shared/assets exists.
