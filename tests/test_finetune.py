@@ -198,6 +198,10 @@ def test_resume_a_finetuning_run(run_cli, tree, tmp_path):
     assert resumed["epochs"] == 2
     wrong = run_cli("train", "--resume", "run")
     assert wrong.exit_code == 2 and "vqtool finetune --resume" in wrong.stderr
+    trained = run_cli("train", tree, "--model", "smallcnn", "--epochs", "1", "--out", "trained", "-q")
+    assert trained.exit_code == 0, trained.output
+    wrong = run_cli("finetune", "--resume", "trained")
+    assert wrong.exit_code == 2 and "vqtool train --resume" in wrong.stderr
 
 
 def test_freezing_by_stages_and_until_a_layer():

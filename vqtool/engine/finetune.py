@@ -16,14 +16,13 @@ from pathlib import Path
 import torch
 
 from vqtool.data import DataOptions, Dataset, load_dataset
-from vqtool.data.pipeline import ImageInputs, Preprocess
+from vqtool.data.pipeline import Preprocess
 from vqtool.engine.device import resolve_device
 from vqtool.engine.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
 from vqtool.engine.lr_find import find_lr
-from vqtool.engine.rundir import read_json
 from vqtool.engine import distributed
-from vqtool.engine.train import (TrainConfig, TrainingRun, finish, fit, global_batch, prepare_splits,
-                                 refuse_distributed_lr_find, start_run_dir)
+from vqtool.engine.train import (TrainConfig, TrainingRun, finish, fit, global_batch, image_inputs, prepare_splits,
+                                 refuse_distributed_lr_find, resumable, start_run_dir)
 from vqtool.errors import VQError
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.surgery import HEADS
@@ -122,20 +121,11 @@ def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune
 def resume_finetune(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
     """Continue an interrupted fine-tuning run from its last completed epoch."""
     started = time.perf_counter()
-    run_path = Path(run_dir)
-    recorded = read_json(run_path / "args.json")["args"]
-    config = TrainConfig.from_dict(recorded["config"])
-    config.epochs = epochs or config.epochs
-    state = TrainingRun(run_path, {}).load_state()
-    if state is None:
-        raise VQError(f"{run_dir}: no completed epoch to resume from; start it again")
-    if state["epoch"] >= config.epochs:
-        raise VQError(f"{run_dir}: already finished {state['epoch']} of {config.epochs} epochs "
-                      f"(pass --epochs N to train further)", usage=True)
+    recorded, config, state = resumable(run_dir, "finetune", epochs)
     tune = FinetuneOptions.from_dict(recorded["finetune"])
     setup = prepare(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, out)
     out.log(f"resuming {run_dir} after epoch {state['epoch']}")
-    return _train(setup, config, tune, run_path, out, started, resume=state)
+    return _train(setup, config, tune, Path(run_dir), out, started, resume=state)
 
 
 def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
@@ -150,10 +140,9 @@ def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune:
 def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Output):
     """(module to fit, train split, val split, inputs, parameter groups): the head on cached features, or the
     whole network on images."""
-    device = resolve_device(config.device)
     model, splits = setup.model, setup.splits
-    images = ImageInputs(setup.preprocess, device, augment=config.augment, flips=setup.dataset.flips,
-                         seed=config.seed)
+    images = image_inputs(setup.preprocess, setup.dataset, config)
+    device = images.device
     trainable, frozen = parameter_counts(model)
     out.log(f"fine-tuning {config.model} from {setup.pretrained.source} on {setup.dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at {setup.preprocess.size}px; "

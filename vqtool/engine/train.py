@@ -367,9 +367,8 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
     if lr_find:
         from vqtool.engine.lr_find import find_lr
 
-        inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment,
-                             flips=dataset.flips, seed=config.seed)
-        return find_lr(model, splits["train"], inputs, config, out=out, out_dir=out_dir)
+        return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, out=out,
+                       out_dir=out_dir)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("train", out_dir, {
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
@@ -390,31 +389,35 @@ def start_run_dir(command: str, out_dir: str | None, args: dict) -> Path:
     return run_dir
 
 
+def resumable(run_dir: str, command: str, epochs: int | None) -> tuple[dict, TrainConfig, dict]:
+    """(recorded arguments, config with ``epochs`` applied, resume state) of an interrupted ``command`` run."""
+    run_path = Path(run_dir)
+    if not (run_path / "args.json").is_file():
+        raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
+    document = read_json(run_path / "args.json")
+    if document.get("command") != command:
+        raise VQError(f"{run_dir}: a {document.get('command')} run; continue it with vqtool "
+                      f"{document.get('command')} --resume {run_dir}", usage=True)
+    config = TrainConfig.from_dict(document["args"]["config"])
+    config.epochs = epochs or config.epochs
+    state = TrainingRun(run_path, {}).load_state()
+    if state is None:
+        raise VQError(f"{run_dir}: no completed epoch to resume from; start it again")
+    if state["epoch"] >= config.epochs:
+        raise VQError(f"{run_dir}: already finished {state['epoch']} of {config.epochs} epochs "
+                      f"(pass --epochs N to train further)", usage=True)
+    return document["args"], config, state
+
+
 def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
     """Continue an interrupted run from its last completed epoch."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
     run_path = Path(run_dir)
-    if not (run_path / "args.json").is_file():
-        raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
-    document = read_json(run_path / "args.json")
-    if document.get("command") != "train":
-        raise VQError(f"{run_dir}: a {document.get('command')} run; continue it with vqtool "
-                      f"{document.get('command')} --resume {run_dir}", usage=True)
-    recorded = document["args"]
-    config = TrainConfig.from_dict(recorded["config"])
-    if epochs:
-        config.epochs = epochs
+    recorded, config, state = resumable(run_dir, "train", epochs)
     distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
-    run = TrainingRun(run_path, {})
-    state = run.load_state()
-    if state is None:
-        raise VQError(f"{run_dir}: no completed epoch to resume from; start it again")
-    if state["epoch"] >= config.epochs:
-        raise VQError(f"{run_dir}: already finished {state['epoch']} of {config.epochs} epochs "
-                      f"(pass --epochs N to train further)", usage=True)
     from vqtool.engine.checkpoint import read_meta
 
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",
@@ -434,10 +437,15 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started
     out.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
-    inputs = ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
-                         seed=config.seed)
-    result = fit(model, splits["train"], splits.get("val"), inputs, config, out=out, run=run, resume=resume)
+    result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
+                 out=out, run=run, resume=resume)
     return finish(model, result, dataset, splits, preprocess, config, run, started)
+
+
+def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:
+    """The input side of a run on images: the training options' device, augmentation and seed."""
+    return ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
+                       seed=config.seed)
 
 
 def global_batch(config: TrainConfig) -> str:
