@@ -87,7 +87,7 @@ def is_exported(path: str | Path) -> bool:
 
 
 def require(module: str, purpose: str):
-    """Import an optional dependency, or fail with one line saying how to install it (never installs)."""
+    """Import a package a partial install may lack, or fail with one line saying how to install it (never installs)."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
