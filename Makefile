@@ -29,5 +29,5 @@ clean:
 
 # Regenerate the shell completion scripts and the packaged model-name list they complete from.
 completions: $(VENV)/.installed-dev
-	VQTOOL_PLUGINS=none $(BIN)/python -c "from vqtool.completion import write_model_names; write_model_names('vqtool/model_names.txt')"
+	VQTOOL_PLUGINS=none $(BIN)/python -c "from vqtool.commands.completion import write_model_names; write_model_names('vqtool/model_names.txt')"
 	for shell in bash zsh fish; do _VQTOOL_COMPLETE=$${shell}_source $(BIN)/vqtool > completions/vqtool.$$shell; done

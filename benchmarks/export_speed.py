@@ -19,8 +19,10 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from vqtool.export import ExportOptions, export
-from vqtool.export.classifier import write_onnx
+from vqtool.exporting import ExportOptions
+from vqtool.reporter import SILENT
+from vqtool.tasks import export
+from vqtool.classification.export import write_onnx
 
 
 def eager_model(checkpoint: str | None) -> tuple[torch.nn.Module, int, int]:
@@ -29,7 +31,7 @@ def eager_model(checkpoint: str | None) -> tuple[torch.nn.Module, int, int]:
         from torchvision.models import resnet18
 
         return resnet18().eval(), 3, 224
-    from vqtool.engine.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     return loaded.model.eval(), loaded.preprocess.channels, loaded.preprocess.size
@@ -41,7 +43,7 @@ def onnx_file(model, checkpoint: str | None, channels: int, side: int, folder: P
     if checkpoint is None:
         write_onnx(model, torch.randn(2, channels, side, side), path, {"architecture": "resnet18"}, ExportOptions())
     else:
-        export(checkpoint, ExportOptions(output=path, verify=False), log=lambda message: None)
+        export(checkpoint, ExportOptions(output=path, verify=False), SILENT)
     return path
 
 

@@ -60,3 +60,30 @@ requires_assets = pytest.mark.skipif(
     not (ASSETS and Path(ASSETS).is_dir()),
     reason="set VQTOOL_TEST_ASSETS to the shared assets folder to run real-data tests",
 )
+
+
+class RecordingReporter:
+    """A reporter (vqtool.reporter.Reporter) that keeps what the library tells it, for assertions."""
+
+    def __init__(self):
+        from vqtool.reporter import SilentReporter
+
+        self._silent = SilentReporter()
+        self.logs, self.warnings, self.tables = [], [], []
+
+    def log(self, message):
+        self.logs.append(message)
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+    def progress(self, description, total):
+        return self._silent.progress(description, total)
+
+    def table(self, columns, rows, title=None):
+        self.tables.append((columns, rows, title))
+
+
+@pytest.fixture
+def reporter():
+    return RecordingReporter()

@@ -479,12 +479,11 @@ def test_train_on_coco8_offline(run_cli, tmp_path):
 @requires_assets
 @pytest.mark.assets
 def test_finetune_the_fall_detector_on_a_tiny_dataset(yolo_data, tmp_path):
-    from vqtool.detection import CommandOptions
-    from vqtool.detection.train import finetune_detector
-    from vqtool.output import Output
+    from vqtool.detection.train import DetectorTraining, finetune_detector
+    from vqtool.reporter import SILENT
 
-    options = CommandOptions({"epochs": 1, "imgsz": 64, "out_dir": str(tmp_path / "ft"), "device": "cpu",
-                              "seed": 0}, frozenset())
-    summary = finetune_detector(str(yolo_data), str(fall_weights()), "backbone", options, out=Output(quiet=True))
+    training = DetectorTraining(epochs=1, imgsz=64, device="cpu")
+    summary = finetune_detector(str(yolo_data), str(fall_weights()), "backbone", training,
+                                out_dir=str(tmp_path / "ft"), reporter=SILENT)
     assert summary["freeze"] == 10 and (tmp_path / "ft" / "model.pt").is_file()
     assert ultralytics_yolo(tmp_path / "ft" / "model.pt").names == dict(enumerate(CLASSES))

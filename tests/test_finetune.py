@@ -73,11 +73,10 @@ def test_cached_and_uncached_heads_learn_the_same(run_cli, tree, tmp_path):
 
 
 @pytest.mark.parametrize("with_onnxruntime", [True, False])
-def test_frozen_backbone_features_are_torch_s_in_either_runtime(with_onnxruntime, monkeypatch, capsys):
+def test_frozen_backbone_features_are_torch_s_in_either_runtime(with_onnxruntime, monkeypatch, reporter):
     import torchvision
 
-    from vqtool.engine.features import frozen_backbone
-    from vqtool.output import Output
+    from vqtool.classification.features import frozen_backbone
 
     if not with_onnxruntime:
         monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
@@ -87,11 +86,11 @@ def test_frozen_backbone_features_are_torch_s_in_either_runtime(with_onnxruntime
     with torch.no_grad():
         expected = torch.flatten(model.avgpool(model.features(images)), 1)
         expected = model.classifier[:-1](expected)  # what the last layer, the head, receives
-        with frozen_backbone(model, "classifier.3", images[:4], Output()) as backbone:
+        with frozen_backbone(model, "classifier.3", images[:4], reporter) as backbone:
             features = backbone(images)
     assert torch.allclose(features, expected, rtol=1e-3, atol=1e-4)
     runtime = "onnxruntime" if with_onnxruntime else "torch (onnx and onnxruntime are not installed)"
-    assert f"backbone runs in {runtime}" in capsys.readouterr().err
+    assert any(f"backbone runs in {runtime}" in line for line in reporter.logs)
     assert isinstance(model.classifier[3], torch.nn.Linear) and not model.classifier[3]._forward_pre_hooks
 
 

@@ -6,7 +6,7 @@ import torch
 
 from vqtool.data import stratified_split
 from vqtool.data.pipeline import Augmenter
-from vqtool.engine.metrics import classification_report, confused_pairs, confusion_matrix
+from vqtool.metrics import classification_report, confused_pairs, confusion_matrix
 
 
 def test_help_of_every_command_imports_no_heavy_library():

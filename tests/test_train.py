@@ -31,7 +31,7 @@ def test_default_train_reaches_95_percent_on_digits(run_cli):
 
 
 def test_resume_continues_exactly_where_it_stopped(run_cli, monkeypatch):
-    from vqtool.engine.train import TrainingRun
+    from vqtool.classification.train import TrainingRun
 
     straight = summary_of(run_cli("train", "--epochs", "4", "--json", "-q", "--out", "a"))
     save_state = TrainingRun.save_state

@@ -7,13 +7,13 @@ Subcommands are imported only when they run (Click's LazyGroup pattern), so
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
 from vqtool import __version__
-from vqtool.errors import VQError
+from vqtool.commands import debug_option
+from vqtool.errors import VQError, debug_enabled
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -28,11 +28,6 @@ COMMANDS = {
     "datasets": "vqtool.commands.listing:datasets",
     "plugins": "vqtool.commands.listing:plugins",
 }
-
-
-def debug_enabled(ctx: click.Context | None = None) -> bool:
-    ctx = ctx or click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().meta.get("vqtool.debug")) or os.environ.get("VQTOOL_DEBUG") == "1"
 
 
 class LazyGroup(click.Group):
@@ -52,12 +47,12 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except VQError as error:
-            if debug_enabled(ctx):
+            if debug_enabled():
                 raise
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
-            if debug_enabled(ctx):
+            if debug_enabled():
                 raise
             click.echo("Aborted.", err=True)
             ctx.exit(130)
@@ -67,34 +62,6 @@ def _module_exists(target: str) -> bool:
     from importlib.util import find_spec
 
     return find_spec(target.split(":")[0]) is not None
-
-
-def _set_debug(ctx, param, value):
-    if value:
-        ctx.find_root().meta["vqtool.debug"] = True
-    return value
-
-
-debug_option = click.option(
-    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
-    help="Show full tracebacks for errors.",
-)
-
-
-def output_options(command):
-    """``--json``, ``--quiet`` and ``--debug`` for a subcommand; passes ``out: Output``."""
-    from functools import wraps
-
-    @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr.")
-    @debug_option
-    @wraps(command)
-    def wrapper(*args, as_json, quiet, **kwargs):
-        from vqtool.output import Output
-
-        return command(*args, out=Output(json=as_json, quiet=quiet), **kwargs)
-
-    return wrapper
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

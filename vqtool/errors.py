@@ -1,4 +1,6 @@
-"""The one exception type for errors a user can cause."""
+"""The one exception type for errors a user can cause, and whether the user asked to see everything."""
+
+import os
 
 
 class VQError(Exception):
@@ -23,3 +25,8 @@ def suggest(name: str, choices) -> str:
 
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` (or ``VQTOOL_DEBUG=1``) asked for tracebacks and third-party libraries' own output."""
+    return os.environ.get("VQTOOL_DEBUG") == "1"

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import os
+from functools import wraps
+
 import click
+
+from vqtool.errors import debug_enabled
+
+
+def _set_debug(ctx, param, value):
+    """--debug reaches the library through VQTOOL_DEBUG (it never reads Click), restored when the command ends."""
+    if value and not debug_enabled():
+        os.environ["VQTOOL_DEBUG"] = "1"
+        ctx.find_root().call_on_close(lambda: os.environ.pop("VQTOOL_DEBUG", None))
+    return value
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="Show full tracebacks for errors.",
+)
+
+
+def output_options(command):
+    """``--json``, ``--quiet`` and ``--debug`` for a subcommand; passes ``out: Output`` (a reporter)."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr.")
+    @debug_option
+    @wraps(command)
+    def wrapper(*args, as_json, quiet, **kwargs):
+        from vqtool.commands.output import Output
+
+        return command(*args, out=Output(json=as_json, quiet=quiet), **kwargs)
+
+    return wrapper
 
 
 def data_options(command):
     """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``)."""
-    from functools import wraps
 
     @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR",
                   help="Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]")
@@ -51,3 +84,31 @@ def print_summary(out, summary: dict, title: str) -> None:
     out.table(["", "value"], rows, title=title)
     if summary.get("hint"):
         out.warn(summary["hint"])
+
+
+def typed_options() -> dict:
+    """The current command's options that were typed on the command line (the others keep a library's defaults)."""
+    ctx = click.get_current_context()
+    return {name: value for name, value in ctx.params.items()
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+
+
+# Training options only classifiers understand: typed for a YOLO detector, they are a usage error.
+CLASSIFIER_ONLY = ("label_smoothing", "val_split", "strict", "lr_find", "head", "backbone_lr", "unfreeze_at",
+                   "unfreeze", "cache", "cache_views")
+# Hyperparameters a detector takes only when typed: vqtool's defaults for them are tuned for classifiers.
+DETECTOR_TYPED = ("batch_size", "lr", "weight_decay", "early_stop", "workers", "optimizer", "scheduler", "augment")
+
+
+def detector_training(refused: tuple[str, ...] = CLASSIFIER_ONLY):
+    """The current train/finetune command's options as a DetectorTraining (None: Ultralytics' default)."""
+    from vqtool.detection.train import DetectorTraining
+    from vqtool.errors import VQError
+
+    typed, params = typed_options(), click.get_current_context().params
+    unsupported = [f"--{name.removesuffix('_name').replace('_', '-')}" for name in refused if name in typed]
+    if unsupported:
+        verb = "does" if len(unsupported) == 1 else "do"
+        raise VQError(f"{', '.join(unsupported)} {verb} not apply to YOLO detectors", usage=True)
+    return DetectorTraining(epochs=params["epochs"], seed=params["seed"], device=params["device"],
+                            imgsz=params["imgsz"], **{name: typed.get(name) for name in DETECTOR_TYPED})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
-from vqtool.commands import data_options
-from vqtool.completion import complete_dataset
+from vqtool.commands import data_options, output_options, typed_options
+from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
 
 
@@ -31,11 +30,11 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     """
     from pathlib import Path
 
-    from vqtool.detection import CommandOptions, is_detection_target
-    from vqtool.engine.confusion import confusion_report, plot_confusion, plot_misclassified
-    from vqtool.engine.inference import evaluate
+    from vqtool.classification.confusion import confusion_report, plot_confusion, plot_misclassified
+    from vqtool.classification.evaluate import evaluate
+    from vqtool.tasks import DETECTION, task_of
 
-    if is_detection_target(checkpoint) or is_detection_target(dataset):  # YOLO weights or a data.yaml
+    if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
         from vqtool.detection.evaluate import detection_confusion
         from vqtool.errors import VQError
 
@@ -43,10 +42,10 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
             raise VQError("--examples is for classifiers; a detector's matrix has no single image per cell",
                           usage=True)
         report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
-                                     batch_size=CommandOptions.current().typed_value("batch_size"))
+                                     batch_size=typed_options().get("batch_size"))
     else:
         evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                              warn=out.warn)
+                              reporter=out)
         report = confusion_report(evaluation, top=top, normalize=normalize)
     if png:
         plot_confusion(report, Path(png))

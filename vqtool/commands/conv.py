@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
-from vqtool.completion import complete_model
+from vqtool.commands import output_options
+from vqtool.commands.completion import complete_model
 
 KERNEL_HELP = ("sobel-x, sobel-y, vertical-edge, horizontal-edge, laplacian, blur, sharpen, emboss, "
                "or rows of numbers like '[[-1,0,1],[-1,0,1],[-1,0,1]]'. Repeatable.")

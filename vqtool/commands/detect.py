@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
-from vqtool.commands import device_option
+from vqtool.commands import device_option, output_options
 
 FORMATS = ("jsonl", "csv", "table")
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import SPLITS
-from vqtool.cli import output_options
-from vqtool.commands import data_options, device_option
-from vqtool.completion import complete_dataset
+from vqtool.commands import data_options, device_option, output_options, typed_options
+from vqtool.commands.completion import complete_dataset
 
 
 
@@ -39,22 +38,22 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
       vqtool eval runs/pets ./pets-test --json
       vqtool eval best.pt data.yaml --json
     """
-    from vqtool.detection import CommandOptions, is_detection_target
+    from vqtool.tasks import DETECTION, task_of
 
-    if is_detection_target(checkpoint) or is_detection_target(dataset):  # YOLO weights or a data.yaml
-        from vqtool.detection.evaluate import evaluate_detector, show_report
+    if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
+        from vqtool.detection.evaluate import evaluate_detector
 
         report = evaluate_detector(checkpoint, dataset, split=split, device=device,
-                                   batch_size=CommandOptions.current().typed_value("batch_size"))
+                                   batch_size=typed_options().get("batch_size"))
         if out.json:
             out.emit(report)
         else:
-            show_report(out, report)
+            show_detector_report(out, report)
         return
-    from vqtool.engine.inference import evaluate as run_evaluation
+    from vqtool.classification.evaluate import evaluate as run_evaluation
 
     report = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                            warn=out.warn).report
+                            reporter=out).report
     if out.json:
         out.emit(report)
         return
@@ -64,3 +63,13 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
               title=f"{report['dataset']} ({report['split']})")
     top5 = "" if report["top5"] is None else f"  top-5 {report['top5']:.4f}"
     out.text(f"top-1 {report['top1']:.4f}{top5}  loss {report['loss']:.4f}  n {report['n']}")
+
+
+def show_detector_report(out, report: dict) -> None:
+    """``vqtool eval`` of a detector, for reading."""
+    rows = [[name, m["images"], m["instances"], m["precision"], m["recall"], m["map50"], m["map50_95"]]
+            for name, m in report["per_class"].items()]
+    rows.append(["all", report["images"], report["instances"], report["precision"], report["recall"],
+                 report["map50"], report["map50_95"]])
+    out.table(["class", "images", "instances", "precision", "recall", "mAP50", "mAP50-95"], rows,
+              title=f"{report['dataset']} ({report['split']})")

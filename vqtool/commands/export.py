@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
-from vqtool.commands import print_summary
+from vqtool.commands import output_options, print_summary
 
 FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
 
@@ -56,11 +55,12 @@ def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, verify, t
     """
     from pathlib import Path
 
-    from vqtool.export import ExportOptions, check_verified, export as export_model
+    from vqtool.exporting import ExportOptions, check_verified
+    from vqtool.tasks import export as export_model
 
     options = ExportOptions(format=fmt.lower(), output=Path(output) if output else None, opset=opset,
                             dynamic_batch=dynamic_batch, imgsz=imgsz, half=half, verify=verify,
                             tolerance=tolerance, sample_data=sample_data)
-    summary = export_model(checkpoint, options, log=out.log)
+    summary = export_model(checkpoint, options, out)
     print_summary(out, summary, title="export summary")
     check_verified(summary)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
-from vqtool.commands import data_options, print_summary
+from vqtool.commands import CLASSIFIER_ONLY, data_options, detector_training, output_options, print_summary
 from vqtool.commands.train import config_from_options, training_options, typed_epochs
-from vqtool.completion import complete_dataset, complete_model
-
-CLASSIFIER_ONLY = ("model_name", "head", "backbone_lr", "unfreeze_at", "unfreeze", "cache", "cache_views", "lr_find")
+from vqtool.commands.completion import complete_dataset, complete_model
 
 
 @click.command()
@@ -53,33 +50,31 @@ def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_a
       vqtool finetune ./pets --lr-find
       vqtool finetune data.yaml --weights yolov8n.pt --freeze backbone --epochs 20
     """
-    from vqtool.detection import is_detection_target
+    from vqtool.tasks import DETECTION, task_of
 
-    if is_detection_target(dataset) or is_detection_target(resume):
-        _finetune_detector(dataset, weights, freeze, out)
+    if task_of(dataset, resume) == DETECTION:
+        print_summary(out, _finetune_detector(dataset, weights, freeze, resume, out_dir, out),
+                      title="fine-tuning summary")
         return
-    from vqtool.engine.finetune import FinetuneOptions, finetune_job, lr_find_job, resume_finetune
+    from vqtool.classification.finetune import FinetuneOptions, finetune_job, lr_find_job, resume_finetune
 
     if resume:
-        summary = resume_finetune(resume, out=out, epochs=typed_epochs(epochs))
+        summary = resume_finetune(resume, reporter=out, epochs=typed_epochs(epochs))
     else:
         tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr,
                                unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views)
         job = lr_find_job if lr_find else finetune_job
-        summary = job(dataset, data, config_from_options(model_name, data), tune, out=out, out_dir=out_dir)
+        summary = job(dataset, data, config_from_options(model_name, data), tune, reporter=out, out_dir=out_dir)
     print_summary(out, summary, title="LR range test" if lr_find else "fine-tuning summary")
 
 
-def _finetune_detector(dataset, weights, freeze, out):
-    from vqtool.detection import CommandOptions
-    from vqtool.detection.train import finetune_detector
+def _finetune_detector(dataset, weights, freeze, resume, out_dir, out) -> dict:
+    from vqtool.detection.train import finetune_detector, resume_detector
     from vqtool.errors import VQError
 
-    options = CommandOptions.current()
-    for name in CLASSIFIER_ONLY:
-        if name in options.typed:
-            raise VQError(f"--{name.replace('_', '-').removesuffix('-name')} does not apply to YOLO detectors",
-                          usage=True)
-    if not weights and not options.get("resume"):
+    if resume:
+        return resume_detector(resume, reporter=out)
+    training = detector_training(refused=("model_name", *CLASSIFIER_ONLY))
+    if not weights:
         raise VQError("fine-tuning a detector needs --weights W.pt (a YOLO checkpoint)", usage=True)
-    print_summary(out, finetune_detector(dataset, weights, freeze, options, out=out), title="fine-tuning summary")
+    return finetune_detector(dataset, weights, freeze, training, out_dir=out_dir, reporter=out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.cli import output_options
+from vqtool.commands import output_options
 
 
 @click.command()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
-from vqtool.cli import output_options
-from vqtool.commands import data_options, device_option, print_summary
-from vqtool.completion import complete_dataset, complete_model
+from vqtool.commands import (data_options, detector_training, device_option, output_options, print_summary,
+                             typed_options)
+from vqtool.commands.completion import complete_dataset, complete_model
 
 
 def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3):
@@ -65,31 +65,37 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train ./cifar10 --model resnet18 --lr-find
       vqtool train data.yaml --model yolov8n.yaml --epochs 50 --imgsz 640
     """
-    from vqtool.detection import CommandOptions, is_detection_target
+    from vqtool.tasks import DETECTION, task_of
 
-    if is_detection_target(dataset) or is_detection_target(resume):  # a YOLO data.yaml or detector run
-        from vqtool.detection.train import train_detector
-
-        print_summary(out, train_detector(dataset, CommandOptions.current(), out=out), title="training summary")
+    if task_of(dataset, resume) == DETECTION:  # a YOLO data.yaml or detector run
+        print_summary(out, _train_detector(dataset, resume, out_dir, out), title="training summary")
         return
-    from vqtool.engine.train import resume_job, train_job
+    from vqtool.classification.train import resume_job, train_job
 
     if resume:
-        summary = resume_job(resume, out=out, epochs=typed_epochs(epochs))
+        summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs))
     else:
-        summary = train_job(dataset, data, config_from_options(model_name, data), out=out, out_dir=out_dir,
+        summary = train_job(dataset, data, config_from_options(model_name, data), reporter=out, out_dir=out_dir,
                             lr_find=lr_find)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
 def config_from_options(model_name: str, data):
     """The TrainConfig of the training options the current command was given."""
-    from vqtool.engine.train import TrainConfig
+    from vqtool.classification.train import TrainConfig
 
     return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
 
 
 def typed_epochs(epochs: int) -> int | None:
     """--epochs when the user typed it (a resumed run otherwise keeps its own)."""
-    ctx = click.get_current_context()
-    return epochs if ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE else None
+    return epochs if "epochs" in typed_options() else None
+
+
+def _train_detector(dataset: str, resume: str | None, out_dir: str | None, out) -> dict:
+    from vqtool.detection.train import resume_detector, train_detector
+
+    if resume:
+        return resume_detector(resume, reporter=out)
+    return train_detector(dataset, detector_training(), model_name=typed_options().get("model_name"),
+                          out_dir=out_dir, reporter=out)

@@ -55,7 +55,7 @@ def load_network(spec: str, weights: str | None = None, num_classes: int | None 
 
 
 def _from_checkpoint(path: str) -> Network:
-    from vqtool.engine.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     return Network(checkpoint.model.eval(), checkpoint.preprocess,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqtool.engine.rundir import atomic_save, new_run_dir
+from vqtool.runs.folder import atomic_save, new_run_dir
 from vqtool.errors import VQError
 
 CELL_MIN = 48  # grid cells smaller than this (3×3 kernels, 7×7 maps) are enlarged by a whole factor

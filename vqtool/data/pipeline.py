@@ -17,6 +17,7 @@ from vqtool.choices import AUGMENT_POLICIES
 from vqtool.data import Split
 from vqtool.data.images import decode_files
 from vqtool.errors import VQError
+from vqtool.reporter import SILENT, Reporter
 
 MEMORY_BUDGET = 6 * 1024**3
 
@@ -47,7 +48,7 @@ class Preprocess:
         return replace(self, size=size, resize=resize)
 
 
-def prepare(split: Split, preprocess: Preprocess, *, strict: bool = False, warn=print,
+def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, reporter: Reporter = SILENT,
             workers: int | None = None) -> Split:
     """The split as uint8 pixels of ``preprocess.size``; unreadable files are dropped with a warning."""
     if split.pixels is not None:
@@ -63,7 +64,7 @@ def prepare(split: Split, preprocess: Preprocess, *, strict: bool = False, warn=
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         if strict:
             raise VQError(f"{len(bad)} unreadable image file(s): {listed}{more}")
-        warn(f"skipped {len(bad)} unreadable image file(s): {listed}{more}")
+        reporter.warn(f"skipped {len(bad)} unreadable image file(s): {listed}{more}")
     if len(kept) == 0:
         raise VQError("no readable images in this split")
     return Split(labels=split.labels[kept], pixels=pixels, files=[split.files[i] for i in kept.tolist()])

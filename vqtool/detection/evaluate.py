@@ -84,16 +84,6 @@ def evaluate_detector(checkpoint: str, dataset_spec: str | None, **options) -> d
             "per_class": per_class}
 
 
-def show_report(out, report: dict) -> None:
-    """``vqtool eval`` on a detector, for reading."""
-    rows = [[name, m["images"], m["instances"], m["precision"], m["recall"], m["map50"], m["map50_95"]]
-            for name, m in report["per_class"].items()]
-    rows.append(["all", report["images"], report["instances"], report["precision"], report["recall"],
-                 report["map50"], report["map50_95"]])
-    out.table(["class", "images", "instances", "precision", "recall", "mAP50", "mAP50-95"], rows,
-              title=f"{report['dataset']} ({report['split']})")
-
-
 def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int = 5, normalize: bool = False,
                         **options) -> dict:
     """The document ``vqtool confusion`` prints: rows are the true class, the last row and column background.
@@ -103,7 +93,7 @@ def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int =
     """
     import torch
 
-    from vqtool.engine.metrics import confused_pairs
+    from vqtool.metrics import confused_pairs
 
     validation = validate(checkpoint, dataset_spec, conf=CONFUSION_CONF, plots=True, **options)
     counts = torch.from_numpy(validation.metrics.confusion_matrix.matrix).T.round().long()  # Ultralytics: [pred, true]

@@ -93,7 +93,7 @@ def ultralytics_device(device: str):
         return None
     if "," in device:  # several GPUs: Ultralytics runs its own DDP
         return device
-    from vqtool.engine.device import resolve_device
+    from vqtool.compute.device import resolve_device
 
     return str(resolve_device(device))
 

@@ -18,18 +18,18 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool import __version__
-from vqtool.detection import CommandOptions
 from vqtool.detection.data import YoloDataset
 from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, load_detector
-from vqtool.engine.rundir import atomic_save, new_run_dir, plot_panels, read_json, write_args, write_metrics_csv
+from vqtool.runs.folder import atomic_save, new_run_dir, plot_panels, read_json, write_args, write_metrics_csv
 from vqtool.errors import VQError
-from vqtool.output import Output
+from vqtool.reporter import Reporter
 
 DEFAULT_MODEL = "yolov8n.yaml"
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
@@ -38,39 +38,57 @@ NO_AUGMENTATION = {"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0, "fliplr": 0.0
                    "hsv_v": 0.0, "translate": 0.0, "scale": 0.0}
 AUGMENTATION = {"none": NO_AUGMENTATION, "basic": {"mosaic": 0.0}, "strong": {}}  # strong: Ultralytics' defaults
 PLOTS = True  # Ultralytics' own plots (labels, batches, PR curves, confusion): about 6 s a run on a small CPU
-NOT_FOR_DETECTORS = {"label_smoothing": "--label-smoothing", "val_split": "--val-split", "strict": "--strict"}
 
 
-def train_detector(dataset_spec: str, options: CommandOptions, *, out: Output) -> dict:
-    """``vqtool train DATA.yaml [--model yolov8n.yaml]``: a detector from scratch, or ``--resume RUN``."""
-    if options.get("resume"):
-        return resume_detector(options.get("resume"), out=out)
-    model_name = options.typed_value("model_name") or DEFAULT_MODEL
+@dataclass(frozen=True)
+class DetectorTraining:
+    """How to train a detector. ``None`` means Ultralytics' default and is not passed on.
+
+    vqtool's own defaults are tuned for classifiers, so the commands pass only
+    what the user typed; epochs, seed and device always apply.
+    """
+
+    epochs: int
+    seed: int = 0
+    device: str = "auto"
+    imgsz: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    early_stop: int | None = None
+    workers: int | None = None
+    optimizer: str | None = None
+    scheduler: str | None = None
+    augment: str | None = None
+
+
+def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name: str | None = None,
+                   out_dir: str | None = None, reporter: Reporter) -> dict:
+    """``vqtool train DATA.yaml [--model yolov8n.yaml]``: a detector from scratch."""
+    model_name = model_name or DEFAULT_MODEL
     if not model_name.lower().endswith((".yaml", ".yml")):
         raise VQError(f"--model {model_name}: training a detector from scratch takes a model yaml such as "
                       f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
                       usage=True)
-    args = ultralytics_train_args(options)
+    args = ultralytics_train_args(training)
     ultralytics = load_ultralytics()
     try:
         with keeping_threads():
             model = ultralytics.YOLO(model_name, task="detect")
     except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
         raise VQError(f"--model {model_name}: not a YOLO model yaml ({error})", usage=True) from error
-    return _train(model, dataset_spec, args, options.get("out_dir"), out, "train", {"model": model_name})
+    return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name})
 
 
-def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, options: CommandOptions, *,
-                      out: Output) -> dict:
-    """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``, or ``--resume RUN``."""
-    if options.get("resume"):
-        return resume_detector(options.get("resume"), out=out)
+def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, training: DetectorTraining, *,
+                      out_dir: str | None = None, reporter: Reporter) -> dict:
+    """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``."""
     if str(weights).lower().endswith(".onnx"):
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
-    args = ultralytics_train_args(options)
+    args = ultralytics_train_args(training)
     model = load_detector(weights)
     args["freeze"] = frozen_layers(model, freeze)
-    return _train(model, dataset_spec, args, options.get("out_dir"), out, "finetune",
+    return _train(model, dataset_spec, args, out_dir, reporter, "finetune",
                   {"weights": str(model.ckpt_path), "freeze": args["freeze"]})
 
 
@@ -85,30 +103,25 @@ def frozen_layers(model, freeze) -> int:
     raise VQError(f"--freeze {freeze}: for a detector use backbone, none or a number of layers", usage=True)
 
 
-TYPED_ARGS = {"batch_size": "batch", "lr": "lr0", "weight_decay": "weight_decay", "early_stop": "patience",
-              "workers": "workers"}  # vqtool option -> Ultralytics argument, passed only when typed
+# DetectorTraining field -> Ultralytics train argument, for the fields passed on as they are
+PLAIN_ARGS = {"epochs": "epochs", "seed": "seed", "imgsz": "imgsz", "batch_size": "batch", "lr": "lr0",
+              "weight_decay": "weight_decay", "early_stop": "patience", "workers": "workers"}
 
 
-def ultralytics_train_args(options: CommandOptions) -> dict:
-    """vqtool's training options as Ultralytics train arguments."""
-    unsupported = [flag for name, flag in NOT_FOR_DETECTORS.items() if options.typed_value(name) is not None]
-    if unsupported:
-        raise VQError(f"{', '.join(unsupported)} do not apply to YOLO detectors", usage=True)
-    device = options.get("device", "auto")
-    args = {"epochs": options.get("epochs"), "seed": options.get("seed", 0), "device": ultralytics_device(device),
-            "amp": safe_amp(device), "plots": PLOTS}
-    if options.get("imgsz"):
-        args["imgsz"] = options.get("imgsz")
-    args.update({theirs: options.get(ours) for ours, theirs in TYPED_ARGS.items() if ours in options.typed})
-    if options.typed_value("optimizer"):
-        args["optimizer"] = OPTIMIZERS[options.get("optimizer")]
-    if options.typed_value("scheduler"):
-        if options.get("scheduler") not in SCHEDULERS:
-            raise VQError(f"--scheduler {options.get('scheduler')}: YOLO detectors take "
-                          f"{' or '.join(SCHEDULERS)}", usage=True)
-        args.update(SCHEDULERS[options.get("scheduler")])
-    if options.typed_value("augment"):
-        args.update(AUGMENTATION[options.get("augment")])
+def ultralytics_train_args(training: DetectorTraining) -> dict:
+    """The training options as Ultralytics train arguments, leaving out those left to Ultralytics."""
+    args = {theirs: getattr(training, ours) for ours, theirs in PLAIN_ARGS.items()
+            if getattr(training, ours) is not None}
+    args.update(device=ultralytics_device(training.device), amp=safe_amp(training.device), plots=PLOTS)
+    if training.optimizer is not None:
+        args["optimizer"] = OPTIMIZERS[training.optimizer]
+    if training.scheduler is not None:
+        if training.scheduler not in SCHEDULERS:
+            raise VQError(f"--scheduler {training.scheduler}: YOLO detectors take {' or '.join(SCHEDULERS)}",
+                          usage=True)
+        args.update(SCHEDULERS[training.scheduler])
+    if training.augment is not None:
+        args.update(AUGMENTATION[training.augment])
     return args
 
 
@@ -116,14 +129,14 @@ def safe_amp(device: str):
     """Mixed precision without Ultralytics' AMP check, which downloads a model: bf16 on GPUs that have it."""
     import torch
 
-    from vqtool.engine.device import resolve_device
+    from vqtool.compute.device import resolve_device
 
     if resolve_device(device).type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     return False
 
 
-def _train(model, dataset_spec: str, args: dict, out_dir: str | None, out: Output, command: str,
+def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: Reporter, command: str,
            record: dict) -> dict:
     from vqtool.data import load_dataset
 
@@ -133,9 +146,9 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, out: Outpu
         raise VQError(f"{dataset_spec}: not a detection dataset", usage=True)
     run_dir = new_run_dir(command, out_dir)
     write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
-    out.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
+    reporter.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
-    recorder = EpochRecorder(run_dir, out)
+    recorder = EpochRecorder(run_dir, reporter)
     recorder.attach(model)
     with keeping_threads():
         model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
@@ -143,7 +156,7 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, out: Outpu
     return _finish(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
-def resume_detector(run_dir: str, *, out: Output) -> dict:
+def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
     """Continue an interrupted detector run from its last completed epoch (Ultralytics' own resume)."""
     started = time.perf_counter()
     run = Path(run_dir)
@@ -152,9 +165,9 @@ def resume_detector(run_dir: str, *, out: Output) -> dict:
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
     recorded = read_json(run / "args.json")["args"]
     model = load_detector(str(last))
-    recorder = EpochRecorder(run, out, history=_read_history(run / "metrics.csv"))
+    recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     recorder.attach(model)
-    out.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
+    reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
     with keeping_threads():
         model.train(resume=True)
     record = {k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}
@@ -189,9 +202,9 @@ class EpochRecorder:
     On a terminal each epoch also shows a progress bar over its batches.
     """
 
-    def __init__(self, run_dir: Path, out: Output, history: list[dict] | None = None):
+    def __init__(self, run_dir: Path, reporter: Reporter, history: list[dict] | None = None):
         self.run_dir = Path(run_dir)
-        self.out = out
+        self.reporter = reporter
         self.history = history or []
         self.best_epoch = None
         self._bar = contextlib.ExitStack()
@@ -206,7 +219,7 @@ class EpochRecorder:
 
     def epoch_started(self, trainer) -> None:
         self._advance = self._bar.enter_context(
-            self.out.progress(f"epoch {trainer.epoch + 1}/{trainer.epochs}", len(trainer.train_loader)))
+            self.reporter.progress(f"epoch {trainer.epoch + 1}/{trainer.epochs}", len(trainer.train_loader)))
 
     def training_done(self, trainer) -> None:
         self._bar.close()
@@ -227,7 +240,7 @@ class EpochRecorder:
             self.best_epoch = row["epoch"]
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         plot_detection_curves(self.run_dir / "curves.png", self.history)
-        self.out.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
+        self.reporter.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
                      f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
                      f"P {row['precision']:.3f} R {row['recall']:.3f} mAP50 {row['map50']:.3f} "
                      f"mAP50-95 {row['map50_95']:.3f}  {row['seconds']:.1f}s")

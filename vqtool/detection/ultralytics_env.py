@@ -77,7 +77,7 @@ def load_ultralytics():
 
     Its log shows warnings and progress only with vqtool's ``--debug``.
     """
-    from vqtool.cli import debug_enabled
+    from vqtool.errors import debug_enabled
 
     if _state["module"] is None:
         _state["module"] = _import_prepared()
@@ -107,7 +107,7 @@ def _import_prepared():
 def _write_settings(folder: Path) -> None:
     """Merge vqtool's values into Ultralytics' settings file before Ultralytics reads it."""
     from vqtool.data.sources import default_data_dir
-    from vqtool.engine.rundir import write_json
+    from vqtool.runs.folder import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / "settings.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics, weights_dir
 from vqtool.errors import VQError
-from vqtool.network import reachable
+from vqtool.online import reachable
 
 WEIGHT_SUFFIXES = (".pt", ".onnx")
 RUN_CHECKPOINT = "model.pt"  # the best weights of a vqtool detector run, at the top of its run folder

@@ -25,7 +25,7 @@ from torch import nn
 
 from vqtool.data.pipeline import Preprocess
 from vqtool.errors import VQError
-from vqtool.network import reachable
+from vqtool.online import reachable
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")

@@ -13,17 +13,17 @@ from torch import nn
 from vqtool import __version__
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.data.pipeline import ImageInputs, Preprocess, batches, num_batches, pixel_stats, prepare
-from vqtool.engine import distributed
-from vqtool.engine.checkpoint import save_checkpoint
-from vqtool.engine.device import resolve_device
-from vqtool.engine.evaluate import predict, predict_with
-from vqtool.engine.metrics import classification_report
-from vqtool.engine.rundir import (atomic_save, new_run_dir, plot_curves, read_json, write_args,
+from vqtool.data.pipeline import ImageInputs, Preprocess, batches, num_batches, pixel_stats, decode_split
+from vqtool.compute import distributed
+from vqtool.classification.checkpoint import save_checkpoint
+from vqtool.compute.device import resolve_device
+from vqtool.classification.inference import predict, predict_with
+from vqtool.metrics import classification_report
+from vqtool.runs.folder import (atomic_save, new_run_dir, plot_curves, read_json, write_args,
                                   write_metrics_csv)
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
-from vqtool.output import Output
+from vqtool.reporter import Reporter
 
 STATE_FILE = "state.pt"
 
@@ -141,7 +141,7 @@ class FitResult:
 
 
 def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: TrainConfig, *,
-        out: Output, run: TrainingRun | None = None, resume: dict | None = None,
+        reporter: Reporter, run: TrainingRun | None = None, resume: dict | None = None,
         param_groups=None, on_epoch_start=None) -> FitResult:
     """Train ``model`` on prepared splits; keeps the weights of the best validation epoch.
 
@@ -196,7 +196,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
         lr = optimizer.param_groups[0]["lr"]  # the head's, when the backbone has a group of its own
         epoch_batches = _epoch_batches(train, config, generator, epoch, drop_last)
         train_loss, train_top1 = _train_epoch(network, epoch_batches, optimizer, scheduler if per_batch else None,
-                                              loss_fn, inputs, steps, out, f"epoch {epoch}/{config.epochs}")
+                                              loss_fn, inputs, steps, reporter, f"epoch {epoch}/{config.epochs}")
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
                   "val_loss": None, "val_top1": None, "seconds": round(seconds, 3),
@@ -219,7 +219,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
                 run.save_best(model, record)
         else:
             bad_epochs += 1
-        out.log(format_epoch(record, config.epochs))
+        reporter.log(format_epoch(record, config.epochs))
         if run:
             run.save_state({"epoch": epoch, "planned_epochs": config.epochs, "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(),
@@ -228,7 +228,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
                             "history": history, "best": best, "bad_epochs": bad_epochs,
                             "best_state": best_state}, history)
         if config.early_stop and bad_epochs >= config.early_stop:
-            out.log(f"early stop: no val improvement for {bad_epochs} epochs (best epoch {best['epoch']})")
+            reporter.log(f"early stop: no val improvement for {bad_epochs} epochs (best epoch {best['epoch']})")
             stopped_early = True
             break
     if run:
@@ -254,11 +254,11 @@ def _epoch_batches(train: Split, config: TrainConfig, generator, epoch: int, dro
     return batches(train, config.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
 
 
-def _train_epoch(network, epoch_batches, optimizer, batch_scheduler, loss_fn, inputs, steps, out, description):
+def _train_epoch(network, epoch_batches, optimizer, batch_scheduler, loss_fn, inputs, steps, reporter, description):
     """(mean loss, accuracy) over the epoch's training batches, of every rank."""
     set_train_mode(network)
     sums = torch.zeros(3, device=inputs.device, dtype=torch.float64)  # loss sum, correct, seen
-    with out.progress(description, steps) as advance:
+    with reporter.progress(description, steps) as advance:
         for stored, labels in epoch_batches:
             x = inputs.train(stored)
             y = labels.to(inputs.device, non_blocking=True)
@@ -336,16 +336,16 @@ def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
     return Preprocess(size=size, channels=channels, mean=dataset.mean or neutral, std=dataset.std or neutral)
 
 
-def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, out: Output) -> dict[str, Split]:
+def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, reporter: Reporter) -> dict[str, Split]:
     prepared = {}
     for name in ("train", "val", "test"):
         split = getattr(dataset, name)
         if split is not None:
-            prepared[name] = prepare(split, preprocess, strict=data.strict, warn=out.warn, workers=data.workers)
+            prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers)
     return prepared
 
 
-def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out: Output,
+def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, reporter: Reporter,
               out_dir: str | None = None, lr_find: bool = False) -> dict:
     """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``)."""
     from vqtool.registry import get_model
@@ -358,23 +358,23 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, out:
     dataset = load_dataset(dataset_spec, data)
     entry = get_model(config.model)
     preprocess = choose_preprocess(entry, dataset, config.imgsz)
-    splits = prepare_splits(dataset, preprocess, data, out)
+    splits = prepare_splits(dataset, preprocess, data, reporter)
     if dataset.mean is None:
         mean, std = pixel_stats(splits["train"].pixels)
         preprocess = Preprocess(**{**preprocess.to_dict(), "mean": mean, "std": std})
     torch.manual_seed(config.seed)  # the initial weights are part of what --seed reproduces
     model = entry.build(len(dataset.classes), preprocess.channels)
     if lr_find:
-        from vqtool.engine.lr_find import find_lr
+        from vqtool.classification.lr_find import find_lr
 
-        return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, out=out,
+        return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, reporter=reporter,
                        out_dir=out_dir)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("train", out_dir, {
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.spec, "train_args": asdict(config)}
-    return _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started, resume=None)
+    return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None)
 
 
 def refuse_distributed_lr_find() -> None:
@@ -409,7 +409,7 @@ def resumable(run_dir: str, command: str, epochs: int | None) -> tuple[dict, Tra
     return document["args"], config, state
 
 
-def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
+def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -> dict:
     """Continue an interrupted run from its last completed epoch."""
     from vqtool.registry import get_model
 
@@ -418,27 +418,27 @@ def resume_job(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
     recorded, config, state = resumable(run_dir, "train", epochs)
     distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
-    from vqtool.engine.checkpoint import read_meta
+    from vqtool.classification.checkpoint import read_meta
 
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",
                                                                         "vqtool_version", "created")}
     meta["train_args"] = asdict(config)
     dataset = load_dataset(recorded["dataset"], data)
     preprocess = Preprocess.from_dict(meta["preprocess"])
-    splits = prepare_splits(dataset, preprocess, data, out)
+    splits = prepare_splits(dataset, preprocess, data, reporter)
     model = get_model(config.model).build(meta["num_classes"], meta["in_channels"])
-    out.log(f"resuming {run_dir} after epoch {state['epoch']}")
-    return _run(model, dataset, splits, preprocess, config, meta, run_path, out, started, resume=state)
+    reporter.log(f"resuming {run_dir} after epoch {state['epoch']}")
+    return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state)
 
 
-def _run(model, dataset, splits, preprocess, config, meta, run_dir, out, started, resume):
+def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume):
     run = TrainingRun(run_dir, meta)
     n_params = sum(p.numel() for p in model.parameters())
-    out.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
+    reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
     result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                 out=out, run=run, resume=resume)
+                 reporter=reporter, run=run, resume=resume)
     return finish(model, result, dataset, splits, preprocess, config, run, started)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from vqtool.engine.inference import Evaluation
-from vqtool.engine.metrics import confused_pairs, confusion_matrix
-from vqtool.engine.rundir import atomic_save
+from vqtool.classification.evaluate import Evaluation
+from vqtool.metrics import confused_pairs, confusion_matrix
+from vqtool.runs.folder import atomic_save
 
 
 def confusion_report(evaluation: Evaluation, top: int = 5, normalize: bool = False) -> dict:

@@ -92,7 +92,7 @@ def is_exported_classifier(path: str | Path) -> bool:
 
 
 def _onnx_property(path: Path) -> str | None:
-    from vqtool.export import require
+    from vqtool.exporting import require
 
     onnx = require("onnx", f"reading {path.name}")
     try:
@@ -119,3 +119,8 @@ def embed_in_onnx(path: Path, document: dict) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_KEY, json.dumps(document)
     onnx.save(model, str(path))
+
+
+def is_exported(path: str | Path) -> bool:
+    """An already exported model (ONNX, or TorchScript with vqtool metadata), which cannot be exported again."""
+    return Path(path).is_file() and (Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None)

@@ -18,7 +18,7 @@ from torch import nn
 
 from vqtool.data import Split
 from vqtool.data.pipeline import batches
-from vqtool.engine.rundir import atomic_save, new_run_dir, write_metrics_csv
+from vqtool.runs.folder import atomic_save, new_run_dir, write_metrics_csv
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
 
@@ -86,19 +86,19 @@ def _endless(split: Split, batch_size: int, generator):
         yield from batches(split, batch_size, shuffle=True, generator=generator, drop_last=len(split) > batch_size)
 
 
-def find_lr(model: nn.Module, train: Split, inputs, config, *, out, out_dir: str | None = None,
+def find_lr(model: nn.Module, train: Split, inputs, config, *, reporter, out_dir: str | None = None,
             param_groups=None) -> dict:
     """`--lr-find`: the range test on what the run would train, saved in a new runs/lr-find-* folder."""
-    from vqtool.engine.train import make_optimizer
+    from vqtool.classification.train import make_optimizer
 
     folder = new_run_dir("lr-find", out_dir)
     model.to(inputs.device, memory_format=torch.channels_last)
     optimizer = make_optimizer(param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}],
                                config)
-    with out.progress("LR range test", STEPS) as advance:
+    with reporter.progress("LR range test", STEPS) as advance:
         test = lr_range_test(model, train, inputs, optimizer, config.batch_size, progress=advance)
     summary = save_range_test(test, folder)
-    out.log(f"suggested learning rate {summary['suggested_lr']:.2e} (steepest fall of the loss); "
+    reporter.log(f"suggested learning rate {summary['suggested_lr']:.2e} (steepest fall of the loss); "
             f"plot in {summary['plot']}")
     return summary
 

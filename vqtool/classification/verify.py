@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vqtool.errors import VQError
+from vqtool.reporter import Reporter
 
 RANDOM_IMAGES = 4  # a batch size other than the one the model was traced with
 SAMPLE_IMAGES = 16
@@ -51,25 +52,25 @@ def verdict(checks: list[Check], tolerance: float) -> dict:
             "checks": [asdict(c) for c in checks]}
 
 
-def verify_classifier(checkpoint, preprocess, path: Path, options, log=print) -> dict:
+def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Reporter) -> dict:
     """Random and real images through the checkpoint's model and through the exported file as eval loads it."""
-    from vqtool.export.runtime import LOADERS
+    from vqtool.classification.exported import LOADERS
 
     exported = LOADERS[path.suffix.lower()](path).model
     generator = torch.Generator().manual_seed(0)
     batches = {"random": torch.randn(RANDOM_IMAGES, preprocess.channels, preprocess.size, preprocess.size,
                                      generator=generator),
-               **sample_batch(checkpoint, preprocess, options.sample_data, log)}
+               **sample_batch(checkpoint, preprocess, options.sample_data, reporter)}
     checks = []
     for name, images in batches.items():
         with torch.no_grad():
             reference, outputs = checkpoint.model(images), exported(images)
         checks.append(Check(name, len(images), max_abs_diff(reference, outputs), top1_agreement(reference, outputs)))
-        log(checks[-1].line())
+        reporter.log(checks[-1].line())
     return verdict(checks, options.max_abs_diff)
 
 
-def sample_batch(checkpoint, preprocess, dataset_spec: str | None, log) -> dict[str, torch.Tensor]:
+def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Reporter) -> dict[str, torch.Tensor]:
     """{"sample": normalised real images} from ``dataset_spec`` or the checkpoint's own held-out split.
 
     Images spread evenly over the split, so that every class usually appears.
@@ -77,8 +78,8 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, log) -> dict[
     random input alone, with a note; a dataset the user named must load.
     """
     from vqtool.data import DataOptions
-    from vqtool.data.pipeline import Normalizer, prepare
-    from vqtool.engine.inference import Classifier, heldout_split
+    from vqtool.data.pipeline import Normalizer, decode_split
+    from vqtool.classification.evaluate import Classifier, heldout_split
 
     classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
     try:
@@ -86,8 +87,8 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, log) -> dict[
     except VQError as error:
         if dataset_spec:
             raise
-        log(f"no real images to verify with ({error}); --data DATASET names some")
+        reporter.log(f"no real images to verify with ({error}); --data DATASET names some")
         return {}
     index = torch.linspace(0, len(split) - 1, min(SAMPLE_IMAGES, len(split))).round().long()
-    images = prepare(split.subset(index), preprocess, warn=log).pixels
+    images = decode_split(split.subset(index), preprocess, reporter=reporter).pixels
     return {"sample": Normalizer(preprocess, torch.device("cpu"))(images)}

@@ -26,7 +26,8 @@ from vqtool.detection.predict import DetectOptions, Failure, expand_sources
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import load_detector, resolve_weights
 from vqtool.errors import VQError, suggest
-from vqtool.export import ExportOptions
+from vqtool.reporter import Reporter
+from vqtool.exporting import ExportOptions
 
 # Boxes are in pixels of the original image: fp32 runtimes agree to about a thousandth of a pixel,
 # fp16 to a pixel or so on a 640 px input.
@@ -38,7 +39,7 @@ SAMPLE_IMAGES = 4
 OPTION_ARGUMENTS = {"opset": "--opset", "dynamic": "--dynamic-batch", "quantize": "--half"}
 
 
-def export_detector(weights: str, options: ExportOptions, log=print) -> dict:
+def export_detector(weights: str, options: ExportOptions, reporter: Reporter) -> dict:
     """Export with Ultralytics, move the result into place, verify unless asked not to; the summary."""
     source = resolve_weights(weights)
     arguments = export_arguments(options)
@@ -52,9 +53,9 @@ def export_detector(weights: str, options: ExportOptions, log=print) -> dict:
                "batch": "dynamic" if arguments.get("dynamic") else 1,
                "precision": "float16" if options.half else "float32",
                "size_mb": round(size_mb(destination), 2), "seconds": round(time.perf_counter() - started, 2)}
-    log(f"wrote {destination} ({summary['size_mb']} MB, {options.format}, batch {summary['batch']})")
+    reporter.log(f"wrote {destination} ({summary['size_mb']} MB, {options.format}, batch {summary['batch']})")
     if options.verify:
-        summary.update(verify_detector(model, destination, imgsz, bool(arguments.get("dynamic")), options, log))
+        summary.update(verify_detector(model, destination, imgsz, bool(arguments.get("dynamic")), options, reporter))
     return summary
 
 
@@ -140,8 +141,8 @@ def quietly():
 
     Both come back with --debug.
     """
-    from vqtool.cli import debug_enabled
-    from vqtool.export.classifier import QUIET_WARNINGS
+    from vqtool.errors import debug_enabled
+    from vqtool.classification.export import QUIET_WARNINGS
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
@@ -172,7 +173,7 @@ def first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def verify_detector(reference, path: Path, imgsz: int, dynamic: bool, options: ExportOptions, log=print) -> dict:
+def verify_detector(reference, path: Path, imgsz: int, dynamic: bool, options: ExportOptions, reporter: Reporter) -> dict:
     """The sample images through the .pt and the export with detect's default settings, boxes matched.
 
     A fixed-size export letterboxes every image to a square, where the .pt pads only to the stride; the .pt
@@ -192,7 +193,7 @@ def verify_detector(reference, path: Path, imgsz: int, dynamic: bool, options: E
         FP16_BOX_TOLERANCE if options.half else FP32_BOX_TOLERANCE)
     verified = (totals["matched"] == totals["detections"] == totals["exported_detections"]
                 and totals["box_max_abs_diff"] <= tolerance)
-    log(f"verified on {len(images)} images at conf {DetectOptions.conf}: {totals['matched']} of "
+    reporter.log(f"verified on {len(images)} images at conf {DetectOptions.conf}: {totals['matched']} of "
         f"{totals['detections']} detections matched ({totals['exported_detections']} from the export), "
         f"box max abs diff {totals['box_max_abs_diff']:.3g} px")
     return {"verified": verified, **totals, "tolerance": tolerance, "verify_images": len(images)}

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.data.pipeline import Preprocess, prepare
-from vqtool.engine.device import resolve_device
-from vqtool.engine.evaluate import predict
-from vqtool.engine.metrics import classification_report
+from vqtool.data.pipeline import Preprocess, decode_split
+from vqtool.compute.device import resolve_device
+from vqtool.classification.inference import predict
+from vqtool.metrics import classification_report
 from vqtool.errors import VQError
+from vqtool.reporter import SILENT, Reporter
 
 
 @dataclass
@@ -27,8 +28,8 @@ def load_classifier(path: str) -> Classifier:
     """A vqtool checkpoint (run folder, model.safetensors or model.json), or a model exported by vqtool export."""
     from pathlib import Path
 
-    from vqtool.engine.checkpoint import load_checkpoint
-    from vqtool.export.runtime import LOADERS
+    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.exported import LOADERS
 
     exported_loader = LOADERS.get(Path(path).suffix.lower())
     if exported_loader is not None:
@@ -52,11 +53,11 @@ class Evaluation:
 
 
 def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: str | None = None,
-             device: str = "auto", batch_size: int = 256, warn=print) -> Evaluation:
+             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT) -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
     dataset, split_name, raw = heldout_split(classifier, dataset_spec, data, split)
-    prepared = prepare(raw, classifier.preprocess, strict=data.strict, warn=warn, workers=data.workers)
+    prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
     logits = predict(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)

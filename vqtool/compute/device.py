@@ -11,7 +11,7 @@ from vqtool.errors import VQError
 
 def resolve_device(name: str = "auto") -> torch.device:
     """--device as a torch device; under torchrun, a GPU rank's own GPU."""
-    from vqtool.engine.distributed import local_device
+    from vqtool.compute.distributed import local_device
 
     return local_device(_named_device(name))
 

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from vqtool.engine.checkpoint import load_checkpoint
-from vqtool.engine.rundir import atomic_save
+from vqtool.classification.checkpoint import load_checkpoint
+from vqtool.runs.folder import atomic_save
 from vqtool.errors import VQError
-from vqtool.export import ExportOptions, require
-from vqtool.export.metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
-from vqtool.export.verify import verify_classifier
+from vqtool.reporter import Reporter
+from vqtool.exporting import ExportOptions, require
+from vqtool.classification.export_metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
+from vqtool.classification.verify import verify_classifier
 
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".ts", ".pt")}  # eval and confusion pick the runtime by suffix
 DEFAULT_OPSET = 17
@@ -46,7 +47,7 @@ class Float32Interface(torch.nn.Module):
         return self.model(x.half()).float()
 
 
-def export_classifier(spec: str, options: ExportOptions, log=print) -> dict:
+def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> dict:
     """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints."""
     check_options(options)
     checkpoint = load_checkpoint(spec)
@@ -64,9 +65,9 @@ def export_classifier(spec: str, options: ExportOptions, log=print) -> dict:
                "architecture": checkpoint.meta["architecture"], "classes": len(checkpoint.classes),
                "imgsz": preprocess.size, "batch": batch or "dynamic", "precision": document["precision"],
                "size_mb": round(output.stat().st_size / 1e6, 2), "seconds": round(time.perf_counter() - started, 2)}
-    log(f"wrote {output} ({summary['size_mb']} MB, {options.format}, batch {summary['batch']})")
+    reporter.log(f"wrote {output} ({summary['size_mb']} MB, {options.format}, batch {summary['batch']})")
     if options.verify:
-        summary.update(verify_classifier(checkpoint, preprocess, output, options, log))
+        summary.update(verify_classifier(checkpoint, preprocess, output, options, reporter))
     return summary
 
 

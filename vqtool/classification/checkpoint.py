@@ -14,7 +14,7 @@ import torch
 
 from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
-from vqtool.engine.rundir import atomic_save, read_json, write_json
+from vqtool.runs.folder import atomic_save, read_json, write_json
 from vqtool.errors import VQError
 
 FORMAT = "vqtool-checkpoint"

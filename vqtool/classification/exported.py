@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from vqtool.data.pipeline import Preprocess
-from vqtool.engine.inference import Classifier
+from vqtool.classification.evaluate import Classifier
 from vqtool.errors import VQError
-from vqtool.export import require
-from vqtool.export.metadata import checked_metadata
+from vqtool.exporting import require
+from vqtool.classification.export_metadata import checked_metadata
 
 CPU = ("CPUExecutionProvider",)
 

@@ -25,9 +25,9 @@ from torch import nn
 
 from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
-from vqtool.engine import distributed
+from vqtool.compute import distributed
 from vqtool.errors import VQError
-from vqtool.output import Output
+from vqtool.reporter import Reporter
 
 Backbone = Callable[[torch.Tensor], torch.Tensor]  # a normalised image batch to the head's inputs
 # Two cores run a 224 px batch of 16 faster per image than one of 64, which no longer fits in their caches.
@@ -52,7 +52,7 @@ class FeatureInputs:
 
 
 @contextmanager
-def frozen_backbone(model: nn.Module, head: str, sample: torch.Tensor, out: Output) -> Iterator[Backbone]:
+def frozen_backbone(model: nn.Module, head: str, sample: torch.Tensor, reporter: Reporter) -> Iterator[Backbone]:
     """What computes the inputs of ``model``'s ``head``: ONNX Runtime where it agrees with torch on ``sample``
     (a normalised batch), else the model itself with a hook on the head."""
     model.eval()
@@ -61,7 +61,7 @@ def frozen_backbone(model: nn.Module, head: str, sample: torch.Tensor, out: Outp
             reference = in_torch(sample)
         in_onnx, reason = _onnx_backbone(model, head, sample, reference) if sample.device.type == "cpu" \
             else (None, "not on the CPU")
-        out.log(f"feature cache: backbone runs in {'onnxruntime' if in_onnx else f'torch ({reason})'}")
+        reporter.log(f"feature cache: backbone runs in {'onnxruntime' if in_onnx else f'torch ({reason})'}")
         yield in_onnx or in_torch
 
 
@@ -85,9 +85,9 @@ def _onnx_backbone(model, head, sample, reference) -> tuple[Backbone | None, str
     """(ONNX Runtime session of ``model`` with its head removed, "") or (None, why not)."""
     if len(sample) < 2:  # a batch of one would be specialised into the traced graph
         return None, "too few images"
-    from vqtool.export import require
-    from vqtool.export.classifier import to_onnx
-    from vqtool.export.runtime import OnnxModel
+    from vqtool.exporting import require
+    from vqtool.classification.export import to_onnx
+    from vqtool.classification.exported import OnnxModel
 
     try:
         for package in ("onnx", "onnxruntime"):
@@ -116,25 +116,25 @@ def cache_batch(device: torch.device) -> int:
 
 
 def cache_features(backbone: Backbone, split: Split, images: ImageInputs, views: int, *, augment: bool,
-                   out: Output, description: str) -> Split:
+                   reporter: Reporter, description: str) -> Split:
     """``split``'s images as the features the head receives: ``views`` passes, augmented when ``augment``.
 
     Under torchrun each rank computes the features of its share of the images,
     then all ranks exchange them, so every rank holds the whole cache.
     """
     if not distributed.is_distributed():
-        return _features(backbone, split, images, views, augment, out, description)
+        return _features(backbone, split, images, views, augment, reporter, description)
     share = split.subset(torch.arange(distributed.rank(), len(split), distributed.world_size()))
-    cached = _features(backbone, share, images, views, augment, out, description)
+    cached = _features(backbone, share, images, views, augment, reporter, description)
     return Split(labels=distributed.gather(cached.labels), pixels=distributed.gather(cached.pixels))
 
 
 @torch.no_grad()
-def _features(backbone, split, images, views, augment, out, description) -> Split:
+def _features(backbone, split, images, views, augment, reporter, description) -> Split:
     to_input = images.train if augment else images.eval
     size = cache_batch(images.device)
     per_view = []
-    with out.progress(description, views * num_batches(len(split), size)) as advance:
+    with reporter.progress(description, views * num_batches(len(split), size)) as advance:
         for _ in range(views):
             computed = []
             for stored, _ in batches(split, size):

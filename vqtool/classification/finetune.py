@@ -1,10 +1,10 @@
 """The `finetune` job: pretrained weights, a new head, freezing, staged unfreezing and the feature cache.
 
-Built on the training loop of :mod:`vqtool.engine.train`. The head trains at
+Built on the training loop of :mod:`vqtool.classification.train`. The head trains at
 ``--lr``; the rest of the network, where unfrozen, at ``--backbone-lr``
 (default lr/10) through a second optimizer parameter group. When the whole
 backbone stays frozen, its features are computed once and only the head is
-fitted on them (:mod:`vqtool.engine.features`).
+fitted on them (:mod:`vqtool.classification.features`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import torch
 
 from vqtool.data import DataOptions, Dataset, load_dataset
 from vqtool.data.pipeline import Preprocess
-from vqtool.engine.device import resolve_device
-from vqtool.engine.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
-from vqtool.engine.lr_find import find_lr
-from vqtool.engine import distributed
-from vqtool.engine.train import (TrainConfig, TrainingRun, finish, fit, global_batch, image_inputs, prepare_splits,
+from vqtool.compute.device import resolve_device
+from vqtool.classification.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
+from vqtool.classification.lr_find import find_lr
+from vqtool.compute import distributed
+from vqtool.classification.train import (TrainConfig, TrainingRun, finish, fit, global_batch, image_inputs, prepare_splits,
                                  refuse_distributed_lr_find, resumable, start_run_dir)
 from vqtool.errors import VQError
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.surgery import HEADS
 from vqtool.models.weights import Pretrained, pretrained_classifier
-from vqtool.output import Output
+from vqtool.reporter import Reporter
 
 AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
 
@@ -90,8 +90,8 @@ class Setup:
         return self.pretrained.model
 
 
-def prepare(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions,
-            out: Output) -> Setup:
+def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions,
+            reporter: Reporter) -> Setup:
     """Load the data and the pretrained model, put the new head on, freeze."""
     config.check()
     freeze = tune.check(config)
@@ -100,51 +100,51 @@ def prepare(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fin
     torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces
     pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head)
     for note in pretrained.notes:
-        out.warn(f"weights {pretrained.source}: {note}")
+        reporter.warn(f"weights {pretrained.source}: {note}")
     preprocess = pretrained.preprocess.at_size(config.imgsz)
     head = pretrained.head
     apply_freeze(pretrained.model, head, freeze)
-    splits = prepare_splits(dataset, preprocess, data, out)
+    splits = prepare_splits(dataset, preprocess, data, reporter)
     return Setup(dataset, pretrained, preprocess, head, freeze, splits)
 
 
 def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
-                 out: Output, out_dir: str | None = None) -> dict:
+                 reporter: Reporter, out_dir: str | None = None) -> dict:
     """Fine-tune, test and save; returns the summary document (the keys of `train`'s, and more)."""
     started = time.perf_counter()
-    setup = prepare(dataset_spec, data, config, tune, out)
+    setup = set_up(dataset_spec, data, config, tune, reporter)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("finetune", out_dir, {
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune)}))
-    return _train(setup, config, tune, run_dir, out, started, resume=None)
+    return _train(setup, config, tune, run_dir, reporter, started, resume=None)
 
 
-def resume_finetune(run_dir: str, *, out: Output, epochs: int | None = None) -> dict:
+def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -> dict:
     """Continue an interrupted fine-tuning run from its last completed epoch."""
     started = time.perf_counter()
     recorded, config, state = resumable(run_dir, "finetune", epochs)
     tune = FinetuneOptions.from_dict(recorded["finetune"])
-    setup = prepare(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, out)
-    out.log(f"resuming {run_dir} after epoch {state['epoch']}")
-    return _train(setup, config, tune, Path(run_dir), out, started, resume=state)
+    setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter)
+    reporter.log(f"resuming {run_dir} after epoch {state['epoch']}")
+    return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state)
 
 
 def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
-                out: Output, out_dir: str | None = None) -> dict:
+                reporter: Reporter, out_dir: str | None = None) -> dict:
     """The LR range test on what this fine-tuning run would train; writes lr_find.png and .csv."""
     refuse_distributed_lr_find()
-    setup = prepare(dataset_spec, data, config, tune, out)
-    model, train, _, inputs, groups = _trainable(setup, config, tune, out)
-    return find_lr(model, train, inputs, config, out=out, out_dir=out_dir, param_groups=groups)
+    setup = set_up(dataset_spec, data, config, tune, reporter)
+    model, train, _, inputs, groups = _trainable(setup, config, tune, reporter)
+    return find_lr(model, train, inputs, config, reporter=reporter, out_dir=out_dir, param_groups=groups)
 
 
-def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Output):
+def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporter: Reporter):
     """(module to fit, train split, val split, inputs, parameter groups): the head on cached features, or the
     whole network on images."""
     model, splits = setup.model, setup.splits
     images = image_inputs(setup.preprocess, setup.dataset, config)
     device = images.device
     trainable, frozen = parameter_counts(model)
-    out.log(f"fine-tuning {config.model} from {setup.pretrained.source} on {setup.dataset.name}: "
+    reporter.log(f"fine-tuning {config.model} from {setup.pretrained.source} on {setup.dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at {setup.preprocess.size}px; "
             f"--freeze {setup.freeze}: {trainable:,} trainable, {frozen:,} frozen parameters; {global_batch(config)}")
     if not tune.uses_cache(setup.freeze):
@@ -156,20 +156,20 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, out: Ou
     model.to(device, memory_format=torch.channels_last)
     views = tune.views(config)
     augment = config.augment != "none"
-    out.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
+    reporter.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
             f"{' (augmented)' if augment else ''}")
     sample = images.eval(splits["train"].pixels[:cache_batch(device)])
-    with frozen_backbone(model, setup.head, sample, out) as backbone:
-        train = cache_features(backbone, splits["train"], images, views, augment=augment, out=out,
+    with frozen_backbone(model, setup.head, sample, reporter) as backbone:
+        train = cache_features(backbone, splits["train"], images, views, augment=augment, reporter=reporter,
                                description="caching train features")
         val = None
         if "val" in splits:
-            val = cache_features(backbone, splits["val"], images, 1, augment=False, out=out,
+            val = cache_features(backbone, splits["val"], images, 1, augment=False, reporter=reporter,
                                  description="caching val features")
     return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed), None
 
 
-def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, out: Output, started: float,
+def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, reporter: Reporter, started: float,
            resume: dict | None) -> dict:
     meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
@@ -177,16 +177,16 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             "weights": setup.pretrained.source, "finetune": asdict(tune),
             "model_options": {"head": tune.head} if tune.head != "linear" else {}}
     run = TrainingRun(run_dir, meta, network=setup.model)
-    module, train, val, inputs, groups = _trainable(setup, config, tune, out)
+    module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
 
     def unfreeze_on_schedule(epoch, model, optimizer):
         if epoch == tune.unfreeze_at:
             names = unfreeze_last(setup.model, setup.head, tune.unfreeze, norms=False)
             trainable, frozen = parameter_counts(setup.model)
-            out.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
+            reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    result = fit(module, train, val, inputs, config, out=out, run=run, resume=resume, param_groups=groups,
+    result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume, param_groups=groups,
                  on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
     summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),

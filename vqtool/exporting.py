@@ -1,10 +1,9 @@
-"""Exporting models to ONNX and TorchScript (and, for YOLO, Ultralytics' other formats), then verifying them.
+"""What an export is asked and how its verification is judged, for classifiers and detectors alike.
 
 Classification checkpoints export through torch with vqtool's metadata embedded
-(:mod:`vqtool.export.metadata`); :mod:`vqtool.export.runtime` loads them back
-for ``eval`` and ``confusion``. YOLO weights go through Ultralytics' own
-exporter (:mod:`vqtool.export.yolo`). Nothing here imports torch, onnx or
-Ultralytics at import time.
+(:mod:`vqtool.classification.export`); YOLO weights go through Ultralytics' own
+exporter (:mod:`vqtool.detection.export`); :func:`vqtool.tasks.export` picks
+one. Nothing here imports torch, onnx or Ultralytics.
 """
 
 from __future__ import annotations
@@ -42,28 +41,6 @@ class ExportOptions:
         return FP16_TOLERANCE if self.half else FP32_TOLERANCE
 
 
-def export(checkpoint: str, options: ExportOptions, log=print) -> dict:
-    """Export a classification checkpoint or YOLO weights; the summary ``vqtool export`` prints."""
-    from vqtool.engine.checkpoint import resolve_checkpoint
-
-    if is_exported(checkpoint):  # model.onnx beside model.json would otherwise pass for a checkpoint
-        raise VQError(f"{checkpoint}: already an exported model; export the checkpoint or weights it came from",
-                      usage=True)
-    try:
-        resolve_checkpoint(checkpoint)
-    except VQError:
-        from vqtool.detection.weights import looks_like_weights
-
-        if not looks_like_weights(checkpoint):  # YOLO weights may also be a bare official name (yolov8n.pt)
-            raise
-        from vqtool.export.yolo import export_detector
-
-        return export_detector(checkpoint, options, log)
-    from vqtool.export.classifier import export_classifier
-
-    return export_classifier(checkpoint, options, log)
-
-
 def check_verified(summary: dict) -> None:
     """Fail (exit 1) when verification found the export beyond tolerance; the file and summary stay for a look."""
     if summary.get("verified") is False:
@@ -77,13 +54,6 @@ def mismatched_detections(summary: dict) -> str:
         return ""
     return (f", {summary['matched']} of {summary['detections']} detections matched "
             f"({summary['exported_detections']} from the export)")
-
-
-def is_exported(path: str | Path) -> bool:
-    """An already exported model (ONNX, or TorchScript with vqtool metadata), which cannot be exported again."""
-    from vqtool.export.metadata import read_metadata
-
-    return Path(path).is_file() and (Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None)
 
 
 def require(module: str, purpose: str):

@@ -1,1 +1,0 @@
-"""Training, evaluation, metrics, checkpoints and run folders."""
