@@ -1,4 +1,4 @@
-"""Classification metrics from logits: top-k accuracy, per-class precision/recall/F1, confusion."""
+"""Metrics from predictions: top-k accuracy, per-class precision/recall/F1, confusion matrices and their reports."""
 
 from __future__ import annotations
 
@@ -56,3 +56,10 @@ def confused_pairs(matrix: torch.Tensor, classes: list[str], top: int) -> list[d
         true, predicted = divmod(index, len(classes))
         pairs.append({"true": classes[true], "predicted": classes[predicted], "count": int(count)})
     return pairs
+
+
+def confusion_document(counts: torch.Tensor, classes: list[str], *, top: int, normalize: bool) -> dict:
+    """What ``vqtool confusion`` reports of a count matrix (rows = true class), for any task."""
+    matrix = counts.double() / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
+    return {"classes": classes, "normalized": normalize, "matrix": matrix.tolist(),
+            "pairs": confused_pairs(counts, classes, top)}

@@ -7,34 +7,26 @@ from pathlib import Path
 import torch
 
 from vqtool.classification.evaluate import Evaluation
-from vqtool.metrics import confused_pairs, confusion_matrix
-from vqtool.runs.folder import atomic_save
+from vqtool.metrics import confusion_document, confusion_matrix
+from vqtool.plots import png_figure
 
 
 def confusion_report(evaluation: Evaluation, top: int = 5, normalize: bool = False) -> dict:
     """The document ``vqtool confusion --json`` prints (rows = true class)."""
     classes = evaluation.classifier.classes
     counts = confusion_matrix(evaluation.logits.argmax(1), evaluation.split.labels, len(classes))
-    matrix = counts.double() / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
     return {"dataset": evaluation.dataset.name, "split": evaluation.split_name, "n": int(counts.sum()),
-            "classes": classes, "normalized": normalize, "matrix": matrix.tolist(),
-            "pairs": confused_pairs(counts, classes, top)}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+            **confusion_document(counts, classes, top=top, normalize=normalize)}
 
 
 def plot_confusion(report: dict, path: Path) -> None:
-    plt = _pyplot()
     classes, matrix = report["classes"], torch.tensor(report["matrix"], dtype=torch.float64)
     side = max(5.0, 0.55 * len(classes) + 2)
-    figure, axis = plt.subplots(figsize=(side, side))
+    with png_figure(path, figsize=(side, side)) as (figure, axis):
+        _draw_matrix(figure, axis, classes, matrix, report)
+
+
+def _draw_matrix(figure, axis, classes: list[str], matrix: torch.Tensor, report: dict) -> None:
     image = axis.imshow(matrix.numpy(), cmap="Blues")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -50,14 +42,10 @@ def plot_confusion(report: dict, path: Path) -> None:
                 axis.text(j, i, text, ha="center", va="center", fontsize=8,
                           color="white" if value > threshold else "black")
     axis.set_title(f"{report['dataset']} ({report['split']}, n={report['n']})")
-    figure.tight_layout()
-    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
 
 
 def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25) -> int:
     """A grid of up to ``limit`` misclassified images (most confident mistakes first); returns how many."""
-    plt = _pyplot()
     classes = evaluation.classifier.classes
     probabilities = evaluation.logits.softmax(1)
     confidence, predicted = probabilities.max(1)
@@ -67,15 +55,13 @@ def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25) -> i
         return 0
     columns = min(5, len(wrong))
     rows = (len(wrong) + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, index in zip(axes.flat, wrong.tolist()):
-        image = evaluation.split.pixels[index].permute(1, 2, 0).numpy()
-        axis.imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
-        true, guess = classes[evaluation.split.labels[index]], classes[predicted[index]]
-        axis.set_title(f"true: {true}\npred: {guess} ({confidence[index]:.2f})", fontsize=8)
-    figure.tight_layout()
-    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
+    with png_figure(path, nrows=rows, ncols=columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False) as (_, axes):
+        for axis in axes.flat:
+            axis.axis("off")
+        for axis, index in zip(axes.flat, wrong.tolist()):
+            image = evaluation.split.pixels[index].permute(1, 2, 0).numpy()
+            grey = image.shape[2] == 1
+            axis.imshow(image[:, :, 0] if grey else image, cmap="gray" if grey else None)
+            true, guess = classes[evaluation.split.labels[index]], classes[predicted[index]]
+            axis.set_title(f"true: {true}\npred: {guess} ({confidence[index]:.2f})", fontsize=8)
     return len(wrong)

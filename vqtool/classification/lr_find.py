@@ -18,7 +18,8 @@ from torch import nn
 
 from vqtool.data import Split
 from vqtool.data.pipeline import batches
-from vqtool.runs.folder import atomic_save, new_run_dir, write_metrics_csv
+from vqtool.plots import png_figure
+from vqtool.runs.folder import new_run_dir, write_metrics_csv
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
 
@@ -105,19 +106,11 @@ def find_lr(model: nn.Module, train: Split, inputs, config, *, reporter, out_dir
 
 def save_range_test(test: RangeTest, folder: Path) -> dict:
     """lr_find.csv and lr_find.png in ``folder``; the summary document."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     write_metrics_csv(folder / "lr_find.csv", [{"lr": lr, "loss": loss} for lr, loss in zip(test.lrs, test.losses)])
-    figure, axis = plt.subplots(figsize=(6, 4))
-    axis.plot(test.lrs, test.losses)
-    axis.axvline(test.suggestion, color="tab:red", linestyle="--", label=f"suggested {test.suggestion:.2e}")
-    axis.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
-    axis.legend()
-    figure.tight_layout()
-    atomic_save(folder / "lr_find.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
+    with png_figure(folder / "lr_find.png", figsize=(6, 4)) as (_, axis):
+        axis.plot(test.lrs, test.losses)
+        axis.axvline(test.suggestion, color="tab:red", linestyle="--", label=f"suggested {test.suggestion:.2e}")
+        axis.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="LR range test")
+        axis.legend()
     return {"suggested_lr": test.suggestion, "min_loss_lr": test.min_loss_lr, "steps": len(test.lrs),
             "plot": str(folder / "lr_find.png"), "csv": str(folder / "lr_find.csv")}

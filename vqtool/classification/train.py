@@ -19,8 +19,8 @@ from vqtool.classification.checkpoint import save_checkpoint
 from vqtool.compute.device import resolve_device
 from vqtool.classification.inference import predict, predict_with
 from vqtool.metrics import classification_report
-from vqtool.runs.folder import (atomic_save, new_run_dir, plot_curves, read_json, write_args,
-                                  write_metrics_csv)
+from vqtool.plots import plot_curves
+from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
 from vqtool.reporter import Reporter

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vqtool.plots import png_figure
 from vqtool.runs.folder import atomic_save, new_run_dir
 from vqtool.errors import VQError
 
@@ -94,25 +95,17 @@ def save_filter_grid(weight: torch.Tensor, path: Path) -> Path:
 
 def save_kernel_figure(image: torch.Tensor, maps: list[tuple[str, torch.Tensor]], path: Path) -> Path:
     """The input and each kernel's map side by side; the values are written in the cells of tiny images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [("input", image), *maps]
     columns = min(4, len(panels))
     rows = math.ceil(len(panels) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, (title, values) in zip(axes.flat, panels):
-        axis.imshow(values.numpy(), cmap="gray", interpolation="nearest")
-        axis.set_title(title, fontsize=10)
-        if is_numbered(values):
-            _annotate(axis, values)
-    figure.tight_layout()
-    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
+    with png_figure(path, nrows=rows, ncols=columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False) as (_, axes):
+        for axis in axes.flat:
+            axis.axis("off")
+        for axis, (title, values) in zip(axes.flat, panels):
+            axis.imshow(values.numpy(), cmap="gray", interpolation="nearest")
+            axis.set_title(title, fontsize=10)
+            if is_numbered(values):
+                _annotate(axis, values)
     return path
 
 

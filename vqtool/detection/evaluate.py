@@ -93,12 +93,11 @@ def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int =
     """
     import torch
 
-    from vqtool.metrics import confused_pairs
+    from vqtool.metrics import confusion_document
 
     validation = validate(checkpoint, dataset_spec, conf=CONFUSION_CONF, plots=True, **options)
     counts = torch.from_numpy(validation.metrics.confusion_matrix.matrix).T.round().long()  # Ultralytics: [pred, true]
     classes = [*validation.dataset.classes, BACKGROUND]
-    matrix = counts.double() / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
     return {"dataset": validation.dataset.name, "split": validation.split, "n": int(counts[:-1].sum()),
-            "classes": classes, "normalized": normalize, "matrix": matrix.tolist(),
-            "pairs": confused_pairs(counts, classes, top), "conf": CONFUSION_CONF, "iou": CONFUSION_IOU}
+            **confusion_document(counts, classes, top=top, normalize=normalize),
+            "conf": CONFUSION_CONF, "iou": CONFUSION_IOU}

@@ -27,7 +27,8 @@ from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, load_detector
-from vqtool.runs.folder import atomic_save, new_run_dir, plot_panels, read_json, write_args, write_metrics_csv
+from vqtool.plots import plot_panels
+from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
 from vqtool.errors import VQError
 from vqtool.reporter import Reporter
 

@@ -74,35 +74,3 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic_write(path, buffer.getvalue())
-
-
-def plot_curves(path: Path, history: list[dict]) -> None:
-    """Loss and accuracy per epoch, train vs val."""
-    panels = {}
-    for metric, label in (("loss", "loss"), ("top1", "accuracy")):
-        series = {split: [row.get(f"{split}_{metric}") for row in history] for split in ("train", "val")}
-        panels[label] = {split: values for split, values in series.items()
-                         if any(v is not None and v == v for v in values)}
-    plot_panels(path, [row["epoch"] for row in history], panels)
-
-
-def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]]) -> None:
-    """Side-by-side charts of values per epoch: ``panels`` maps each y-axis label to its named series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for axis, (label, series) in zip(axes[0], panels.items()):
-        for name, values in series.items():
-            axis.plot(epochs, values, marker="o", label=name)
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    atomic_save(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)

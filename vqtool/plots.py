@@ -1,0 +1,60 @@
+"""Figures saved as PNG files: matplotlib without a display, each file written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from vqtool.runs.folder import atomic_save
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display is needed, none is opened)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@contextlib.contextmanager
+def png_figure(path: Path, **subplots):
+    """``with png_figure(path, figsize=(6, 4)) as (figure, axes):`` draw; on leaving, the PNG is written.
+
+    ``subplots`` are ``plt.subplots`` arguments. The figure is closed either way,
+    so long runs that redraw their curves do not accumulate figures.
+    """
+    plt = pyplot()
+    figure, axes = plt.subplots(**subplots)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        atomic_save(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(figure)
+
+
+def plot_curves(path: Path, history: list[dict]) -> None:
+    """Loss and accuracy per epoch, train vs val."""
+    panels = {}
+    for metric, label in (("loss", "loss"), ("top1", "accuracy")):
+        series = {split: [row.get(f"{split}_{metric}") for row in history] for split in ("train", "val")}
+        panels[label] = {split: values for split, values in series.items()
+                         if any(v is not None and v == v for v in values)}
+    plot_panels(path, [row["epoch"] for row in history], panels)
+
+
+def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]]) -> None:
+    """Side-by-side charts of values per epoch: ``panels`` maps each y-axis label to its named series."""
+    import matplotlib.ticker
+
+    with png_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (figure, axes):
+        for axis, (label, series) in zip(axes[0], panels.items()):
+            for name, values in series.items():
+                axis.plot(epochs, values, marker="o", label=name)
+            axis.set_xlabel("epoch")
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            axis.set_ylabel(label)
+            axis.grid(alpha=0.3)
+            axis.legend()
