@@ -30,3 +30,13 @@ def suggest(name: str, choices) -> str:
 def debug_enabled() -> bool:
     """Whether ``--debug`` (or ``VQTOOL_DEBUG=1``) asked for tracebacks and third-party libraries' own output."""
     return os.environ.get("VQTOOL_DEBUG") == "1"
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message reduced to its first non-empty line (or its type's name) for a one-line error.
+
+    Libraries explain at length (torch's weights_only notes, Ultralytics' emoji
+    banners); ``--debug`` shows all of it with the traceback.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

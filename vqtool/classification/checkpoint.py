@@ -15,7 +15,7 @@ import torch
 from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
 from vqtool.runs.folder import atomic_save, read_json, write_json
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 
 FORMAT = "vqtool-checkpoint"
 FORMAT_VERSION = 1
@@ -96,6 +96,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         load_model(model, str(weights), strict=True)
     except (SafetensorError, RuntimeError, OSError) as error:
-        raise VQError(f"{weights}: cannot load weights ({str(error).splitlines()[0]})") from error
+        raise VQError(f"{weights}: cannot load weights ({first_line(error)})") from error
     model.eval()
     return Checkpoint(model=model, meta=meta, path=weights.parent)

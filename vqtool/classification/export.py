@@ -21,7 +21,7 @@ import torch
 
 from vqtool.classification.checkpoint import load_checkpoint
 from vqtool.runs.folder import atomic_save
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, require
 from vqtool.classification.export_metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
@@ -134,8 +134,7 @@ def _writing(path: Path, save, architecture: str, format_name: str) -> None:
     except VQError:
         raise
     except Exception as error:  # the exporters raise many types (RuntimeError, torch.onnx errors, TypeError...)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise VQError(f"{architecture} cannot be exported to {format_name}: {first}") from error
+        raise VQError(f"{architecture} cannot be exported to {format_name}: {first_line(error)}") from error
 
 
 WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}

@@ -15,7 +15,7 @@ import torch
 
 from vqtool.data.pipeline import Preprocess
 from vqtool.classification.evaluate import Classifier
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.exporting import require
 from vqtool.classification.export_metadata import checked_metadata
 
@@ -33,7 +33,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source),
                                                 providers=list(providers))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise VQError(f"{name}: onnxruntime cannot load it ({str(error).strip().splitlines()[0]})") from error
+            raise VQError(f"{name}: onnxruntime cannot load it ({first_line(error)})") from error
         self.input = self.session.get_inputs()[0].name
         batch = self.session.get_inputs()[0].shape[0]
         self.batch = batch if isinstance(batch, int) else None  # a --static export takes exactly this many
@@ -58,7 +58,7 @@ def load_torchscript(path: str | Path) -> Classifier:
             warnings.simplefilter("ignore", FutureWarning)
             model = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
-        raise VQError(f"{path}: cannot load as TorchScript ({str(error).strip().splitlines()[0]})") from error
+        raise VQError(f"{path}: cannot load as TorchScript ({first_line(error)})") from error
     return _classifier(model.eval(), document)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
 from vqtool.compute import distributed
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 
 Backbone = Callable[[torch.Tensor], torch.Tensor]  # a normalised image batch to the head's inputs
@@ -103,7 +103,7 @@ def _onnx_backbone(model, head, sample, reference) -> tuple[Backbone | None, str
         backbone = OnnxModel(buffer.getvalue())
         features = backbone(sample)
     except Exception as error:  # exporters fail in many ways on exotic layers; torch still computes the features
-        return None, f"ONNX export failed: {str(error).strip().splitlines()[0][:120]}"
+        return None, f"ONNX export failed: {first_line(error)[:120]}"
     finally:
         model.set_submodule(head, original)
     if features.shape != reference.shape or not torch.allclose(features, reference, **AGREEMENT):

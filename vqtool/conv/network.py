@@ -16,7 +16,7 @@ from vqtool.conv.photos import read_photo
 from vqtool.conv.visualize import save_feature_grid, save_filter_grid
 from vqtool.data.images import fit_square, to_tensor
 from vqtool.data.pipeline import Normalizer, Preprocess
-from vqtool.errors import VQError, suggest
+from vqtool.errors import VQError, first_line, suggest
 
 LIBRARY_SOURCES = ("torchvision", "timm")  # ImageNet architectures: 1000 classes unless told otherwise
 BUILTIN_CLASSES = 10
@@ -109,7 +109,7 @@ def run_forward(model: nn.Module, batch: torch.Tensor) -> None:
     try:
         model(batch)
     except RuntimeError as error:  # shape mismatches: the input the user chose does not fit this model
-        raise VQError(f"the model cannot take a {shape_text(batch)} input: {str(error).splitlines()[0]}",
+        raise VQError(f"the model cannot take a {shape_text(batch)} input: {first_line(error)}",
                       usage=True) from error
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -58,7 +58,7 @@ def load_yolo(spec: str, options=None) -> YoloDataset:
     try:
         info = check_det_dataset(str(yaml), autodownload=False)
     except (OSError, SyntaxError, TypeError, ValueError, KeyError, AttributeError) as error:
-        raise VQError(f"{spec}: not a usable YOLO data.yaml ({_first_line(error)})", usage=True) from error
+        raise VQError(f"{spec}: not a usable YOLO data.yaml ({first_line(error)})", usage=True) from error
     splits = {}
     for split in SPLITS:
         if info.get(split):
@@ -69,8 +69,3 @@ def load_yolo(spec: str, options=None) -> YoloDataset:
             splits[split] = [str(p) for p in paths]
     names = info["names"]
     return YoloDataset(yaml=yaml.resolve(), classes=[names[i] for i in sorted(names)], splits=splits)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -25,7 +25,7 @@ from pathlib import Path
 from vqtool.detection.predict import DetectOptions, Failure, expand_sources
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import load_detector, resolve_weights
-from vqtool.errors import VQError, suggest
+from vqtool.errors import VQError, first_line, suggest
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions
 
@@ -166,11 +166,6 @@ def replace(artifact: Path, destination: Path) -> None:
 def size_mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(f.stat().st_size for f in files) / 1e6
-
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def verify_detector(reference, path: Path, imgsz: int, dynamic: bool, options: ExportOptions, reporter: Reporter) -> dict:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vqtool.data.pipeline import Preprocess
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.online import reachable
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
@@ -103,8 +103,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip, safetensors and OS errors all mean an unusable file
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise VQError(f"--weights {path}: not a readable state dict ({first}); save model.state_dict(), "
+        raise VQError(f"--weights {path}: not a readable state dict ({first_line(error)}); save model.state_dict(), "
                       f"not the model object", usage=True) from error
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -156,7 +155,7 @@ def _torchvision(name: str, spec: str | None) -> Pretrained:
     try:
         model = torchvision_family.build(name, len(weights.meta["categories"]), 3, weights=weights)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a corrupt cache file a RuntimeError
-        raise VQError(f"{name} weights {weights}: cannot load {cached} ({str(error).splitlines()[0]}); "
+        raise VQError(f"{name} weights {weights}: cannot load {cached} ({first_line(error)}); "
                       f"delete it to download again, or pass --weights PATH") from error
     return Pretrained(model, torchvision_preprocess(weights), f"torchvision {weights}")
 
@@ -200,7 +199,7 @@ def _timm(name: str, spec: str | None) -> Pretrained:
     try:
         model = _create_cached_or_downloaded(timm, tag)
     except RuntimeError as error:  # timm's complaint when the architecture has no such pretrained tag
-        raise VQError(f"--weights {spec}: {str(error).splitlines()[0]}", usage=True) from error
+        raise VQError(f"--weights {spec}: {first_line(error)}", usage=True) from error
     return Pretrained(model, timm_preprocess(model.pretrained_cfg), f"timm {tag}")
 
 
@@ -233,4 +232,4 @@ def _create_cached_or_downloaded(timm, tag: str) -> nn.Module:
     try:
         return timm.create_model(tag, pretrained=True)
     except OSError as error:
-        raise VQError(f"downloading timm weights {tag} failed ({str(error).splitlines()[0]})") from error
+        raise VQError(f"downloading timm weights {tag} failed ({first_line(error)})") from error
