@@ -18,6 +18,7 @@ demo: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pyflakes vqtool tests benchmarks plugins
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # Slow integration tests too, and the real-asset tests when ../shared/assets exists.

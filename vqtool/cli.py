@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
 from vqtool import __version__
 from vqtool.commands import debug_option
-from vqtool.errors import VQError, debug_enabled
+from vqtool.errors import VQError, VQWarning, debug_enabled
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -34,14 +35,20 @@ class LazyGroup(click.Group):
     """Imports a subcommand's module on first use and turns VQError into one line."""
 
     def list_commands(self, ctx):
-        return sorted(name for name in COMMANDS if _module_exists(COMMANDS[name]))
+        return sorted(COMMANDS)
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
-        if target is None or not _module_exists(target):
+        if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        try:  # a broken entry is a broken install: say so rather than hide the command
+            command = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise click.ClickException(f"the {name} command cannot be loaded from {target} ({error})") from error
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"the {name} command's entry {target} is not a Click command")
+        return command
 
     def invoke(self, ctx):
         try:
@@ -58,12 +65,6 @@ class LazyGroup(click.Group):
             ctx.exit(130)
 
 
-def _module_exists(target: str) -> bool:
-    from importlib.util import find_spec
-
-    return find_spec(target.split(":")[0]) is not None
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vqtool")
 @debug_option
@@ -78,7 +79,21 @@ def cli():
     """
 
 
+def _show_vqtool_warnings() -> None:
+    """vqtool's own warnings (VQWarning) as one ``Warning: ...`` line; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, VQWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main():
+    _show_vqtool_warnings()
     cli(prog_name="vqtool")
 
 

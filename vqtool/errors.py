@@ -19,6 +19,10 @@ class VQError(Exception):
         return 2 if self.usage else 1
 
 
+class VQWarning(UserWarning):
+    """A warning raised where no reporter reaches (registration at import time); the CLI shows it as one line."""
+
+
 def suggest(name: str, choices) -> str:
     """' (did you mean: a, b?)' for names close to ``name``, or ''."""
     import difflib

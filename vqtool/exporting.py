@@ -62,3 +62,16 @@ def require(module: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as error:
         raise VQError(f"{purpose} needs the {module} package, which is not installed: {INSTALL_HINT}") from error
+
+
+def export_warnings() -> tuple[type[Warning], ...]:
+    """Warnings every export prints and the user can do nothing about, hidden outside --debug.
+
+    The TorchScript-based ONNX exporter and torch.jit.trace announce their
+    deprecation, and the tracer flags Python ints it records (timm's "same"
+    padding); verification afterwards checks the traced graph on other batch
+    sizes and real images.
+    """
+    import torch
+
+    return DeprecationWarning, FutureWarning, torch.jit.TracerWarning

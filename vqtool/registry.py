@@ -12,12 +12,12 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
-import sys
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable
 
-from vqtool.errors import VQError, suggest
+from vqtool.errors import VQError, VQWarning, suggest
 
 BUILTIN_MODULES = (
     "vqtool.models.small",
@@ -92,11 +92,19 @@ def register_model(name: str | None = None, **meta):
         model_name = name or factory.__name__
         description = meta.pop("description", None) or (factory.__doc__ or "").strip().split("\n")[0]
         source = _record(factory.__module__, "models", model_name)
+        _warn_if_shadowing(_MODELS, "model", model_name, source)
         _MODELS[model_name] = ModelEntry(name=model_name, build=factory, source=source, description=description,
                                          **meta)
         return factory
 
     return decorate
+
+
+def _warn_if_shadowing(table: dict, kind: str, name: str, source: str) -> None:
+    """A second registration under a taken name wins, and says so (as timm's register_model does)."""
+    if name in table:
+        warnings.warn(f"{kind} {name!r} from {source} replaces the one from {table[name].source}", VQWarning,
+                      stacklevel=3)
 
 
 def register_model_family(prefix: str, names: Callable, resolve: Callable, source: str | None = None) -> None:
@@ -111,6 +119,7 @@ def register_dataset(name: str, *, matches: Callable[[str], bool] | None = None,
     def decorate(loader):
         description = meta.pop("description", None) or (loader.__doc__ or "").strip().split("\n")[0]
         source = _record(loader.__module__, "datasets", name)
+        _warn_if_shadowing(_DATASETS, "dataset", name, source)
         _DATASETS[name] = DatasetSource(name=name, load=loader, source=source, matches=matches,
                                         description=description, **meta)
         return loader
@@ -152,7 +161,7 @@ def load_all() -> None:
             entry_point.load()
         except Exception as error:  # a broken plugin must not break vqtool
             _plugin(dist)["error"] = f"{type(error).__name__}: {error}"
-            print(f"Warning: plugin {dist} failed to load: {error}", file=sys.stderr)
+            warnings.warn(f"plugin {dist} failed to load: {error}", VQWarning, stacklevel=2)
 
 
 def _plugin_entry_points():

@@ -6,22 +6,13 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.data.pipeline import Preprocess, decode_split
+from vqtool.classification.classifier import Classifier
+from vqtool.data.pipeline import decode_split
 from vqtool.compute.device import resolve_device
 from vqtool.classification.inference import predict
 from vqtool.metrics import classification_report
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
-
-
-@dataclass
-class Classifier:
-    """Something that maps a normalised float batch to logits, with what it needs to know."""
-
-    model: object
-    classes: list[str]
-    preprocess: Preprocess
-    meta: dict
 
 
 def load_classifier(path: str) -> Classifier:

@@ -23,17 +23,13 @@ from vqtool.classification.checkpoint import load_checkpoint
 from vqtool.runs.folder import atomic_save
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
-from vqtool.exporting import ExportOptions, require
+from vqtool.exporting import ExportOptions, export_warnings, require
 from vqtool.classification.export_metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
 from vqtool.classification.verify import verify_classifier
 
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".ts", ".pt")}  # eval and confusion pick the runtime by suffix
 DEFAULT_OPSET = 17
 TRACE_BATCH = 2  # not 1, so that no size-1 batch is specialised into the graph
-# Warnings every export prints and the user can do nothing about: the TorchScript-based ONNX exporter and
-# torch.jit.trace announce their deprecation, and the tracer flags Python ints it records (timm's "same"
-# padding); verification afterwards checks the traced graph on other batch sizes and real images.
-QUIET_WARNINGS = (DeprecationWarning, FutureWarning, torch.jit.TracerWarning)
 
 
 class Float32Interface(torch.nn.Module):
@@ -106,7 +102,7 @@ def to_onnx(model, example, destination, *, dynamic_batch: bool = True, opset: i
     """``model`` as ONNX into ``destination`` (a path or a binary file object)."""
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", QUIET_WARNINGS)
+        warnings.simplefilter("ignore", export_warnings())
         torch.onnx.export(model, (example,), destination, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes=axes, opset_version=opset or DEFAULT_OPSET, **_legacy_exporter())
 
@@ -119,7 +115,7 @@ def _legacy_exporter() -> dict:
 def write_torchscript(model, example, path: Path, document: dict, options: ExportOptions) -> None:
     def save(tmp: str) -> None:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", QUIET_WARNINGS)
+            warnings.simplefilter("ignore", export_warnings())
             traced = torch.jit.trace(model, example)
             torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vqtool.data.pipeline import Preprocess
-from vqtool.classification.evaluate import Classifier
+from vqtool.classification.classifier import Classifier
 from vqtool.errors import VQError, first_line
 from vqtool.exporting import require
 from vqtool.classification.export_metadata import checked_metadata

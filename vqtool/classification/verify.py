@@ -79,7 +79,8 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
     """
     from vqtool.data import DataOptions
     from vqtool.data.pipeline import Normalizer, decode_split
-    from vqtool.classification.evaluate import Classifier, heldout_split
+    from vqtool.classification.classifier import Classifier
+    from vqtool.classification.evaluate import heldout_split
 
     classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
     try:

@@ -27,7 +27,7 @@ from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import load_detector, resolve_weights
 from vqtool.errors import VQError, first_line, suggest
 from vqtool.reporter import Reporter
-from vqtool.exporting import ExportOptions
+from vqtool.exporting import ExportOptions, export_warnings
 
 # Boxes are in pixels of the original image: fp32 runtimes agree to about a thousandth of a pixel,
 # fp16 to a pixel or so on a 640 px input.
@@ -142,14 +142,13 @@ def quietly():
     Both come back with --debug.
     """
     from vqtool.errors import debug_enabled
-    from vqtool.classification.export import QUIET_WARNINGS
 
     logger = logging.getLogger("ultralytics")
     level = logger.level
     with warnings.catch_warnings(), keeping_threads():
         if not debug_enabled():
             logger.setLevel(logging.CRITICAL)
-            warnings.simplefilter("ignore", QUIET_WARNINGS)
+            warnings.simplefilter("ignore", export_warnings())
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from vqtool.data.pipeline import Preprocess
 from vqtool.models.surgery import adapt_input_channels
 from vqtool.registry import ModelEntry, register_model_family
 
@@ -36,9 +37,14 @@ def build(name: str, num_classes: int, in_channels: int, weights=None, **kwargs)
     return adapt_input_channels(model, in_channels)
 
 
-def resolve(name: str) -> ModelEntry:
-    from vqtool.models.weights import torchvision_preprocess
+def torchvision_preprocess(weights) -> Preprocess:
+    """The preprocessing torchvision's ``weights.transforms()`` applies, as vqtool's Preprocess."""
+    preset = weights.transforms()
+    return Preprocess(size=preset.crop_size[0], channels=3, mean=tuple(preset.mean), std=tuple(preset.std),
+                      resize=preset.resize_size[0], interpolation=preset.interpolation.value)
 
+
+def resolve(name: str) -> ModelEntry:
     weights = default_weights(name)
     preprocess = torchvision_preprocess(weights)
     return ModelEntry(

@@ -157,7 +157,7 @@ def _torchvision(name: str, spec: str | None) -> Pretrained:
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a corrupt cache file a RuntimeError
         raise VQError(f"{name} weights {weights}: cannot load {cached} ({first_line(error)}); "
                       f"delete it to download again, or pass --weights PATH") from error
-    return Pretrained(model, torchvision_preprocess(weights), f"torchvision {weights}")
+    return Pretrained(model, torchvision_family.torchvision_preprocess(weights), f"torchvision {weights}")
 
 
 def _torchvision_enum(name: str, spec: str | None):
@@ -178,12 +178,6 @@ def torchvision_cache_file(weights) -> Path:
     from urllib.parse import urlparse
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-
-
-def torchvision_preprocess(weights) -> Preprocess:
-    preset = weights.transforms()
-    return Preprocess(size=preset.crop_size[0], channels=3, mean=tuple(preset.mean), std=tuple(preset.std),
-                      resize=preset.resize_size[0], interpolation=preset.interpolation.value)
 
 
 # --- timm -----------------------------------------------------------------------------------------
