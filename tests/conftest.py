@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def run_cli():
         return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return invoke
+
+
+def summary_of(result) -> dict:
+    """The JSON document a successful ``--json`` command printed (a CliRunner result or a finished subprocess)."""
+    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert code == 0, result.output if hasattr(result, "output") else result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # one document (under torchrun: rank 1 prints nothing)
+    return json.loads(lines[0])
 
 
 def stripes(orientation: str, size: int, seed: int) -> Image.Image:

@@ -142,7 +142,8 @@ def test_eval_equals_ultralytics_val(run_cli, trained_run, yolo_data, tmp_path):
     run, _, _ = trained_run
     report = json.loads(run_cli("eval", run / "model.pt", yolo_data, "--json", "-q").stdout)
     assert report["split"] == "val" and report["images"] == 4 and report["instances"] == 8
-    assert set(report["per_class"]) <= set(CLASSES)
+    assert set(report["per_class"]) == set(CLASSES)  # every val image holds one box of each class
+    assert all(m["images"] == 4 and m["instances"] == 4 for m in report["per_class"].values())
     metrics = ultralytics_val(run / "model.pt", yolo_data, tmp_path / "val")
     assert report["map50_95"] == pytest.approx(metrics.box.map, abs=1e-6)
     assert report["map50"] == pytest.approx(metrics.box.map50, abs=1e-6)

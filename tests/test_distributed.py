@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_class_tree
+from conftest import make_class_tree, summary_of
 
 
 def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -14,13 +14,6 @@ def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
                "-m", "vqtool", *map(str, args)]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def summary_of(result) -> dict:
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout  # rank 1 prints nothing
-    return json.loads(lines[0])
 
 
 def test_two_processes_train_digits_like_one(run_cli, tmp_path):

@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_class_tree
+from conftest import make_class_tree, summary_of
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-def summary_of(result) -> dict:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ASSETS, make_class_tree, requires_assets
-
-
-def summary_of(result):
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+from conftest import ASSETS, make_class_tree, requires_assets, summary_of
 
 
 def test_default_train_reaches_95_percent_on_digits(run_cli):
@@ -143,13 +138,13 @@ def test_fashion_mnist_reads_idx_files_from_data_dir(run_cli, tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 200), ("t10k", 50)):
         labels = np.arange(n) % 10
-        images = rng.integers(0, 50, (n, 28, 28))
-        images[:, :, :] += (labels * 20)[:, None, None]  # brightness encodes the class
+        images = rng.integers(0, 20, (n, 28, 28))
+        images[:, :, :] += (labels * 22)[:, None, None]  # brightness encodes the class
         _write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    summary = summary_of(run_cli("train", "fashion-mnist", "--data-dir", raw, "--epochs", "2", "--json", "-q",
-                                 "--out", "fm-run"))
-    assert 0 <= summary["test_top1"] <= 1
+    summary = summary_of(run_cli("train", "fashion-mnist", "--data-dir", raw, "--epochs", "6", "--batch-size", "16",
+                                 "--json", "-q", "--out", "fm-run"))
+    assert summary["test_top1"] >= 0.5  # chance is 0.1; the brightness of each class sets it apart
     meta = json.loads(Path("fm-run/model.json").read_text())
     assert meta["classes"][0] == "T-shirt/top" and meta["preprocess"]["mean"] == [0.286]
 
