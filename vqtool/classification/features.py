@@ -27,6 +27,7 @@ from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
+from vqtool.models.hooks import watching
 from vqtool.reporter import Reporter
 
 Backbone = Callable[[torch.Tensor], torch.Tensor]  # a normalised image batch to the head's inputs
@@ -68,17 +69,15 @@ def frozen_backbone(model: nn.Module, head: str, sample: torch.Tensor, reporter:
 @contextmanager
 def _hooked(model: nn.Module, head: str) -> Iterator[Backbone]:
     captured = []
-    hook = model.get_submodule(head).register_forward_pre_hook(lambda module, args: captured.append(args[0]))
 
     def features(batch: torch.Tensor) -> torch.Tensor:
         captured.clear()
         model(batch)
         return captured[0].float().cpu()
 
-    try:
+    with watching({head: model.get_submodule(head)}, lambda name, module, inputs, _: captured.append(inputs[0]),
+                  before=True):
         yield features
-    finally:
-        hook.remove()
 
 
 def _onnx_backbone(model, head, sample, reference) -> tuple[Backbone | None, str]:

@@ -17,6 +17,7 @@ from vqtool.conv.visualize import save_feature_grid, save_filter_grid
 from vqtool.data.images import fit_square, to_tensor
 from vqtool.data.pipeline import Normalizer, Preprocess
 from vqtool.errors import VQError, first_line, suggest
+from vqtool.models.hooks import watching
 
 LIBRARY_SOURCES = ("torchvision", "timm")  # ImageNet architectures: 1000 classes unless told otherwise
 BUILTIN_CLASSES = 10
@@ -89,19 +90,13 @@ def capture_outputs(model: nn.Module, batch: torch.Tensor, modules: dict[str, nn
     """Each named module's output on ``batch`` (its first call's; the first tensor of a tuple)."""
     outputs = {}
 
-    def hook_for(name):
-        def hook(module, inputs, output):
-            if name not in outputs:  # a copy: a following in-place ReLU would change the tensor itself
-                tensor = first_tensor(output)
-                outputs[name] = None if tensor is None else tensor.clone()
-        return hook
+    def keep_first(name, module, inputs, output):
+        if name not in outputs:  # a copy: a following in-place ReLU would change the tensor itself
+            tensor = first_tensor(output)
+            outputs[name] = None if tensor is None else tensor.clone()
 
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
-    try:
+    with watching(modules, keep_first):
         run_forward(model, batch)
-    finally:
-        for handle in handles:
-            handle.remove()
     return outputs
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from vqtool.conv.network import Network, conv_layers, first_tensor, run_forward
 from vqtool.errors import VQError
+from vqtool.models.hooks import watching
 
 DENSE_UNITS = 1000  # the fully connected layer the first conv is compared with
 MAC_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -59,21 +60,15 @@ def layer_rows(model: nn.Module, input_shape: tuple[int, int, int]) -> list[dict
     """One row per module called, in the order they run; a module called twice adds its MACs twice."""
     rows = {}
 
-    def hook_for(name):
-        def hook(module, inputs, output):
-            tensor = first_tensor(output)
-            row = rows.setdefault(name, {"name": name, "type": type(module).__name__,
-                                         "output_shape": None if tensor is None else list(tensor.shape[1:]),
-                                         "params": own_params(module), "macs": 0})
-            row["macs"] += layer_macs(module, tensor)
-        return hook
+    def record(name, module, inputs, output):
+        tensor = first_tensor(output)
+        row = rows.setdefault(name, {"name": name, "type": type(module).__name__,
+                                     "output_shape": None if tensor is None else list(tensor.shape[1:]),
+                                     "params": own_params(module), "macs": 0})
+        row["macs"] += layer_macs(module, tensor)
 
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in reported_modules(model).items()]
-    try:
+    with watching(reported_modules(model), record):
         run_forward(model, torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
     return list(rows.values())
 
 
