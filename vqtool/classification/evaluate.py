@@ -9,7 +9,7 @@ from vqtool.data import DataOptions, Dataset, Split, load_dataset
 from vqtool.classification.classifier import Classifier
 from vqtool.data.pipeline import decode_split
 from vqtool.compute.device import resolve_device
-from vqtool.classification.inference import predict
+from vqtool.classification.inference import logits_of
 from vqtool.metrics import classification_report
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
@@ -47,15 +47,15 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
              device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT) -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
-    dataset, split_name, raw = heldout_split(classifier, dataset_spec, data, split)
+    dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split)
     prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
-    logits = predict(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
+    logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
     return Evaluation(classifier, dataset, split_name, prepared, logits)
 
 
-def heldout_split(classifier: Classifier, dataset_spec: str | None, data: DataOptions,
+def evaluation_split(classifier: Classifier, dataset_spec: str | None, data: DataOptions,
                   split: str | None = None) -> tuple[Dataset, str, Split]:
     """The dataset `eval` uses for a classifier, the split's name, and the split (labels in the model's order)."""
     dataset = _dataset_for(classifier, dataset_spec, data)

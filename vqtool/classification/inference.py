@@ -1,4 +1,4 @@
-"""Running a model over a split."""
+"""Running a classifier over a prepared split: its logits, in order."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from vqtool.data import Split
 from vqtool.data.pipeline import Normalizer, Preprocess, batches
 
 
-def predict(model, split: Split, preprocess: Preprocess, device: torch.device,
+def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
             batch_size: int = 256, progress=None) -> torch.Tensor:
     """Logits (N×K, float32 on the CPU) for a prepared split of images, in order.
 
     ``model`` is an ``nn.Module`` or any callable from a float batch to logits
     (an exported model's runtime session, for example).
     """
-    return predict_with(model, split, Normalizer(preprocess, device, channels_last=True), batch_size, progress)
+    return logits_with(model, split, Normalizer(preprocess, device, channels_last=True), batch_size, progress)
 
 
 @torch.no_grad()
-def predict_with(model, split: Split, to_input, batch_size: int = 256, progress=None) -> torch.Tensor:
+def logits_with(model, split: Split, to_input, batch_size: int = 256, progress=None) -> torch.Tensor:
     """Logits for a split whose stored batches ``to_input`` turns into model input (images or cached features)."""
     if isinstance(model, torch.nn.Module):
         model.eval()

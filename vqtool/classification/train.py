@@ -17,7 +17,7 @@ from vqtool.data.pipeline import ImageInputs, Preprocess, batches, num_batches, 
 from vqtool.compute import distributed
 from vqtool.classification.checkpoint import save_checkpoint
 from vqtool.compute.device import resolve_device
-from vqtool.classification.inference import predict, predict_with
+from vqtool.classification.inference import logits_of, logits_with
 from vqtool.metrics import classification_report
 from vqtool.plots import plot_curves
 from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
@@ -284,7 +284,7 @@ def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[flo
         val = val.subset(torch.arange(distributed.rank(), len(val), distributed.world_size()))
     sums = torch.zeros(3, dtype=torch.float64)
     if len(val):
-        logits = predict_with(model, val, inputs.eval, batch_size)
+        logits = logits_with(model, val, inputs.eval, batch_size)
         sums += torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
                               (logits.argmax(1) == val.labels).sum().item(), len(val)], dtype=torch.float64)
     loss_sum, correct, count = distributed.total(sums.to(inputs.device)).tolist()
@@ -461,7 +461,7 @@ def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[s
     summary = summarize(result, config, run.run_dir)
     if "test" in splits:
         device = resolve_device(config.device)
-        logits = predict(model, splits["test"], preprocess, device, max(256, config.batch_size))
+        logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
         report = classification_report(logits, splits["test"].labels, dataset.classes)
         summary["test_top1"], summary["test_loss"] = report["top1"], report["loss"]
     run.save_best(model.cpu(), {**result.best, **{k: summary[k] for k in ("test_top1",) if k in summary}})

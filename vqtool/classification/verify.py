@@ -80,11 +80,11 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
     from vqtool.data import DataOptions
     from vqtool.data.pipeline import Normalizer, decode_split
     from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import heldout_split
+    from vqtool.classification.evaluate import evaluation_split
 
     classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
     try:
-        _, _, split = heldout_split(classifier, dataset_spec, DataOptions())
+        _, _, split = evaluation_split(classifier, dataset_spec, DataOptions())
     except VQError as error:
         if dataset_spec:
             raise

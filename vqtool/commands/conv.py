@@ -147,21 +147,21 @@ def summary(model, weights, input_spec, num_classes, out):
       vqtool conv summary timm/tf_efficientnet_lite0 --input 3x160x160
       vqtool conv summary runs/train-20261123-101500 --json
     """
-    from vqtool.conv.network import load_network
+    from vqtool.conv.inspection import load_inspected
     from vqtool.conv.summary import parse_input, shape_string, summarize, totals_lines
 
-    network = load_network(model, weights, num_classes)
-    preprocess = network.preprocess
+    inspected = load_inspected(model, weights, num_classes)
+    preprocess = inspected.preprocess
     input_shape = (parse_input(input_spec, preprocess.channels) if input_spec
                    else (preprocess.channels, preprocess.size, preprocess.size))
-    document = summarize(network, input_shape, model)
+    document = summarize(inspected, input_shape, model)
     if out.json:
         out.emit(document)
         return
     out.table(["name", "type", "output", "params", "MACs"],
               [[row["name"], row["type"], shape_string(row["output_shape"]), row["params"], row["macs"]]
                for row in document["layers"]],
-              title=f"{network.source}, input {shape_string(document['input'])}")
+              title=f"{inspected.source}, input {shape_string(document['input'])}")
     for line in totals_lines(document):
         out.text(line)
 
@@ -187,23 +187,23 @@ def features(model, weights, image, layers, out_dir, out):
       vqtool conv features resnet18 photo.jpg --layer conv1 --layer layer2 --out maps
       vqtool conv features runs/train-20261123-101500 digit.png --layer features.0
     """
-    from vqtool.conv.network import feature_maps, load_network, map_layers, prepare_image, save_feature_maps
+    from vqtool.conv.inspection import feature_maps, load_inspected, map_layers, prepare_image, save_feature_maps
     from vqtool.conv.visualize import output_folder
 
-    network = load_network(model, weights)
+    inspected = load_inspected(model, weights)
     if not layers:
-        listed = map_layers(network)
+        listed = map_layers(inspected)
         if out.json:
             out.emit({"model": model, "layers": [{"name": name, "type": kind, "output_shape": shape}
                                                  for name, (kind, shape) in listed.items()]})
             return
         out.table(["layer", "type", "output"], [[name, kind, "x".join(map(str, shape))]
-                                                for name, (kind, shape) in listed.items()], title=network.source)
+                                                for name, (kind, shape) in listed.items()], title=inspected.source)
         out.log("save a layer's maps with --layer NAME")
         return
-    batch, source = prepare_image(image, network.preprocess)
-    maps = feature_maps(network, batch, list(dict.fromkeys(layers)))
-    out.log(f"{network.source} on {source}")
+    batch, source = prepare_image(image, inspected.preprocess)
+    maps = feature_maps(inspected, batch, list(dict.fromkeys(layers)))
+    out.log(f"{inspected.source} on {source}")
     files = save_feature_maps(maps, output_folder(out_dir, "features"))
     print_files(out, files, {"model": model, "image": source,
                              "layers": {name: list(values.shape) for name, values in maps.items()}})
@@ -227,11 +227,11 @@ def filters(model, weights, layer, out_dir, out):
       vqtool conv filters resnet18 --weights DEFAULT
       vqtool conv filters runs/train-20261123-101500 --layer features.1.0 --out filters
     """
-    from vqtool.conv.network import conv_filters, load_network, save_filters
+    from vqtool.conv.inspection import conv_filters, load_inspected, save_filters
     from vqtool.conv.visualize import output_folder
 
-    network = load_network(model, weights)
-    name, weight = conv_filters(network, layer)
-    out.log(f"{network.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
+    inspected = load_inspected(model, weights)
+    name, weight = conv_filters(inspected, layer)
+    out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
     path = save_filters(name, weight, output_folder(out_dir, "filters"))
     print_files(out, [path], {"model": model, "layer": name, "shape": list(weight.shape)})

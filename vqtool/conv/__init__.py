@@ -2,5 +2,5 @@
 
 The library side of ``vqtool conv``; each module serves one subcommand
 (``kernels``: apply, ``arithmetic``: shape, ``summary``: summary,
-``network``: features and filters), ``visualize`` writes their PNGs.
+``inspection``: features and filters), ``visualize`` writes their PNGs.
 """

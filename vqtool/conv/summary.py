@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from vqtool.conv.network import Network, conv_layers, first_tensor, run_forward
+from vqtool.conv.inspection import InspectedModel, conv_layers, first_tensor, run_forward
 from vqtool.errors import VQError
 from vqtool.models.hooks import watching
 
@@ -87,14 +87,14 @@ def conv_vs_dense(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[
     return conv_info, dense
 
 
-def summarize(network: Network, input_shape: tuple[int, int, int], name: str) -> dict:
+def summarize(inspected: InspectedModel, input_shape: tuple[int, int, int], name: str) -> dict:
     """The summary document ``vqtool conv summary --json`` prints."""
-    model = network.model.eval()
+    model = inspected.model.eval()
     layers = layer_rows(model, input_shape)
     conv_info, dense = conv_vs_dense(model, input_shape)
     return {
         "model": name,
-        "source": network.source,
+        "source": inspected.source,
         "input": list(input_shape),
         "layers": layers,
         "total_params": sum(p.numel() for p in model.parameters()),

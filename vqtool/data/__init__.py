@@ -54,11 +54,6 @@ class Dataset:
             raise VQError(f"dataset {self.name} has no {name} split", usage=True)
         return chosen
 
-    @property
-    def heldout_split(self) -> str:
-        """The split evaluation uses by default: test when there is one, else val."""
-        return "test" if self.test is not None else "val"
-
 
 @dataclass(frozen=True)
 class DataOptions:

@@ -27,7 +27,7 @@ MAP_MODULES = (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.module
 
 
 @dataclass
-class Network:
+class InspectedModel:
     """A model in eval mode, how its input is prepared, and what it is (for titles and JSON)."""
 
     model: nn.Module
@@ -35,7 +35,7 @@ class Network:
     source: str
 
 
-def load_network(spec: str, weights: str | None = None, num_classes: int | None = None) -> Network:
+def load_inspected(spec: str, weights: str | None = None, num_classes: int | None = None) -> InspectedModel:
     """A vqtool checkpoint (run folder, model.safetensors or model.json) or a registry model name.
 
     A name gets ``weights`` through ``pretrained_classifier`` (the same specs as
@@ -51,19 +51,19 @@ def load_network(spec: str, weights: str | None = None, num_classes: int | None 
         from vqtool.models.weights import pretrained_classifier
 
         pretrained = pretrained_classifier(spec, weights, num_classes)
-        return Network(pretrained.model.eval(), pretrained.preprocess, pretrained.source)
+        return InspectedModel(pretrained.model.eval(), pretrained.preprocess, pretrained.source)
     return _random_init(spec, num_classes)
 
 
-def _from_checkpoint(path: str) -> Network:
+def _from_checkpoint(path: str) -> InspectedModel:
     from vqtool.classification.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
-    return Network(checkpoint.model.eval(), checkpoint.preprocess,
+    return InspectedModel(checkpoint.model.eval(), checkpoint.preprocess,
                    f"{checkpoint.meta['architecture']} checkpoint {checkpoint.path}")
 
 
-def _random_init(name: str, num_classes: int | None) -> Network:
+def _random_init(name: str, num_classes: int | None) -> InspectedModel:
     from vqtool.models.weights import entry_preprocess
     from vqtool.registry import create_model, get_model
 
@@ -71,7 +71,7 @@ def _random_init(name: str, num_classes: int | None) -> Network:
     if num_classes is None:
         num_classes = LIBRARY_CLASSES if entry.source in LIBRARY_SOURCES else BUILTIN_CLASSES
     model = create_model(name, num_classes)
-    return Network(model.eval(), entry_preprocess(entry), f"{name} ({num_classes} classes, random weights)")
+    return InspectedModel(model.eval(), entry_preprocess(entry), f"{name} ({num_classes} classes, random weights)")
 
 
 def prepare_image(path: str | None, preprocess: Preprocess) -> tuple[torch.Tensor, str]:
@@ -120,11 +120,11 @@ def first_tensor(output) -> torch.Tensor | None:
     return None
 
 
-def map_layers(network: Network) -> dict[str, tuple[str, list[int]]]:
+def map_layers(inspected: InspectedModel) -> dict[str, tuple[str, list[int]]]:
     """name -> (type, C×H×W) for the conv, pooling and block modules whose output is a stack of maps."""
-    modules = dict(network.model.named_modules())
+    modules = dict(inspected.model.named_modules())
     del modules[""]  # the whole model: its output is the logits
-    outputs = capture_outputs(network.model, example_input(network.preprocess), modules)
+    outputs = capture_outputs(inspected.model, example_input(inspected.preprocess), modules)
     return {name: (type(module).__name__, list(outputs[name].shape[1:])) for name, module in modules.items()
             if is_maps(outputs.get(name)) and (isinstance(module, MAP_MODULES) or any(module.children()))}
 
@@ -133,14 +133,14 @@ def is_maps(output) -> bool:
     return isinstance(output, torch.Tensor) and output.dim() == 4
 
 
-def feature_maps(network: Network, batch: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+def feature_maps(inspected: InspectedModel, batch: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """name -> C×H×W activations of each named layer (any module, listed or not) for a batch of one image."""
-    modules = dict(network.model.named_modules())
+    modules = dict(inspected.model.named_modules())
     for name in names:
         if not name or name not in modules:
-            raise VQError(f"unknown layer {name!r}{suggest(name, map_layers(network))}; "
+            raise VQError(f"unknown layer {name!r}{suggest(name, map_layers(inspected))}; "
                           f"run without --layer to list them", usage=True)
-    outputs = capture_outputs(network.model, batch, {name: modules[name] for name in names})
+    outputs = capture_outputs(inspected.model, batch, {name: modules[name] for name in names})
     for name in names:
         if not is_maps(outputs.get(name)):
             what = "is never run by the model" if name not in outputs else \
@@ -158,11 +158,11 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
     return {name: module for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
 
 
-def conv_filters(network: Network, name: str | None = None) -> tuple[str, torch.Tensor]:
+def conv_filters(inspected: InspectedModel, name: str | None = None) -> tuple[str, torch.Tensor]:
     """(layer name, O×I×kH×kW weights) of a conv layer, by default the first one."""
-    convs = conv_layers(network.model)
+    convs = conv_layers(inspected.model)
     if not convs:
-        raise VQError(f"{network.source} has no Conv2d layer")
+        raise VQError(f"{inspected.source} has no Conv2d layer")
     name = next(iter(convs)) if name is None else name
     if name not in convs:
         shown = ", ".join(list(convs)[:6]) + (f"... ({len(convs)} in all)" if len(convs) > 6 else "")
