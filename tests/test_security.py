@@ -255,6 +255,48 @@ def test_label_caches_ultralytics_writes_pass(scene):
     assert label_caches(load_yolo(str(scene["data"])).splits) == [labels / "train.cache", labels / "val.cache"]
 
 
+# --- model yamls: Ultralytics evals the activation and calls each layer's module by name ---------
+
+LAYERS = {"backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "nn.Upsample", [None, 2, "nearest"]]],
+          "head": [[-1, 1, "Conv", [16, 3, 2]]]}
+
+
+@pytest.mark.parametrize("spec, says", [
+    ({**LAYERS}, None),
+    ({**LAYERS, "activation": "nn.SiLU()"}, None),
+    ({**LAYERS, "activation": "torch.nn.LeakyReLU(-0.1, inplace=True)"}, None),
+    ({**LAYERS, "activation": "__import__('os').system('true')"}, "activation"),
+    ({**LAYERS, "activation": "nn.Sequential(exec)"}, "activation"),
+    ({**LAYERS, "activation": "nn.functional.relu"}, "activation"),
+    ({**LAYERS, "head": [[-1, 1, "attempt_load_weights", ["other.pt"]]]}, "layer module 'attempt_load_weights'"),
+    ({**LAYERS, "head": [[-1, 1, "nn.init", []]]}, "layer module 'nn.init'"),
+    ({"backbone": "Conv"}, "no backbone and head"),
+    ([LAYERS], "not a mapping"),
+])
+def test_model_yamls_that_would_run_code_are_refused(genuine, spec, says):
+    from vqtool.detection.weights import check_model_spec
+    from vqtool.pickles import UnsafeFile
+
+    if says is None:
+        check_model_spec(spec, "m.yaml")
+    else:
+        with pytest.raises(UnsafeFile, match=says):
+            check_model_spec(spec, "m.yaml")
+
+
+def test_train_refuses_a_model_yaml_that_would_run_code(run_cli, scene, marker):
+    from vqtool.detection.ultralytics_env import load_ultralytics
+
+    model = scene["tmp"] / "evil.yaml"
+    model.write_text(f"nc: 2\nactivation: \"{touch_code(marker)}\"\n"
+                     "backbone:\n  - [-1, 1, Conv, [16, 3, 2]]\nhead:\n  - [[0], 1, Detect, [nc]]\n")
+    with pytest.raises(TypeError):  # the sanity check: building it runs the activation (None, then not callable)
+        load_ultralytics().YOLO(str(model))
+    assert marker.exists()
+    marker.unlink()
+    assert_refused(run_cli("train", scene["data"], "--model", model, "--epochs", "1"), model, "activation", marker)
+
+
 # --- genuine and trusted checkpoints --------------------------------------------------------------
 
 

@@ -5,11 +5,13 @@ opcodes import any callable, and REDUCE, NEWOBJ, OBJ and INST call them, so a
 ``.pt`` whose object's ``__reduce__`` returns ``(os.system, ("...",))`` runs a
 shell command inside ``torch.load(weights_only=False)``. :func:`check` reads
 the opcodes with :func:`pickletools.genops`, which executes nothing, and
-follows the unpickler's stack and memo on a model that holds only the strings
-and globals (so a STACK_GLOBAL's module and name are known however they were
-put there, memo included). Every global is compared with the
-:class:`Allowlist` of the kind of file; a global it cannot resolve, a call of
-anything but an allowed global, or a change to a global object is refused.
+follows the unpickler's stack, marks and memo on a model that holds only
+strings, tuples and globals (so a STACK_GLOBAL's module and name are known
+however they were put there, memo included). Every global is compared with
+the :class:`Allowlist` of the kind of file; a global it cannot resolve, a call
+of anything but an allowed global, or a change to a global object is refused.
+:func:`load` unpickles plain data files with an unpickler that can import
+nothing but their allowlist.
 
 Files read this way, by their first bytes as torch and numpy tell them apart:
 torch's zip checkpoints (every ``*.pkl`` member), ``.npy`` files holding
@@ -53,9 +55,12 @@ NUMPY_ARRAYS = frozenset({
 # Numpy arrays and plain data (dicts, lists, strings, numbers); bytes are _codecs.encode calls in the protocol-2
 # pickles Python 3 writes (torch.save's among them: a numpy scalar in a checkpoint needs it).
 NUMPY_DATA = NUMPY_ARRAYS | {"_codecs.encode"}
-# What torch.save writes for tensors, parameters, their storages and shapes, and module dicts.
+# What torch.save writes for tensors, parameters, their storages, shapes, dtypes and devices, and module dicts
+# (a subset of torch's own weights_only list: not _rebuild_from_type_v2, which calls a function it is given).
 TORCH_TENSORS = frozenset({
-    "collections.OrderedDict", "torch.Size",
+    "collections.OrderedDict", "torch.Size", "torch.device",
+    *(f"torch.{dtype}" for dtype in ("float16", "bfloat16", "float32", "float64", "uint8", "int8", "int16", "int32",
+                                     "int64", "bool")),
     *(f"torch._utils.{name}" for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
                                           "_rebuild_parameter_with_state")),
     *(f"torch.{dtype}Storage" for dtype in ("Float", "Half", "BFloat16", "Double", "Long", "Int", "Short", "Char",
@@ -136,7 +141,8 @@ def check(path, allowlist: Allowlist) -> None:
                 _Scan(allowlist).run(stream)
     except _Refused as refused:
         raise UnsafeFile(refusal(path, str(refused), allowlist)) from None
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:  # genops' and zipfile's errors
+    except (ValueError, EOFError, OSError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as error:
+        # genops' errors, and zipfile's (encrypted or unsupported members among them)
         raise VQError(f"{path}: not a readable {allowlist.kind} ({first_line(error)})") from error
 
 
@@ -161,6 +167,8 @@ class _Refused(Exception):
 
 
 class _Restricted(pickle.Unpickler):
+    """An unpickler whose only importable globals are its allowlist's names."""
+
     def __init__(self, file, allowlist: Allowlist, **options):
         super().__init__(file, **options)
         self.allowlist = allowlist
@@ -267,6 +275,7 @@ class _Scan:
             getattr(self, f"_op_{name}", self._generic)(op, arg)
 
     def _generic(self, op, arg) -> None:
+        """Take what the opcode takes and leave values the model does not follow (pickletools' stack effect)."""
         if pickletools.markobject in op.stack_before:
             self._pop_mark()
             count = op.stack_before.index(pickletools.markobject)

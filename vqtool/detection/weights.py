@@ -106,7 +106,7 @@ def check_model_spec(spec, source) -> None:
     problem = None if trusted() else _spec_problem(spec)
     if problem:
         raise UnsafeFile(f"{source}: refused: its model yaml {problem}, which Ultralytics would run as code "
-                           f"when it builds the model ({TRUST_HINT})")
+                         f"when it builds the model ({TRUST_HINT})")
 
 
 def _spec_problem(spec) -> str | None:
@@ -114,12 +114,12 @@ def _spec_problem(spec) -> str | None:
         return "is not a mapping"
     activation = spec.get("activation")
     if activation and not _is_activation(activation):
-        return f"has activation {activation!r}"
+        return f"has activation {activation!r:.80}"
     try:
         modules = [module for _, _, module, _ in spec["backbone"] + spec["head"]]
     except (KeyError, TypeError, ValueError):
         return "has no backbone and head layers"
-    return next((f"has layer module {module!r}" for module in modules if not _is_layer_module(module)), None)
+    return next((f"has layer module {module!r:.80}" for module in modules if not _is_layer_module(module)), None)
 
 
 def _is_activation(text) -> bool:
