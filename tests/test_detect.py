@@ -138,6 +138,15 @@ def test_train_writes_vqtools_run_folder_with_ultralytics_inside(trained_run):
     assert list(work.iterdir()) == []  # no runs/ (or anything else) in the working folder
 
 
+def test_the_checkpoints_ultralytics_wrote_pass_the_pickle_check(trained_run):
+    """model.pt, best.pt and last.pt carry train args, dates and metrics: none is refused (vqtool.pickles)."""
+    from vqtool.detection.weights import check_checkpoint
+
+    run, _, _ = trained_run
+    for name in ("model.pt", "ultralytics/weights/best.pt", "ultralytics/weights/last.pt"):
+        check_checkpoint(run / name)
+
+
 def test_eval_equals_ultralytics_val(run_cli, trained_run, yolo_data, tmp_path):
     run, _, _ = trained_run
     report = json.loads(run_cli("eval", run / "model.pt", yolo_data, "--json", "-q").stdout)

@@ -7,20 +7,39 @@ from functools import wraps
 
 import click
 
-from vqtool.errors import debug_enabled
+from vqtool.pickles import TRUST_ENV
 
 
-def _set_debug(ctx, param, value):
-    """--debug reaches the library through VQTOOL_DEBUG (it never reads Click), restored when the command ends."""
-    if value and not debug_enabled():
-        os.environ["VQTOOL_DEBUG"] = "1"
-        ctx.find_root().call_on_close(lambda: os.environ.pop("VQTOOL_DEBUG", None))
-    return value
+def _environment_flag(variable: str):
+    """A flag's callback setting ``variable=1`` for the command (the library reads the environment, never
+    Click), restored when the command ends."""
+
+    def set_variable(ctx, param, value):
+        previous = os.environ.get(variable)
+        if value and previous != "1":
+            os.environ[variable] = "1"
+            ctx.find_root().call_on_close(lambda: _restore(variable, previous))
+        return value
+
+    return set_variable
+
+
+def _restore(variable: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = value
 
 
 debug_option = click.option(
-    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_environment_flag("VQTOOL_DEBUG"),
     help="Show full tracebacks for errors.",
+)
+trust_pickle_option = click.option(
+    "--trust-pickle", is_flag=True, expose_value=False, callback=_environment_flag(TRUST_ENV),
+    help="Open pickle-based files (YOLO .pt checkpoints, label caches, CIFAR-10 batches, cached torchvision "
+         "weights) without checking them first; only for files you trust: unpickling runs any code a file "
+         "names.  [env: VQTOOL_TRUST_PICKLE=1]",
 )
 
 

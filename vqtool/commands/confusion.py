@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import data_options, output_options, typed_options
+from vqtool.commands import data_options, output_options, trust_pickle_option, typed_options
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
 
@@ -18,6 +18,7 @@ from vqtool.commands.evaluate import evaluation_options
 @click.option("--examples", type=click.Path(dir_okay=False), help="Save a grid of misclassified images (PNG).")
 @evaluation_options
 @data_options
+@trust_pickle_option
 @output_options
 def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_size, device, data, out):
     """Confusion matrix of CHECKPOINT on held-out data, and the most-confused class pairs.

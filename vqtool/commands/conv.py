@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import output_options
+from vqtool.commands import output_options, trust_pickle_option
 from vqtool.commands.completion import complete_model
 
 KERNEL_HELP = ("sobel-x, sobel-y, vertical-edge, horizontal-edge, laplacian, blur, sharpen, emboss, "
@@ -16,6 +16,7 @@ def model_options(command):
     command = click.option("--weights", metavar="SPEC",
                            help="Pretrained weights for a model name, as finetune --weights takes them "
                                 "(default: random init).")(command)
+    command = trust_pickle_option(command)
     return click.argument("model", metavar="MODEL_OR_CHECKPOINT", shell_complete=complete_model)(command)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import device_option, output_options
+from vqtool.commands import device_option, output_options, trust_pickle_option
 
 FORMATS = ("jsonl", "csv", "table")
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
@@ -31,6 +31,7 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
                    "(default: table on a terminal, else jsonl).")
 @click.option("--save-dir", type=click.Path(file_okay=False), help="Write annotated images here.")
 @click.option("--save-txt", is_flag=True, help="Also write YOLO label files to SAVE_DIR/labels.")
+@trust_pickle_option
 @output_options
 def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, vid_stride, fmt, save_dir,
            save_txt, out):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import SPLITS
-from vqtool.commands import data_options, device_option, output_options, typed_options
+from vqtool.commands import data_options, device_option, output_options, trust_pickle_option, typed_options
 from vqtool.commands.completion import complete_dataset
 
 
@@ -24,6 +24,7 @@ def evaluation_options(command):
 @click.argument("dataset", required=False, shell_complete=complete_dataset)
 @evaluation_options
 @data_options
+@trust_pickle_option
 @output_options
 def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
     """Evaluate CHECKPOINT (a run folder or model file) on held-out data.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import output_options, print_summary
+from vqtool.commands import output_options, print_summary, trust_pickle_option
 
 FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
 
@@ -36,6 +36,7 @@ def complete_format(ctx, param, incomplete):
 @click.option("--data", "sample_data", metavar="DATASET", default=None,
               help="Real images to verify with (default: the checkpoint's held-out split; for YOLO, "
                    "Ultralytics' sample images).")
+@trust_pickle_option
 @output_options
 def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, verify, tolerance, sample_data, out):
     """Export CHECKPOINT (a run folder or YOLO weights) to ONNX or TorchScript, then verify it.

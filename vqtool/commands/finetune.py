@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import CLASSIFIER_ONLY, data_options, detector_training, output_options, print_summary
+from vqtool.commands import (CLASSIFIER_ONLY, data_options, detector_training, output_options, print_summary,
+                             trust_pickle_option)
 from vqtool.commands.train import config_from_options, training_options, typed_epochs
 from vqtool.commands.completion import complete_dataset, complete_model
 
@@ -32,6 +33,7 @@ from vqtool.commands.completion import complete_dataset, complete_model
               help="Augmented views cached per training image (default 1, or 4 with --augment).")
 @training_options(epochs=5, batch_size=32, lr=3e-3)  # a few hundred images: enough steps for the head
 @data_options
+@trust_pickle_option
 @output_options
 def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_at, unfreeze, cache, cache_views,
              epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing, early_stop,

@@ -6,7 +6,7 @@ import click
 
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.commands import (data_options, detector_training, device_option, output_options, print_summary,
-                             typed_options)
+                             trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset, complete_model
 
 
@@ -48,6 +48,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
               help="Architecture (see vqtool models).")
 @training_options
 @data_options
+@trust_pickle_option
 @output_options
 def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
           label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, out):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,8 @@ import torch
 
 from vqtool.data import DataOptions, Dataset, Split, split_off
 from vqtool.data.images import class_folders, common_square_size, scan_class_tree
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+from vqtool.pickles import CIFAR_BATCH, load as unpickle
 from vqtool.registry import register_dataset
 
 VAL_NAMES = ("val", "valid", "validation")
@@ -196,7 +196,7 @@ def load_cifar10(spec: str, options: DataOptions) -> Dataset:
     if not batches.is_dir():
         raise VQError(f"cifar10 not found and could not be downloaded; put the extracted {CIFAR_FOLDER}/ folder "
                       f"(or a cifar10/train|test/<class>/*.png tree) in {root} (or pass --data-dir)")
-    meta = _unpickle(batches / "batches.meta")
+    meta = _read_batch(batches / "batches.meta", "label_names")
     train = _cifar_split([batches / f"data_batch_{i}" for i in range(1, 6)])
     test = _cifar_split([batches / "test_batch"])
     train, val = _carve_val(train, options)
@@ -206,15 +206,22 @@ def load_cifar10(spec: str, options: DataOptions) -> Dataset:
                          "seed": options.seed})
 
 
-def _unpickle(path: Path) -> dict:
+def _read_batch(path: Path, *keys: str) -> dict:
+    """A CIFAR-10 python batch (a pickle), unpickled building nothing but numpy arrays and plain data."""
     if not path.is_file():
         raise VQError(f"{path}: missing CIFAR-10 file")
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    batch = unpickle(path, CIFAR_BATCH, encoding="latin1")
+    if not (isinstance(batch, dict) and all(key in batch for key in keys)):
+        raise VQError(f"{path}: not a CIFAR-10 batch (no {' and '.join(keys)})")
+    return batch
 
 
 def _cifar_split(paths) -> Split:
-    parts = [_unpickle(p) for p in paths]
-    pixels = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
-    labels = np.concatenate([p["labels"] for p in parts]).astype(np.int64)
+    parts = [_read_batch(p, "data", "labels") for p in paths]
+    try:
+        pixels = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([p["labels"] for p in parts]).astype(np.int64)
+    except (TypeError, ValueError) as error:
+        raise VQError(f"{paths[0].parent}: CIFAR-10 batches that do not hold 32x32 colour images "
+                      f"({first_line(error)})") from error
     return Split(labels=torch.from_numpy(labels), pixels=torch.from_numpy(pixels))

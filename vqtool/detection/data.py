@@ -3,15 +3,19 @@
 Paths resolve exactly as Ultralytics resolves them (``path:`` if set, else the
 yaml's own folder), because Ultralytics itself reads the yaml. vqtool checks
 every split it names exists before anything runs, so a missing folder is one
-clear error instead of a download attempt.
+clear error instead of a download attempt (or a run of the yaml's download
+script), and that the label caches Ultralytics would unpickle are plain data.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.pickles import LABEL_CACHE, check
 from vqtool.registry import register_dataset
 
 SPLITS = ("train", "val", "test")
@@ -67,5 +71,30 @@ def load_yolo(spec: str, options=None) -> YoloDataset:
             if missing:
                 raise VQError(f"{spec}: the {split} images are not at {missing[0]}", usage=True)
             splits[split] = [str(p) for p in paths]
+    for cache in label_caches(splits):
+        check(cache, LABEL_CACHE)
     names = info["names"]
     return YoloDataset(yaml=yaml.resolve(), classes=[names[i] for i in sorted(names)], splits=splits)
+
+
+def label_caches(splits: dict[str, list[str]]) -> list[Path]:
+    """The ``labels/<split>.cache`` files (pickles) Ultralytics would read for these splits' images.
+
+    Ultralytics reads the one beside the label folder of a split's first image;
+    every folder holding a split's labels is covered here.
+    """
+    from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+
+    images = [file for paths in splits.values() for path in paths for file in _listed_files(Path(path))]
+    labels = img2label_paths([file for file in images if file.rpartition(".")[-1].lower() in IMG_FORMATS])
+    caches = {Path(label).parent.with_suffix(".cache") for label in labels}
+    return sorted(cache for cache in caches if cache.is_file())
+
+
+def _listed_files(path: Path) -> list[str]:
+    """The files a split names, as Ultralytics lists them: a folder's, searched recursively, or a list file's."""
+    if path.is_dir():
+        return glob.glob(str(Path(glob.escape(path)) / "**" / "*.*"), recursive=True)
+    parent = str(path.parent) + os.sep
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").strip().splitlines()
+    return [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]

@@ -26,6 +26,7 @@ from vqtool.detection.predict import DetectOptions, Failure, expand_sources
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import load_detector, resolve_weights
 from vqtool.errors import VQError, first_line, suggest
+from vqtool.pickles import UnsafeFile
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings
 
@@ -60,9 +61,12 @@ def export_detector(weights: str, options: ExportOptions, reporter: Reporter) ->
 
 
 def detector(weights: Path):
-    """The YOLO model; a file Ultralytics cannot load is a bad argument here (it is neither kind of checkpoint)."""
+    """The YOLO model; a file Ultralytics cannot load is a bad argument here (it is neither kind of checkpoint),
+    one refused as unsafe is not."""
     try:
         return load_detector(str(weights))
+    except UnsafeFile:
+        raise
     except VQError as error:
         raise VQError(first_line(error), usage=True) from error
 

@@ -26,7 +26,7 @@ from vqtool.detection.data import YoloDataset
 from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
-from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, load_detector
+from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
 from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
 from vqtool.errors import VQError
@@ -74,6 +74,9 @@ def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name:
     args = ultralytics_train_args(training)
     ultralytics = load_ultralytics()
     try:
+        from ultralytics.nn.tasks import yaml_model_load
+
+        check_model_spec(yaml_model_load(model_name), model_name)
         with keeping_threads():
             model = ultralytics.YOLO(model_name, task="detect")
     except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
@@ -166,6 +169,7 @@ def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
     recorded = read_json(run / "args.json")["args"]
     model = load_detector(str(last))
+    _check_resumed_files(last, model.overrides.get("data"))
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     recorder.attach(model)
     reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
@@ -173,6 +177,19 @@ def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
         model.train(resume=True)
     record = {k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}
     return _finish(run, recorder, model, started, {"dataset": Path(recorded["dataset"]).stem, **record})
+
+
+def _check_resumed_files(last: Path, data: str | None) -> None:
+    """What Ultralytics reads on resume besides last.pt: best.pt (unpickled when training ends, then copied to
+    model.pt) and the dataset last.pt names, checked as a dataset argument is (its label caches are pickles; a
+    missing split would run its download script)."""
+    from vqtool.data import load_dataset
+
+    best = last.with_name("best.pt")
+    if best.is_file():
+        check_checkpoint(best)
+    if data:
+        load_dataset(data)
 
 
 def _finish(run_dir: Path, recorder: "EpochRecorder", model, started: float, record: dict) -> dict:

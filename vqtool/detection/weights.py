@@ -6,6 +6,11 @@ ONNX model, a vqtool detector run folder, or a bare official name
 (``$VQTOOL_WEIGHTS_DIR``, default ``~/.cache/vqtool/weights``). A bare name that
 is not there is downloaded into it, but only after a quick check that the
 network answers; offline, the error says where to put the file.
+
+A ``.pt`` is a pickle: it is checked (:mod:`vqtool.pickles`) before Ultralytics
+unpickles it, and its model yaml before Ultralytics can rebuild the model from
+it (finetune, resume), since that evals the yaml's activation and calls each
+layer's module by name.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics, weights_dir
 from vqtool.errors import VQError
 from vqtool.online import reachable
+from vqtool.pickles import TRUST_HINT, YOLO_CHECKPOINT, UnsafeFile, check, trusted
 
 WEIGHT_SUFFIXES = (".pt", ".onnx")
 RUN_CHECKPOINT = "model.pt"  # the best weights of a vqtool detector run, at the top of its run folder
@@ -66,15 +72,91 @@ def _download_official(name: str, target: Path) -> Path:
 
 
 def load_detector(spec: str):
-    """An Ultralytics YOLO detection model from ``--weights``; VQError when it is not one."""
+    """An Ultralytics YOLO detection model from ``--weights``; VQError when it is not one or is not safe to open."""
     ultralytics = load_ultralytics()
     path = resolve_weights(spec)
+    checkpoint = path.suffix.lower() == ".pt"
+    if checkpoint:
+        check_checkpoint(path)
     try:
         with keeping_threads():
-            model = ultralytics.YOLO(str(path), task="detect" if path.suffix.lower() == ".onnx" else None)
+            model = ultralytics.YOLO(str(path), task=None if checkpoint else "detect")
     except Exception as error:  # unpickling an arbitrary file can raise nearly anything
         raise VQError(f"{path}: cannot load as an Ultralytics model ({type(error).__name__}: {error})") from error
     if model.task != "detect":
         raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
                       usage=True)
+    if checkpoint:
+        check_model_spec(getattr(model.model, "yaml", None), path)
     return model
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a .pt whose pickles name anything a genuine Ultralytics checkpoint does not (nothing is unpickled)."""
+    load_ultralytics()  # the check imports the ultralytics.nn classes it names: prepared, as everywhere
+    check(path, YOLO_CHECKPOINT)
+
+
+def check_model_spec(spec, source) -> None:
+    """Refuse a model yaml (a checkpoint's, or --model) whose activation or layer modules are not torch.nn modules.
+
+    Ultralytics' parse_model evals ``activation`` and calls each layer's module, looked up among its own
+    globals, so a checkpoint's yaml could otherwise run code when the model is rebuilt to be trained.
+    """
+    problem = None if trusted() else _spec_problem(spec)
+    if problem:
+        raise UnsafeFile(f"{source}: refused: its model yaml {problem}, which Ultralytics would run as code "
+                         f"when it builds the model ({TRUST_HINT})")
+
+
+def _spec_problem(spec) -> str | None:
+    if not isinstance(spec, dict):
+        return "is not a mapping"
+    activation = spec.get("activation")
+    if activation and not _is_activation(activation):
+        return f"has activation {activation!r:.80}"
+    try:
+        modules = [module for _, _, module, _ in spec["backbone"] + spec["head"]]
+    except (KeyError, TypeError, ValueError):
+        return "has no backbone and head layers"
+    return next((f"has layer module {module!r:.80}" for module in modules if not _is_layer_module(module)), None)
+
+
+def _is_activation(text) -> bool:
+    """``nn.Name(literals)`` or ``torch.nn.Name(literals)`` naming a torch.nn module (as Ultralytics' own
+    restricted loader demands)."""
+    import ast
+
+    import torch
+
+    try:
+        call = ast.parse(text, mode="eval").body
+        for argument in [*call.args, *(keyword.value for keyword in call.keywords)]:
+            ast.literal_eval(argument)
+    except (AttributeError, SyntaxError, TypeError, ValueError):  # not a string, not a call, not literals
+        return False
+    path = ast.unparse(call.func).split(".")
+    return (all(keyword.arg for keyword in call.keywords) and path[:-1] in (["nn"], ["torch", "nn"])
+            and _is_module_class(getattr(torch.nn, path[-1], None)))
+
+
+def _is_layer_module(name) -> bool:
+    """Whether a yaml layer's module, looked up as parse_model looks it up, is a torch.nn module."""
+    import torch
+    from ultralytics.nn import tasks
+
+    if not isinstance(name, str):
+        return False
+    if name.startswith("nn."):
+        return _is_module_class(getattr(torch.nn, name[3:], None))
+    if name.startswith("torchvision.ops."):
+        import torchvision.ops
+
+        return _is_module_class(getattr(torchvision.ops, name[16:], None))
+    return _is_module_class(vars(tasks).get(name))
+
+
+def _is_module_class(found) -> bool:
+    import torch
+
+    return isinstance(found, type) and issubclass(found, torch.nn.Module)

@@ -12,7 +12,8 @@ Named weights come from the libraries' usual caches (``$TORCH_HOME/hub/checkpoin
 Face cache). A cached file is used without any network call; a missing one is downloaded only after
 a quick check that the host answers, so an offline machine gets one clear message within seconds
 instead of minutes of retries. Preprocessing (size, crop ratio, interpolation, mean and std) comes
-from the weights' own recipe.
+from the weights' own recipe. Local files and timm's load with ``weights_only=True``; torch.hub loads
+torchvision's with ``weights_only=False``, so a cached one is checked first (:mod:`vqtool.pickles`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from vqtool.data.pipeline import Preprocess
 from vqtool.errors import VQError, first_line
 from vqtool.online import reachable
+from vqtool.pickles import TORCHVISION_WEIGHTS, check
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -148,7 +150,9 @@ def _torchvision(name: str, spec: str | None) -> Pretrained:
 
     weights = _torchvision_enum(name, spec)
     cached = torchvision_cache_file(weights)
-    if not cached.is_file() and not reachable(TORCHVISION_HOST):
+    if cached.is_file():  # torch.hub unpickles it with weights_only=False (a download is checked by its hash)
+        check(cached, TORCHVISION_WEIGHTS)
+    elif not reachable(TORCHVISION_HOST):
         raise VQError(f"{name} weights {weights} are not cached at {cached} and the network is unreachable; "
                       f"copy the file there (or set TORCH_HOME), or pass --weights PATH to a state dict "
                       f"in torchvision's layout")
