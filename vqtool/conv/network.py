@@ -34,12 +34,14 @@ class Network:
     source: str
 
 
-def load_network(spec: str, weights: str | None = None, num_classes: int | None = None) -> Network:
+def load_network(spec: str, weights: str | None = None, num_classes: int | None = None, *,
+                 allow_partial: bool = False) -> Network:
     """A vqtool checkpoint (run folder, model.safetensors or model.json) or a registry model name.
 
     A name gets ``weights`` through ``pretrained_classifier`` (the same specs as
     ``finetune --weights``), else random weights for ``num_classes`` (default:
-    1000 for torchvision and timm architectures, 10 for the others).
+    1000 for torchvision and timm architectures, 10 for the others). ``allow_partial``
+    accepts a weights file that fills less than half of the backbone.
     """
     if Path(spec).exists():
         if weights is not None or num_classes is not None:
@@ -49,7 +51,7 @@ def load_network(spec: str, weights: str | None = None, num_classes: int | None 
     if weights is not None:
         from vqtool.models.weights import pretrained_classifier
 
-        pretrained = pretrained_classifier(spec, weights, num_classes)
+        pretrained = pretrained_classifier(spec, weights, num_classes, allow_partial=allow_partial)
         return Network(pretrained.model.eval(), pretrained.preprocess, pretrained.source)
     return _random_init(spec, num_classes)
 
