@@ -60,7 +60,7 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
     classifier = load_classifier(path)
     dataset, split_name, raw = heldout_split(classifier, dataset_spec, data, split, reporter)
     prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
-                            name=split_name, classes=classifier.classes)
+                            name=None if split_name == WHOLE else split_name, classes=classifier.classes)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
     logits = predict(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)

@@ -49,7 +49,9 @@ def data_options(command):
                        "(default 0.2 for one tree, else 0.1).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, init and shuffling.")
     @click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
-    @click.option("--strict", is_flag=True, help="Fail on unreadable image files instead of skipping them.")
+    @click.option("--strict", is_flag=True,
+                  help="Fail on unreadable image files and folders instead of skipping them. Images over "
+                       "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
     @wraps(command)
     def wrapper(*args, data_dir, val_split, seed, workers, strict, **kwargs):
         from vqtool.data import DataOptions

@@ -64,7 +64,8 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, out):
     flipped). Saves <kernel>.png per map and figure.png beside the input; maps
     of tiny images (--demo square) are also printed as numbers. Default
     kernels: vertical-edge for --demo, else sobel-x, sobel-y, laplacian,
-    blur, sharpen and emboss.
+    blur, sharpen and emboss. Images over $VQTOOL_MAX_IMAGE_PIXELS pixels
+    (default 89,478,485) are refused as possible decompression bombs.
 
     \b
     Examples:

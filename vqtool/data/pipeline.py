@@ -88,7 +88,7 @@ def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, 
     """
     if split.pixels is not None:
         return Split(labels=split.labels, pixels=_resize_pixels(split.pixels, preprocess))
-    which = f"the {name} split" if name else "this split"
+    which = f"the {name} split" if name else "the data"
     estimate = len(split) * preprocess.channels * preprocess.size**2
     if estimate > MEMORY_BUDGET:
         raise VQError(f"{len(split)} images at {preprocess.size} px need {estimate / 1e9:.1f} GB in memory; "
