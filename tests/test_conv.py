@@ -268,12 +268,12 @@ def test_weights_go_through_pretrained_classifier(run_cli, monkeypatch):
 
     calls = []
 
-    def pretrained(name, spec, num_classes=None):
-        calls.append((name, spec, num_classes))
+    def pretrained(name, spec, num_classes=None, allow_partial=False):
+        calls.append((name, spec, num_classes, allow_partial))
         preprocess = Preprocess(size=28, channels=1, mean=(0.5,), std=(0.5,))
         return weights.Pretrained(SmallCNN(7, 1), preprocess, f"fake {spec}")
 
     monkeypatch.setattr(weights, "pretrained_classifier", pretrained)
     document = json.loads(run_cli("conv", "summary", "smallcnn", "--weights", "mine.pt", "--json").stdout)
-    assert calls == [("smallcnn", "mine.pt", None)]
+    assert calls == [("smallcnn", "mine.pt", None, False)]
     assert document["source"] == "fake mine.pt" and document["layers"][-1]["output_shape"] == [7]

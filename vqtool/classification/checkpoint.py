@@ -69,21 +69,69 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_meta(path: str | Path) -> dict:
+    """A checkpoint's model.json, checked: every field vqtool reads is there with the right type."""
     _, meta_path = resolve_checkpoint(path)
     meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise VQError(f"{path}: not a vqtool checkpoint (no '{FORMAT}' marker in {meta_path.name})", usage=True)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise VQError(f"{meta_path}: format_version must be a whole number, not {version!r}", usage=True)
+    if version > FORMAT_VERSION:
         raise VQError(f"{path}: written by a newer vqtool ({meta.get('vqtool_version')}); upgrade vqtool")
+    problem = meta_problem(meta)
+    if problem:
+        raise VQError(f"{meta_path}: {problem}", usage=True)
     return meta
+
+
+# field -> (type, what it must be), for the fields loading a checkpoint reads
+META_FIELDS = {"architecture": (str, "a model name"), "num_classes": (int, "a positive whole number"),
+               "in_channels": (int, "a positive whole number"), "classes": (list, "a list of class names"),
+               "preprocess": (dict, "an object"), "model_options": (dict, "an object"),
+               "dataset": (dict, "an object")}
+OPTIONAL_FIELDS = ("model_options", "dataset")
+
+
+def meta_problem(meta: dict) -> str | None:
+    """What is wrong with a model.json's fields, or None."""
+    for name, (kind, wanted) in META_FIELDS.items():
+        if meta.get(name) is None and name in OPTIONAL_FIELDS:
+            continue
+        if name not in meta:
+            return f"lacks {name!r} ({wanted})"
+        value = meta[name]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1):
+            return f"{name} must be {wanted}, not {value!r:.60}"
+    if not all(isinstance(name, str) for name in meta["classes"]) or len(meta["classes"]) != meta["num_classes"]:
+        return f"classes must be {meta['num_classes']} class names (num_classes)"
+    try:
+        Preprocess.from_dict(meta["preprocess"])
+    except ValueError as error:
+        return str(error)
+    return _dataset_problem(meta.get("dataset") or {})
+
+
+def _dataset_problem(recorded: dict) -> str | None:
+    """The recorded dataset is loaded again by ``eval``: its fields must be what the sources take."""
+    kinds = {"source": str, "path": str, "data_dir": str, "seed": int, "val_split": (int, float)}
+    for name, kind in kinds.items():
+        value = recorded.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"dataset.{name} has the wrong type ({value!r:.60})"
+    return None
 
 
 def build_model(meta: dict) -> torch.nn.Module:
     """The architecture a checkpoint describes, with random weights."""
     from vqtool.models import build_classifier
 
-    return build_classifier(meta["architecture"], meta["num_classes"], meta["in_channels"],
-                            **meta.get("model_options", {}))
+    try:
+        return build_classifier(meta["architecture"], meta["num_classes"], meta["in_channels"],
+                                **meta.get("model_options", {}))
+    except (TypeError, ValueError, RuntimeError) as error:  # options or sizes the architecture cannot take
+        raise VQError(f"model.json describes a {meta['architecture']} that cannot be built ({first_line(error)})",
+                      usage=True) from error
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -14,6 +14,8 @@ from vqtool.metrics import classification_report
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
 
+WHOLE = "all"  # the split name of a dataset evaluated whole
+
 
 def load_classifier(path: str) -> Classifier:
     """A vqtool checkpoint (run folder, model.safetensors or model.json), or a model exported by vqtool export."""
@@ -47,8 +49,9 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
              device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT) -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
-    dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split)
-    prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers)
+    dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split, reporter)
+    prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
+                            name=None if split_name == WHOLE else split_name, classes=classifier.classes)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
     logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
@@ -56,11 +59,24 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
 
 
 def evaluation_split(classifier: Classifier, dataset_spec: str | None, data: DataOptions,
-                  split: str | None = None) -> tuple[Dataset, str, Split]:
-    """The dataset `eval` uses for a classifier, the split's name, and the split (labels in the model's order)."""
+                  split: str | None = None, reporter: Reporter = SILENT) -> tuple[Dataset, str, Split]:
+    """The dataset `eval` uses for a classifier, the split's name, and the split (labels in the model's order).
+
+    A named dataset without held-out data is evaluated whole: its split is
+    called "all". A model's own dataset without one means evaluating the
+    training images, which is said.
+    """
     dataset = _dataset_for(classifier, dataset_spec, data)
     split_name = split or _default_split(dataset)
-    return dataset, split_name, _aligned(dataset, dataset.split(split_name), classifier.classes)
+    chosen = dataset.split(split_name)
+    if split is None and split_name == "train":
+        if dataset_spec is not None:
+            split_name = WHOLE
+            reporter.warn(f"{dataset_spec} has no val or test split: evaluating all {len(chosen)} of its images")
+        else:
+            reporter.warn("this model was trained without held-out data (--val-split 0): evaluating it on its own "
+                          "training images, which overstates its accuracy; name other data: vqtool eval MODEL DATASET")
+    return dataset, split_name, _aligned(dataset, chosen, classifier.classes)
 
 
 def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:

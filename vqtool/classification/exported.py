@@ -63,7 +63,14 @@ def load_torchscript(path: str | Path) -> Classifier:
 
 
 def _classifier(model, document: dict) -> Classifier:
-    return Classifier(model, document["classes"], Preprocess.from_dict(document["preprocess"]), document)
+    classes = document.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
+        raise VQError("the exported model's metadata has no list of class names", usage=True)
+    try:
+        preprocess = Preprocess.from_dict(document.get("preprocess"))
+    except ValueError as error:
+        raise VQError(f"the exported model's metadata: {error}", usage=True) from error
+    return Classifier(model, classes, preprocess, document)
 
 
 LOADERS = {".onnx": load_onnx, ".ts": load_torchscript, ".pt": load_torchscript}

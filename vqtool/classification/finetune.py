@@ -44,6 +44,7 @@ class FinetuneOptions:
     unfreeze: int = 1
     cache: bool = True
     cache_views: int | None = None
+    allow_partial_weights: bool = False  # a weights file that fills less than half of the backbone
 
     def check(self, config: TrainConfig) -> FreezeSpec:
         spec = FreezeSpec.parse(self.freeze)
@@ -98,7 +99,8 @@ def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fine
     distributed.join(resolve_device(config.device))
     dataset = load_dataset(dataset_spec, data)
     torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces
-    pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head)
+    pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head,
+                                       allow_partial=tune.allow_partial_weights)
     for note in pretrained.notes:
         reporter.warn(f"weights {pretrained.source}: {note}")
     preprocess = pretrained.preprocess.at_size(config.imgsz)

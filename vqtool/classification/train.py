@@ -21,7 +21,7 @@ from vqtool.classification.inference import logits_of, logits_with
 from vqtool.metrics import classification_report
 from vqtool.plots import plot_curves
 from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.models.freezing import set_train_mode
 from vqtool.reporter import Reporter
 
@@ -129,7 +129,8 @@ class TrainingRun:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise VQError(f"{path}: cannot read the resume state ({error})") from error
+            reason = first_line(error) if path.stat().st_size else "the file is empty"
+            raise VQError(f"{path}: cannot read the resume state ({reason})") from error
 
 
 @dataclass
@@ -339,9 +340,10 @@ def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
 def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, reporter: Reporter) -> dict[str, Split]:
     prepared = {}
     for name in ("train", "val", "test"):
-        split = getattr(dataset, name)
+        split = dataset.split(name) if name == "train" else getattr(dataset, name)  # no train split: one line
         if split is not None:
-            prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers)
+            prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
+                                          name=name, classes=dataset.classes, every_class=name == "train")
     return prepared
 
 

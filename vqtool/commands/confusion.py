@@ -43,7 +43,7 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
             raise VQError("--examples is for classifiers; a detector's matrix has no single image per cell",
                           usage=True)
         report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
-                                     batch_size=typed_options().get("batch_size"))
+                                     batch_size=typed_options().get("batch_size"), reporter=out)
     else:
         evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
                               reporter=out)

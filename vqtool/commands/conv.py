@@ -12,7 +12,9 @@ KERNEL_HELP = ("sobel-x, sobel-y, vertical-edge, horizontal-edge, laplacian, blu
 
 
 def model_options(command):
-    """The model argument and --weights, shared by summary, features and filters."""
+    """The model argument, --weights and --allow-partial-weights, shared by summary, features and filters."""
+    command = click.option("--allow-partial-weights", is_flag=True,
+                           help="Use a --weights file even when it fills less than half of the backbone.")(command)
     command = click.option("--weights", metavar="SPEC",
                            help="Pretrained weights for a model name, as finetune --weights takes them "
                                 "(default: random init).")(command)
@@ -63,7 +65,8 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, out):
     flipped). Saves <kernel>.png per map and figure.png beside the input; maps
     of tiny images (--demo square) are also printed as numbers. Default
     kernels: vertical-edge for --demo, else sobel-x, sobel-y, laplacian,
-    blur, sharpen and emboss.
+    blur, sharpen and emboss. Images over $VQTOOL_MAX_IMAGE_PIXELS pixels
+    (default 89,478,485) are refused as possible decompression bombs.
 
     \b
     Examples:
@@ -134,7 +137,7 @@ def shape(size, kernel, stride, padding, dilation, layers, out):
 @click.option("--classes", "num_classes", type=click.IntRange(1),
               help="Classes of a model name (default: 1000 for torchvision/timm, 10 for built-ins).")
 @output_options
-def summary(model, weights, input_spec, num_classes, out):
+def summary(model, weights, allow_partial_weights, input_spec, num_classes, out):
     """Each layer's output shape, parameters and multiply-accumulates, with totals.
 
     Also compares the first conv layer's parameters with a dense layer of
@@ -151,7 +154,7 @@ def summary(model, weights, input_spec, num_classes, out):
     from vqtool.conv.inspection import load_inspected
     from vqtool.conv.summary import parse_input, shape_string, summarize, totals_lines
 
-    inspected = load_inspected(model, weights, num_classes)
+    inspected = load_inspected(model, weights, num_classes, allow_partial=allow_partial_weights)
     preprocess = inspected.preprocess
     input_shape = (parse_input(input_spec, preprocess.channels) if input_spec
                    else (preprocess.channels, preprocess.size, preprocess.size))
@@ -174,7 +177,7 @@ def summary(model, weights, input_spec, num_classes, out):
               help="A layer whose activations to save (repeatable); without it, list the layers.")
 @out_option
 @output_options
-def features(model, weights, image, layers, out_dir, out):
+def features(model, weights, allow_partial_weights, image, layers, out_dir, out):
     """Save the activation maps of named layers for IMAGE (default: a sample photo) as PNG grids.
 
     The image is prepared as the model's input (size, channels, normalisation);
@@ -191,7 +194,7 @@ def features(model, weights, image, layers, out_dir, out):
     from vqtool.conv.inspection import feature_maps, load_inspected, map_layers, prepare_image, save_feature_maps
     from vqtool.conv.visualize import output_folder
 
-    inspected = load_inspected(model, weights)
+    inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     if not layers:
         listed = map_layers(inspected)
         if out.json:
@@ -215,7 +218,7 @@ def features(model, weights, image, layers, out_dir, out):
 @click.option("--layer", metavar="NAME", help="A Conv2d layer (default: the first).")
 @out_option
 @output_options
-def filters(model, weights, layer, out_dir, out):
+def filters(model, weights, allow_partial_weights, layer, out_dir, out):
     """Save a conv layer's kernels as a PNG grid: one cell per output channel.
 
     RGB kernels are shown in colour, others as the mean over input channels;
@@ -231,7 +234,7 @@ def filters(model, weights, layer, out_dir, out):
     from vqtool.conv.inspection import conv_filters, load_inspected, save_filters
     from vqtool.conv.visualize import output_folder
 
-    inspected = load_inspected(model, weights)
+    inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     name, weight = conv_filters(inspected, layer)
     out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
     path = save_filters(name, weight, output_folder(out_dir, "filters"))

@@ -45,7 +45,7 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
         from vqtool.detection.evaluate import evaluate_detector
 
         report = evaluate_detector(checkpoint, dataset, split=split, device=device,
-                                   batch_size=typed_options().get("batch_size"))
+                                   batch_size=typed_options().get("batch_size"), reporter=out)
         if out.json:
             out.emit(report)
         else:

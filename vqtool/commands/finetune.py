@@ -17,6 +17,8 @@ from vqtool.commands.completion import complete_dataset, complete_model
 @click.option("--weights", metavar="SPEC",
               help="DEFAULT (the default), a torchvision enum name (IMAGENET1K_V1), a timm tag "
                    "(timm/resnet18.a1_in1k), or a local .pth/.pt/.safetensors file; YOLO: a .pt checkpoint.")
+@click.option("--allow-partial-weights", is_flag=True,
+              help="Use a --weights file even when it fills less than half of the backbone (else an error).")
 @click.option("--freeze", default="backbone", show_default=True, metavar="backbone|none|N|until:LAYER",
               help="What stays frozen: all but the head, nothing, all but the last N stages, or up to LAYER.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
@@ -35,9 +37,9 @@ from vqtool.commands.completion import complete_dataset, complete_model
 @data_options
 @trust_pickle_option
 @output_options
-def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_at, unfreeze, cache, cache_views,
-             epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing, early_stop,
-             imgsz, device, out_dir, resume, lr_find, data, out):
+def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, backbone_lr, unfreeze_at, unfreeze,
+             cache, cache_views, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing,
+             early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
     """Fine-tune pretrained weights on DATASET with a new head.
 
     By default only the new head trains, on backbone features computed once;
@@ -64,7 +66,8 @@ def finetune(dataset, model_name, weights, freeze, head, backbone_lr, unfreeze_a
         summary = resume_finetune(resume, reporter=out, epochs=typed_epochs(epochs))
     else:
         tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr,
-                               unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views)
+                               unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views,
+                               allow_partial_weights=allow_partial_weights)
         job = lr_find_job if lr_find else finetune_job
         summary = job(dataset, data, config_from_options(model_name, data), tune, reporter=out, out_dir=out_dir)
     print_summary(out, summary, title="LR range test" if lr_find else "fine-tuning summary")

@@ -35,12 +35,14 @@ class InspectedModel:
     source: str
 
 
-def load_inspected(spec: str, weights: str | None = None, num_classes: int | None = None) -> InspectedModel:
+def load_inspected(spec: str, weights: str | None = None, num_classes: int | None = None, *,
+                   allow_partial: bool = False) -> InspectedModel:
     """A vqtool checkpoint (run folder, model.safetensors or model.json) or a registry model name.
 
     A name gets ``weights`` through ``pretrained_classifier`` (the same specs as
     ``finetune --weights``), else random weights for ``num_classes`` (default:
-    1000 for torchvision and timm architectures, 10 for the others).
+    1000 for torchvision and timm architectures, 10 for the others). ``allow_partial``
+    accepts a weights file that fills less than half of the backbone.
     """
     if Path(spec).exists():
         if weights is not None or num_classes is not None:
@@ -50,7 +52,7 @@ def load_inspected(spec: str, weights: str | None = None, num_classes: int | Non
     if weights is not None:
         from vqtool.models.weights import pretrained_classifier
 
-        pretrained = pretrained_classifier(spec, weights, num_classes)
+        pretrained = pretrained_classifier(spec, weights, num_classes, allow_partial=allow_partial)
         return InspectedModel(pretrained.model.eval(), pretrained.preprocess, pretrained.source)
     return _random_init(spec, num_classes)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from vqtool.data.images import open_image
+from vqtool.data.images import UnreadableImage, read_image
 from vqtool.errors import VQError
 
 SAMPLE_PHOTO = "china.jpg"
@@ -15,10 +15,10 @@ def read_photo(path: str | None, channels: int) -> tuple[Image.Image, str]:
     if path is None:
         return sample_photo(channels), f"{SAMPLE_PHOTO} (scikit-learn sample)"
     try:
-        return open_image(path, channels), path
-    except FileNotFoundError as error:
-        raise VQError(f"{path}: no such image file", usage=True) from error
-    except (OSError, ValueError, UnidentifiedImageError) as error:
+        return read_image(path, channels), path
+    except UnreadableImage as error:
+        if isinstance(error.__cause__, FileNotFoundError):
+            raise VQError(f"{path}: no such image file", usage=True) from error
         raise VQError(f"{path}: not an image vqtool can read ({error})", usage=True) from error
 
 

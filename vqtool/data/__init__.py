@@ -9,11 +9,16 @@ import torch
 
 @dataclass
 class Split:
-    """One split: labels and either in-memory pixels (uint8 N×C×H×W) or image files."""
+    """One split: labels and either in-memory pixels (uint8 N×C×H×W) or image files.
+
+    ``skipped`` holds what could not even be listed (unreadable subfolders: path
+    -> reason); decoding reports it with the unreadable files.
+    """
 
     labels: torch.Tensor
     pixels: torch.Tensor | None = None
     files: list[str] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,7 +56,9 @@ class Dataset:
         if chosen is None:
             from vqtool.errors import VQError
 
-            raise VQError(f"dataset {self.name} has no {name} split", usage=True)
+            present = [split for split in ("train", "val", "test") if getattr(self, split) is not None]
+            raise VQError(f"dataset {self.name} has no {name} split (it has {', '.join(present) or 'none'})",
+                          usage=True)
         return chosen
 
 
@@ -81,7 +88,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         index = torch.nonzero(labels == cls).flatten()
         index = index[torch.randperm(len(index), generator=generator)]
         n_held = int(round(len(index) * fraction))
-        if fraction > 0 and len(index) > 1:
+        if fraction > 0:  # at least one held out, and never a class's last training image
             n_held = min(max(n_held, 1), len(index) - 1)
         held.append(index[:n_held])
         kept.append(index[n_held:])
@@ -89,5 +96,8 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 
 
 def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(kept, held out); what could not be listed stays with the kept part, to be reported once."""
     kept, held = stratified_split(split.labels, fraction, seed)
-    return split.subset(kept), split.subset(held)
+    kept_split = split.subset(kept)
+    kept_split.skipped = split.skipped
+    return kept_split, split.subset(held)

@@ -8,14 +8,14 @@ datasets train faster than a per-image transform pipeline.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
 from vqtool.choices import AUGMENT_POLICIES
 from vqtool.data import Split
-from vqtool.data.images import decode_files
+from vqtool.data.images import RESAMPLING, decode_files
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
 
@@ -38,7 +38,27 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocess":
-        return cls(**{**data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+        """The recipe as a checkpoint or export stored it; ValueError naming what does not fit."""
+        if not isinstance(data, dict):
+            raise ValueError("preprocess is not an object")
+        known = {f.name for f in fields(cls)}
+        if set(data) - known or {"size", "channels", "mean", "std"} - set(data):
+            raise ValueError(f"preprocess must have size, channels, mean and std (and optionally resize, "
+                             f"interpolation), not {', '.join(sorted(data)) or 'nothing'}")
+        mean, std = data["mean"], data["std"]
+        if not all(isinstance(v, (list, tuple)) and v and all(_is_number(x) for x in v) for v in (mean, std)):
+            raise ValueError("preprocess mean and std must be lists of numbers")
+        preprocess = cls(**{**data, "mean": tuple(mean), "std": tuple(std)})
+        preprocess._check()
+        return preprocess
+
+    def _check(self) -> None:
+        if not (_is_count(self.size) and _is_count(self.channels) and (self.resize is None or _is_count(self.resize))):
+            raise ValueError("preprocess size, channels and resize must be positive whole numbers")
+        if len(self.mean) != self.channels or len(self.std) != self.channels or min(self.std) <= 0:
+            raise ValueError(f"preprocess needs one mean and one positive std per channel ({self.channels})")
+        if self.interpolation not in RESAMPLING:
+            raise ValueError(f"preprocess interpolation {self.interpolation!r} is not one of {', '.join(RESAMPLING)}")
 
     def at_size(self, size: int | None) -> "Preprocess":
         """The same recipe for another input side (the resize before the centre crop scales with it)."""
@@ -48,26 +68,69 @@ class Preprocess:
         return replace(self, size=size, resize=resize)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, reporter: Reporter = SILENT,
-            workers: int | None = None) -> Split:
-    """The split as uint8 pixels of ``preprocess.size``; unreadable files are dropped with a warning."""
+                 workers: int | None = None, name: str | None = None, classes: list[str] | None = None,
+                 every_class: bool = False) -> Split:
+    """The split as uint8 pixels of ``preprocess.size``.
+
+    Unreadable files (and subfolders that could not be listed) are dropped with
+    a warning naming them, or stop the command with ``strict``. With ``classes``,
+    a class that loses every image is warned about, or stops the command with
+    ``every_class`` (a training split: it would train as a class with no images).
+    """
     if split.pixels is not None:
         return Split(labels=split.labels, pixels=_resize_pixels(split.pixels, preprocess))
+    which = f"the {name} split" if name else "the data"
     estimate = len(split) * preprocess.channels * preprocess.size**2
     if estimate > MEMORY_BUDGET:
         raise VQError(f"{len(split)} images at {preprocess.size} px need {estimate / 1e9:.1f} GB in memory; "
                       f"use a smaller --imgsz")
     pixels, kept, bad = decode_files(split.files, preprocess.size, preprocess.channels, preprocess.resize,
                                      preprocess.interpolation, workers)
-    if bad:
-        listed = "; ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:5])
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        if strict:
-            raise VQError(f"{len(bad)} unreadable image file(s): {listed}{more}")
-        reporter.warn(f"skipped {len(bad)} unreadable image file(s): {listed}{more}")
+    _report_unreadable(bad, split.skipped, strict, reporter)
+    if len(split) == 0:
+        raise VQError(f"{which} has no images")
     if len(kept) == 0:
-        raise VQError("no readable images in this split")
-    return Split(labels=split.labels[kept], pixels=pixels, files=[split.files[i] for i in kept.tolist()])
+        raise VQError(f"no readable images in {which} (all {len(split)} unreadable)")
+    decoded = Split(labels=split.labels[kept], pixels=pixels, files=[split.files[i] for i in kept.tolist()])
+    if classes is not None:
+        _check_classes(split, decoded, classes, which, required=every_class, reporter=reporter)
+    return decoded
+
+
+def _report_unreadable(files: dict[str, str], folders: dict[str, str], strict: bool, reporter: Reporter) -> None:
+    """Unreadable files and folders (path -> reason), named: a warning, or the error with ``strict``."""
+    if not files and not folders:
+        return
+    what = " and ".join(f"{len(found)} unreadable {kind}" for kind, found in
+                        (("image file(s)", files), ("folder(s)", folders)) if found)
+    everything = {**folders, **files}
+    listed = "; ".join(f"{path} ({reason})" for path, reason in list(everything.items())[:5])
+    more = f" and {len(everything) - 5} more" if len(everything) > 5 else ""
+    if strict:
+        raise VQError(f"{what}: {listed}{more}")
+    reporter.warn(f"skipped {what}: {listed}{more}")
+
+
+def _check_classes(listed: Split, decoded: Split, classes: list[str], which: str, *, required: bool,
+                   reporter: Reporter) -> None:
+    """Classes that had files but kept no readable image."""
+    lost = sorted(set(listed.labels.tolist()) - set(decoded.labels.tolist()))
+    if not lost:
+        return
+    names = ", ".join(classes[i] for i in lost)
+    message = f"class {names} has no readable image in {which} (every file of it was unreadable)"
+    if required:
+        raise VQError(f"{message}; it cannot be trained: fix or remove its files")
+    reporter.warn(message)
 
 
 def _resize_pixels(pixels: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:

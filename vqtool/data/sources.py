@@ -35,10 +35,18 @@ def _carve_val(train: Split, options: DataOptions, default: float = DEFAULT_VAL_
     fraction = _val_split(options, default)
     if fraction == 0:
         return train, None
-    return split_off(train, fraction, options.seed)
+    kept, val = split_off(train, fraction, options.seed)
+    if len(val) == 0:
+        raise VQError(f"--val-split {fraction} holds out no image of {len(train)} (every class has a single "
+                      f"image); add images, give a val/ folder, or pass --val-split 0 to train without validation",
+                      usage=True)
+    return kept, val
 
 
 # --- class folders -----------------------------------------------------------------------------
+
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test",)
 
 
 def _find_child(root: Path, names) -> Path | None:
@@ -50,37 +58,51 @@ def _find_child(root: Path, names) -> Path | None:
                   description="class-per-folder image tree (train/ + val|valid|validation|test/, or one tree)")
 def load_folder(spec: str, options: DataOptions) -> Dataset:
     root = Path(spec)
-    train_dir = _find_child(root, ("train", "training"))
-    if train_dir is None:  # one tree of class folders, split here
-        classes, files, labels = scan_class_tree(root)
-        train, val = _carve_val(_file_split(files, labels), options, SINGLE_TREE_VAL_SPLIT)
+    train_dir, val_dir, test_dir = (_find_child(root, names) for names in (TRAIN_NAMES, VAL_NAMES, TEST_NAMES))
+    if not (train_dir or val_dir or test_dir):  # one tree of class folders, split here
+        classes, train = _tree_split(root)
+        train, val = _carve_val(train, options, SINGLE_TREE_VAL_SPLIT)
         test = None
     else:
-        classes, files, labels = scan_class_tree(train_dir)
-        train = _file_split(files, labels)
-        val_dir, test_dir = _find_child(root, VAL_NAMES), _find_child(root, ("test",))
-        val = _class_split(val_dir, classes) if val_dir else None
-        test = _class_split(test_dir, classes) if test_dir else None
-        if val is None:
+        _refuse_mixed_layout(root, train_dir)
+        first = train_dir or val_dir or test_dir  # a held-out-only tree (val/ or test/ alone) is for eval
+        classes, first_split = _tree_split(first)
+        train = first_split if train_dir else None
+        val = (first_split if first == val_dir else _class_split(val_dir, classes)) if val_dir else None
+        test = (first_split if first == test_dir else _class_split(test_dir, classes)) if test_dir else None
+        if train is not None and val is None:
             train, val = _carve_val(train, options)
+    files = (train or val or test).files
     spec_record = {"source": "folder", "path": str(root.resolve()), "val_split": options.val_split, "seed": options.seed}
     return Dataset(name=root.name, classes=classes, channels=3, train=train, val=val, test=test,
                    native_size=common_square_size(files), spec=spec_record)
 
 
-def _file_split(files, labels) -> Split:
-    return Split(labels=torch.tensor(labels, dtype=torch.long), files=list(files))
+def _refuse_mixed_layout(root: Path, train_dir: Path | None) -> None:
+    """Without train/, split folders beside class folders are ambiguous: is val/ a split or a class?"""
+    if train_dir is not None:
+        return
+    split_names = {*VAL_NAMES, *TEST_NAMES}
+    others = [p.name for p in class_folders(root) if p.name.lower() not in split_names]
+    if others:
+        raise VQError(f"{root}: holds split folders (val/ or test/) beside other folders ({', '.join(others[:3])}) "
+                      f"and no train/; put the class folders under train/", usage=True)
+
+
+def _tree_split(folder: Path) -> tuple[list[str], Split]:
+    classes, files, labels, unreadable = scan_class_tree(folder)
+    return classes, Split(labels=torch.tensor(labels, dtype=torch.long), files=files, skipped=unreadable)
 
 
 def _class_split(folder: Path, classes: list[str]) -> Split:
-    found, files, labels = scan_class_tree(folder)
+    found, split = _tree_split(folder)
     if set(found) != set(classes):
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
         detail = "; ".join(s for s in (f"missing {', '.join(missing)}" if missing else "",
                                        f"extra {', '.join(extra)}" if extra else "") if s)
         raise VQError(f"{folder}: classes differ from the training classes ({detail})", usage=True)
-    index = {name: i for i, name in enumerate(classes)}
-    return _file_split(files, [index[found[label]] for label in labels])
+    index = torch.tensor([classes.index(name) for name in found], dtype=torch.long)
+    return Split(labels=index[split.labels], files=split.files, skipped=split.skipped)
 
 
 # --- embedded digits -----------------------------------------------------------------------------

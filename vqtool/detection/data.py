@@ -9,8 +9,7 @@ script), and that the label caches Ultralytics would unpickle are plain data.
 
 from __future__ import annotations
 
-import glob
-import os
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,18 +82,148 @@ def label_caches(splits: dict[str, list[str]]) -> list[Path]:
     Ultralytics reads the one beside the label folder of a split's first image;
     every folder holding a split's labels is covered here.
     """
-    from ultralytics.data.utils import IMG_FORMATS, img2label_paths
+    from ultralytics.data.utils import img2label_paths
 
-    images = [file for paths in splits.values() for path in paths for file in _listed_files(Path(path))]
-    labels = img2label_paths([file for file in images if file.rpartition(".")[-1].lower() in IMG_FORMATS])
+    labels = img2label_paths([image for sources in splits.values() for image in split_images(sources)])
     caches = {Path(label).parent.with_suffix(".cache") for label in labels}
     return sorted(cache for cache in caches if cache.is_file())
 
 
-def _listed_files(path: Path) -> list[str]:
-    """The files a split names, as Ultralytics lists them: a folder's, searched recursively, or a list file's."""
-    if path.is_dir():
-        return glob.glob(str(Path(glob.escape(path)) / "**" / "*.*"), recursive=True)
-    parent = str(path.parent) + os.sep
-    lines = path.read_text(encoding="utf-8-sig", errors="replace").strip().splitlines()
-    return [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
+# --- label files ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """A split's images and those Ultralytics would leave out (path -> why)."""
+
+    split: str
+    images: int
+    invalid: dict[str, str]
+
+    @property
+    def usable(self) -> int:
+        return self.images - len(self.invalid)
+
+
+def check_labels(dataset: YoloDataset, split: str) -> LabelCheck:
+    """Every image of ``split`` with its label file, checked by the rules Ultralytics applies.
+
+    Ultralytics drops an image whose label file it rejects (or whose image it
+    cannot open) and only logs it; this names them beforehand. No file is written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ultralytics.data.utils import img2label_paths
+
+    images = split_images(dataset.splits[split])
+    labels = img2label_paths(images)
+    with ThreadPoolExecutor(8) as pool:
+        problems = list(pool.map(lambda pair: image_problem(*pair, len(dataset.classes)), zip(images, labels)))
+    return LabelCheck(split, len(images), {image: problem for image, problem in zip(images, problems) if problem})
+
+
+def split_images(sources: list[str]) -> list[str]:
+    """The image files of a split's folders, list files or files, found as Ultralytics finds them."""
+    import glob
+    import os
+
+    from ultralytics.data.utils import IMG_FORMATS
+
+    found = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found += glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
+        elif source.is_file():  # a list of image paths, "./" relative to the list
+            parent = str(source.parent) + os.sep
+            lines = source.read_text(encoding="utf-8-sig", errors="replace").strip().splitlines()
+            found += [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
+    return sorted(path for path in found if path.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def image_problem(image: str, label_file: str, num_classes: int) -> str | None:
+    """Why Ultralytics would leave this image out, or None (a missing or empty label file is background)."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as opened:
+            width, height = opened.size
+    except Exception as error:  # noqa: BLE001 - whatever Pillow raises, Ultralytics drops the image
+        return f"unreadable image ({first_line(error)})"
+    if width < 10 or height < 10:
+        return f"image of {width}x{height} pixels (Ultralytics needs at least 10x10)"
+    problem = label_problem(label_file, num_classes)
+    return f"{label_file}: {problem}" if problem else None
+
+
+def label_problem(label_file: str, num_classes: int) -> str | None:
+    """What is wrong with a YOLO label file (rows of class x y w h, or class and polygon points), or None."""
+    import numpy as np
+
+    path = Path(label_file)
+    if not path.is_file():
+        return None
+    try:
+        rows = [line.split() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, ValueError) as error:
+        return f"cannot read it ({first_line(error)})"
+    if not rows:
+        return None
+    try:
+        boxes = _polygon_boxes(rows) if any(len(row) > 6 for row in rows) else np.array(rows, dtype=np.float32)
+    except ValueError as error:
+        return f"not rows of numbers ({first_line(error)})"
+    return _box_problem(boxes, num_classes)
+
+
+def _polygon_boxes(rows: list[list[str]]):
+    """Polygon rows (class x1 y1 x2 y2 ...) as class + xywh rows, as Ultralytics converts them."""
+    import numpy as np
+    from ultralytics.utils.ops import segments2boxes
+
+    if any(len(row) == 5 for row in rows):
+        raise ValueError("box rows and polygon rows are mixed")
+    classes = np.array([row[0] for row in rows], dtype=np.float32)
+    segments = [np.array(row[1:], dtype=np.float32).reshape(-1, 2) for row in rows]
+    return np.concatenate((classes.reshape(-1, 1), segments2boxes(segments)), 1)
+
+
+def _box_problem(boxes, num_classes: int) -> str | None:
+    if boxes.ndim != 2 or boxes.shape[1] != 5:
+        return f"rows must have 5 values (class x y w h), not {boxes.shape[-1] if boxes.ndim == 2 else 'varying'}"
+    points, classes = boxes[:, 1:], boxes[:, 0]
+    if not points.max() <= 1.01:  # `not <=` also catches NaN
+        return "coordinates must be normalised to 0..1"
+    if not (boxes.min() >= 0 or (boxes.min() >= -0.01 and boxes[:, 3:5].min() >= 0)):
+        return "negative values"
+    if not (classes % 1 == 0).all():
+        return "class ids must be whole numbers"
+    if classes.max() >= num_classes:
+        return f"class {int(classes.max())} is not among the {num_classes} classes of the data.yaml"
+    return None
+
+
+def usable_images(dataset: YoloDataset, split: str, reporter) -> LabelCheck:
+    """``check_labels`` said out loud: the left-out images named, none usable an error."""
+    check = check_labels(dataset, split)
+    if check.images == 0:
+        raise VQError(f"{dataset.yaml}: no image files in the {split} split ({', '.join(dataset.splits[split])})")
+    if not check.invalid:
+        return check
+    listed = "; ".join(f"{image} ({why})" for image, why in list(check.invalid.items())[:5])
+    more = f" and {len(check.invalid) - 5} more" if len(check.invalid) > 5 else ""
+    if check.usable == 0:
+        raise VQError(f"{dataset.yaml}: none of the {check.images} {split} images can be used: {listed}{more}")
+    reporter.warn(f"skipped {len(check.invalid)} of {check.images} {split} images with invalid labels or unreadable "
+                  f"files: {listed}{more}")
+    return check
+
+
+@contextlib.contextmanager
+def no_valid_images_as_error(dataset: YoloDataset):
+    """Ultralytics' own 'No valid images found' (images it rejects that the check above let through) as one line."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "No valid images" not in str(error):
+            raise
+        raise VQError(f"{dataset.yaml}: Ultralytics found no usable images ({first_line(error)})") from error

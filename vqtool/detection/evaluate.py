@@ -6,11 +6,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqtool.detection.data import YoloDataset
+from vqtool.detection.data import YoloDataset, no_valid_images_as_error, usable_images
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads
 from vqtool.detection.weights import load_detector
 from vqtool.errors import VQError
+from vqtool.reporter import SILENT, Reporter
 
 METRIC_KEYS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall",
                "metrics/mAP50(B)": "map50", "metrics/mAP50-95(B)": "map50_95"}
@@ -34,11 +35,18 @@ class Validation:
 
 
 def validate(checkpoint: str, dataset_spec: str | None, *, split: str | None = None, device: str = "auto",
-             batch_size: int | None = None, conf: float | None = None, plots: bool = False) -> Validation:
-    """Ultralytics' ``model.val`` on a split (default: test, else val); None keeps Ultralytics' defaults."""
+             batch_size: int | None = None, conf: float | None = None, plots: bool = False,
+             same_classes: bool = False, reporter: Reporter = SILENT) -> Validation:
+    """Ultralytics' ``model.val`` on a split (default: test, else val); None keeps Ultralytics' defaults.
+
+    Images Ultralytics would leave out are named; a data.yaml whose class names
+    differ from the detector's is an error with ``same_classes``, else a warning.
+    """
     model = load_detector(checkpoint)
     dataset = _dataset_for(model, dataset_spec)
     split = dataset.check_split(split or dataset.heldout_split)
+    _compare_classes(model, dataset, same_classes, reporter)
+    usable_images(dataset, split, reporter)
     args = {"data": str(dataset.yaml), "split": split, "device": ultralytics_device(device), "plots": plots,
             "verbose": False}
     if batch_size:
@@ -48,9 +56,25 @@ def validate(checkpoint: str, dataset_spec: str | None, *, split: str | None = N
     seen = {}  # the validator, which counts the images, is not returned: a callback reads it
     model.add_callback("on_val_end", lambda validator: seen.update(images=validator.seen))
     # Ultralytics always creates a save folder for validation; keep it out of the user's way.
-    with tempfile.TemporaryDirectory(prefix="vqtool-val-") as scratch, keeping_threads():
+    with tempfile.TemporaryDirectory(prefix="vqtool-val-") as scratch, keeping_threads(), \
+            no_valid_images_as_error(dataset):
         metrics = model.val(project=scratch, name="val", exist_ok=True, **args)
     return Validation(str(model.ckpt_path or checkpoint), dataset, split, metrics, seen["images"])
+
+
+def _compare_classes(model, dataset: YoloDataset, required: bool, reporter: Reporter) -> None:
+    names = [model.names[i] for i in sorted(model.names)]
+    if names == dataset.classes:
+        return
+    message = (f"the detector's classes ({_listed(names)}) differ from {dataset.yaml.name}'s "
+               f"({_listed(dataset.classes)})")
+    if required:
+        raise VQError(f"{message}: a confusion matrix needs the classes it was trained on", usage=True)
+    reporter.warn(f"{message}: the figures pair them by class number")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _dataset_for(model, spec: str | None) -> YoloDataset:
@@ -68,9 +92,9 @@ def _dataset_for(model, spec: str | None) -> YoloDataset:
     return dataset
 
 
-def evaluate_detector(checkpoint: str, dataset_spec: str | None, **options) -> dict:
+def evaluate_detector(checkpoint: str, dataset_spec: str | None, *, reporter: Reporter = SILENT, **options) -> dict:
     """The document ``vqtool eval WEIGHTS DATA.yaml --json`` prints."""
-    validation = validate(checkpoint, dataset_spec, **options)
+    validation = validate(checkpoint, dataset_spec, reporter=reporter, **options)
     metrics, names = validation.metrics, validation.dataset.classes
     per_class = {}
     for i, class_index in enumerate(metrics.ap_class_index):
@@ -85,7 +109,7 @@ def evaluate_detector(checkpoint: str, dataset_spec: str | None, **options) -> d
 
 
 def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int = 5, normalize: bool = False,
-                        **options) -> dict:
+                        reporter: Reporter = SILENT, **options) -> dict:
     """The document ``vqtool confusion`` prints: rows are the true class, the last row and column background.
 
     A detection counts at confidence >= 0.25 and matches a label at IoU >= 0.45;
@@ -95,7 +119,8 @@ def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int =
 
     from vqtool.metrics import confusion_document
 
-    validation = validate(checkpoint, dataset_spec, conf=CONFUSION_CONF, plots=True, **options)
+    validation = validate(checkpoint, dataset_spec, conf=CONFUSION_CONF, plots=True, same_classes=True,
+                          reporter=reporter, **options)
     counts = torch.from_numpy(validation.metrics.confusion_matrix.matrix).T.round().long()  # Ultralytics: [pred, true]
     classes = [*validation.dataset.classes, BACKGROUND]
     return {"dataset": validation.dataset.name, "split": validation.split, "n": int(counts[:-1].sum()),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool import __version__
-from vqtool.detection.data import YoloDataset
+from vqtool.detection.data import YoloDataset, no_valid_images_as_error, usable_images
 from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
@@ -148,13 +148,16 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
     dataset = load_dataset(dataset_spec)
     if not isinstance(dataset, YoloDataset):
         raise VQError(f"{dataset_spec}: not a detection dataset", usage=True)
+    for split in ("train", "val"):  # before the run folder exists: unusable data leaves nothing behind
+        if split in dataset.splits:
+            usable_images(dataset, split, reporter)
     run_dir = new_run_dir(command, out_dir)
     write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
     reporter.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
     recorder = EpochRecorder(run_dir, reporter)
     recorder.attach(model)
-    with keeping_threads():
+    with keeping_threads(), no_valid_images_as_error(dataset):
         model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
                     **args)
     return _finish(run_dir, recorder, model, started, {"dataset": dataset.name, **record})

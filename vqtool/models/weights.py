@@ -47,15 +47,18 @@ class Pretrained:
 
 
 def pretrained_classifier(name: str, weights: str | None = None, num_classes: int | None = None,
-                          head: str = "linear") -> Pretrained:
-    """Registry architecture ``name`` with ``weights``; a new ``head`` for ``num_classes`` when given."""
+                          head: str = "linear", allow_partial: bool = False) -> Pretrained:
+    """Registry architecture ``name`` with ``weights``; a new ``head`` for ``num_classes`` when given.
+
+    A weights file that fills less than half of the backbone is refused unless ``allow_partial``.
+    """
     from vqtool.models.surgery import replace_head
     from vqtool.registry import get_model
 
     entry = get_model(name)
     spec = None if weights in (None, "", "DEFAULT", "default") else str(weights)
     if spec is not None and _is_file_spec(spec):
-        pretrained = _from_file(entry, Path(spec).expanduser())
+        pretrained = _from_file(entry, Path(spec).expanduser(), allow_partial)
     elif entry.source == "torchvision":
         pretrained = _torchvision(entry.name, spec)
     elif entry.source == "timm":
@@ -79,7 +82,7 @@ def _is_file_spec(spec: str) -> bool:
 # --- local files ----------------------------------------------------------------------------------
 
 
-def _from_file(entry, path: Path) -> Pretrained:
+def _from_file(entry, path: Path, allow_partial: bool = False) -> Pretrained:
     """The architecture built at the file's class count, then loaded; keys that do not fit are reported."""
     from vqtool.models.surgery import find_head
 
@@ -90,7 +93,28 @@ def _from_file(entry, path: Path) -> Pretrained:
     num_classes = head_weight.shape[0] if head_weight is not None and head_weight.dim() >= 1 else 1000
     model = entry.build(num_classes, entry.in_channels)
     notes = load_matching(model, state)
+    loaded, total = backbone_coverage(model, state, head)
+    if loaded < MIN_BACKBONE_COVERAGE * total and not allow_partial:
+        raise VQError(f"--weights {path}: only {loaded:,} of the {total:,} backbone parameters of {entry.name} "
+                      f"({loaded / max(total, 1):.0%}) are in the file; is it a state dict of another architecture? "
+                      f"Pass --allow-partial-weights to use it anyway", usage=True)
     return Pretrained(model, entry_preprocess(entry), str(path), notes)
+
+
+MIN_BACKBONE_COVERAGE = 0.5  # below this share of the backbone loaded, the weights are of another model
+
+
+def backbone_coverage(model: nn.Module, state: dict[str, torch.Tensor], head: str | None) -> tuple[int, int]:
+    """(values loaded from ``state``, values in all) of the model's floating-point tensors outside the head."""
+    loaded = total = 0
+    for key, tensor in model.state_dict().items():
+        if (head and key.startswith(f"{head}.")) or not tensor.is_floating_point():
+            continue
+        total += tensor.numel()
+        source = state.get(key)
+        if source is not None and source.shape == tensor.shape:
+            loaded += tensor.numel()
+    return loaded, total
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

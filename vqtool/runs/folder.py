@@ -58,7 +58,7 @@ def write_json(path: Path, document) -> None:
 def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8, or not JSON
         raise VQError(f"{path}: cannot read ({error})") from error
 
 
