@@ -253,7 +253,10 @@ def test_extending_a_finished_onecycle_run_trains_the_new_epochs(run_cli, class_
     args = ("--model", "cnn-bn", "--imgsz", "32", "-q", "--json")
     summary_of(run_cli("train", class_tree, "--epochs", "1", "--out", "run", *args))
     first = torch.load("run/state.pt", weights_only=True)["model"]
+    for stray in (".model.json.k3j2.tmp", ".state.pt.4242.tmp", ".curves.png.77-a1b2c3.tmp.png", ".notes"):
+        Path("run", stray).write_text("left by a killed writer, or (.notes) the user's own")
     result = run_cli("train", "--resume", "run", "--epochs", "3", "--json")
+    assert leftovers(Path("run")) == [".notes"]
     assert result.exit_code == 0 and "a new onecycle schedule over epochs 2-3" in result.stderr
     rows = list(csv.DictReader(open("run/metrics.csv")))
     assert [float(r["lr"]) > 1e-4 for r in rows] == [True, True, False]  # peak 2e-3; the cycle ends low

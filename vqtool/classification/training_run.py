@@ -117,13 +117,18 @@ class TrainingRun:
         commit(self.run_dir, files)
 
     def load_state(self) -> ResumeState | None:
-        """The last committed epoch's state (None before the first); leftovers of a killed writer are cleaned."""
-        recover(self.run_dir)
-        path = committed(self.run_dir, STATE_FILE)
-        if not path.is_file():
-            return None
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            return ResumeState.from_dict(data)
-        except Exception as error:  # torch raises many types for a damaged or foreign file
-            raise VQError(f"{path}: cannot read the resume state ({first_line(error)})") from error
+        """The last committed epoch's state (None before the first); rank 0 first cleans up after a killed writer
+        (the other ranks read the same epoch through :func:`~vqtool.runs.commit.committed` meanwhile)."""
+        if distributed.is_main():
+            recover(self.run_dir)
+        for _ in range(2):
+            path = committed(self.run_dir, STATE_FILE)
+            if not path.is_file():
+                return None
+            try:
+                return ResumeState.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except FileNotFoundError:
+                continue  # moved into place by rank 0 between the lookup and the read: look again
+            except Exception as error:  # torch raises many types for a damaged or foreign file
+                raise VQError(f"{path}: cannot read the resume state ({first_line(error)})") from error
+        raise VQError(f"{self.run_dir}: the resume state moved while it was read; try again")
