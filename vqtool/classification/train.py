@@ -31,7 +31,6 @@ from vqtool.reporter import Reporter
 from vqtool.runs.folder import new_run_dir, read_json, write_args
 
 
-
 def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
     """Input size and channels for training ``entry`` from scratch on ``dataset``."""
     if imgsz:
