@@ -167,7 +167,7 @@ def test_yolo_exports_to_onnx_beside_the_weights_verified_box_for_box(run_cli, d
 
     detections = run_cli("detect", ASSETS / "bus.jpg", "-w", summary["file"], "--imgsz", "128", "--json", "-q")
     assert detections.exit_code == 0 and json.loads(detections.stdout)["detections"], detections.output
-    strict = run_cli("export", detector, "--imgsz", "128", "--static", "--tolerance", "0", "--json")
+    strict = run_cli("export", detector, "--imgsz", "128", "--static", "--tolerance", "0", "--overwrite", "--json")
     assert strict.exit_code == 1 and "beyond the tolerance" in strict.stderr
     assert json.loads(strict.stdout)["batch"] == 1
 

@@ -26,20 +26,20 @@ def test_default_train_reaches_95_percent_on_digits(run_cli):
 
 
 def test_resume_continues_exactly_where_it_stopped(run_cli, monkeypatch):
-    from vqtool.classification.train import TrainingRun
+    from vqtool.classification.training_run import TrainingRun
 
     straight = summary_of(run_cli("train", "--epochs", "4", "--json", "-q", "--out", "a"))
-    save_state = TrainingRun.save_state
+    commit = TrainingRun.commit
 
-    def interrupted_after_epoch_2(self, state, history):
-        save_state(self, state, history)
-        if state["epoch"] == 2:
+    def interrupted_after_epoch_2(self, state, **files):
+        commit(self, state, **files)
+        if state.epoch == 2:
             raise KeyboardInterrupt  # as Ctrl-C right after the epoch's state was written
 
-    monkeypatch.setattr(TrainingRun, "save_state", interrupted_after_epoch_2)
+    monkeypatch.setattr(TrainingRun, "commit", interrupted_after_epoch_2)
     interrupted = run_cli("train", "--epochs", "4", "--json", "-q", "--out", "b")
     assert interrupted.exit_code == 130 and "Aborted" in interrupted.stderr
-    monkeypatch.setattr(TrainingRun, "save_state", save_state)
+    monkeypatch.setattr(TrainingRun, "commit", commit)
     resumed = summary_of(run_cli("train", "--resume", "b", "--json", "-q"))
     assert resumed["epochs"] == 4
     assert resumed["val_top1"] == pytest.approx(straight["val_top1"], abs=1e-6)

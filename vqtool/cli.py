@@ -1,13 +1,19 @@
 """The root command group.
 
 Subcommands are imported only when they run (Click's LazyGroup pattern), so
-``vqtool --help`` and shell completion never import torch.
+``vqtool --help`` and shell completion never import torch. SIGTERM (what cron,
+systemd, Kubernetes and CI runners send) unwinds the command as Ctrl-C does, so
+files being written are cleaned up and a run folder keeps its last epoch;
+the exit code is 143 (128 + SIGTERM), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -31,6 +37,27 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler wherever the command is, so that it unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """SIGTERM raises Terminated while the command runs (signal handlers can be set from the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class LazyGroup(click.Group):
     """Imports a subcommand's module on first use and turns VQError into one line."""
 
@@ -52,17 +79,19 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with sigterm_unwinds():
+                return super().invoke(ctx)
         except VQError as error:
             if debug_enabled():
                 raise
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if debug_enabled():
                 raise
-            click.echo("Aborted.", err=True)
-            ctx.exit(130)
+            terminated = isinstance(interrupt, Terminated)
+            click.echo("Terminated." if terminated else "Aborted.", err=True)
+            ctx.exit(143 if terminated else 130)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

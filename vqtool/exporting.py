@@ -33,6 +33,7 @@ class ExportOptions:
     verify: bool = True
     tolerance: float | None = None
     sample_data: str | None = None  # the dataset whose images form the real verification batch
+    overwrite: bool = False  # replace an existing file at the output path (never a run folder's own files)
 
     @property
     def max_abs_diff(self) -> float:

@@ -1,7 +1,12 @@
 """The checkpoint format: safetensors weights + a JSON document describing them.
 
 Loading never unpickles anything: the JSON says which registry architecture
-to build, and safetensors holds only tensors.
+to build, and safetensors holds only tensors. In a run folder both files are
+replaced together with the rest of an epoch (:mod:`vqtool.runs.commit`), and
+read through :func:`~vqtool.runs.commit.committed`. The weights file names, in
+its safetensors metadata, the epoch whose weights it holds; loading checks it
+against model.json's ``metrics.best_epoch`` (files copied from two epochs, or a
+folder read while a run was writing it, are refused, not mixed).
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import torch
 
 from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
-from vqtool.runs.folder import atomic_save, read_json, write_json
+from vqtool.runs.commit import commit, committed
+from vqtool.runs.folder import json_text, read_json
 from vqtool.errors import VQError, first_line
 
 FORMAT = "vqtool-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+EPOCH_KEY = "vqtool_epoch"  # safetensors metadata: the epoch whose weights the file holds
 
 
 @dataclass
@@ -38,18 +45,23 @@ class Checkpoint:
         return Preprocess.from_dict(self.meta["preprocess"])
 
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, meta: dict) -> Path:
-    """Write weights then metadata (each atomically); returns the weights path."""
+def checkpoint_files(model: torch.nn.Module, meta: dict) -> dict:
+    """The checkpoint's two files as {name: save(path)}, for :func:`vqtool.runs.commit.commit`."""
     from safetensors.torch import save_model
 
-    run_dir = Path(run_dir)
-    weights = run_dir / WEIGHTS_FILE
     state_model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    atomic_save(weights, lambda tmp: save_model(state_model, tmp))
+    epoch = meta.get("metrics", {}).get("best_epoch")
+    tags = {EPOCH_KEY: str(epoch)} if epoch is not None else None
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "vqtool_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
-    write_json(run_dir / META_FILE, document)
-    return weights
+    return {WEIGHTS_FILE: lambda path: save_model(state_model, str(path), metadata=tags),
+            META_FILE: lambda path: Path(path).write_text(json_text(document))}
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, meta: dict) -> Path:
+    """Write weights and metadata as one change; returns the weights path."""
+    commit(run_dir, checkpoint_files(model, meta))
+    return Path(run_dir) / WEIGHTS_FILE
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -58,11 +70,11 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     if not path.exists():
         raise VQError(f"{path}: no such file or folder", usage=True)
     if path.is_dir():
-        weights, meta = path / WEIGHTS_FILE, path / META_FILE
+        weights, meta = committed(path, WEIGHTS_FILE), committed(path, META_FILE)
     elif path.suffix == ".json":
-        weights, meta = path.with_suffix(".safetensors"), path
+        weights, meta = committed(path.parent, f"{path.stem}.safetensors"), committed(path.parent, path.name)
     else:
-        weights, meta = path, path.with_suffix(".json")
+        weights, meta = committed(path.parent, path.name), committed(path.parent, f"{path.stem}.json")
     if not weights.is_file() or not meta.is_file():
         raise VQError(f"{path}: not a vqtool checkpoint (expected {WEIGHTS_FILE} and {META_FILE})", usage=True)
     return weights, meta
@@ -142,8 +154,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     meta = read_meta(path)
     model = build_model(meta)
     try:
+        check_same_epoch(weights, meta)
         load_model(model, str(weights), strict=True)
     except (SafetensorError, RuntimeError, OSError) as error:
         raise VQError(f"{weights}: cannot load weights ({first_line(error)})") from error
     model.eval()
-    return Checkpoint(model=model, meta=meta, path=weights.parent)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent  # weights may lie in .commit/ meanwhile
+    return Checkpoint(model=model, meta=meta, path=folder)
+
+
+def check_same_epoch(weights: Path, meta: dict) -> None:
+    """VQError when the weights are of another epoch than model.json describes (files without tags pass)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        tagged = (f.metadata() or {}).get(EPOCH_KEY)
+    described = meta.get("metrics", {}).get("best_epoch")
+    if tagged is not None and described is not None and tagged != str(described):
+        raise VQError(f"{weights.parent}: the weights are epoch {tagged}'s but {META_FILE} describes epoch "
+                      f"{described}; the two files come from different epochs")

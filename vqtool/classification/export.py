@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vqtool.classification.checkpoint import load_checkpoint
-from vqtool.runs.folder import atomic_save
+from vqtool.runs.folder import atomic_save, check_output
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings, require
@@ -78,13 +78,16 @@ def check_options(options: ExportOptions) -> None:
 
 
 def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
-    """-o, or model.onnx / model.ts beside the checkpoint."""
+    """-o, or model.onnx / model.ts beside the checkpoint; refused where it would replace a file unasked."""
     suffixes = SUFFIXES[options.format]
     if options.output is None:
-        return checkpoint_dir / f"model{suffixes[0]}"
+        path = checkpoint_dir / f"model{suffixes[0]}"
+        check_output(path, overwrite=options.overwrite, option="the export")
+        return path
     if options.output.suffix.lower() not in suffixes:
         raise VQError(f"-o {options.output}: a {options.format} file must end in {' or '.join(suffixes)} "
                       f"(eval and confusion choose the runtime by the suffix)", usage=True)
+    check_output(options.output, overwrite=options.overwrite)
     return options.output
 
 
@@ -95,7 +98,7 @@ def write_onnx(model, example, path: Path, document: dict, options: ExportOption
         to_onnx(model, example, tmp, dynamic_batch=options.dynamic_batch, opset=options.opset)
         embed_in_onnx(Path(tmp), document)
 
-    _writing(path, save, document["architecture"], "ONNX")
+    _writing(path, save, document["architecture"], "ONNX", options.overwrite)
 
 
 def to_onnx(model, example, destination, *, dynamic_batch: bool = True, opset: int | None = None) -> None:
@@ -119,14 +122,14 @@ def write_torchscript(model, example, path: Path, document: dict, options: Expor
             traced = torch.jit.trace(model, example)
             torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
 
-    _writing(path, save, document["architecture"], "TorchScript")
+    _writing(path, save, document["architecture"], "TorchScript", options.overwrite)
 
 
-def _writing(path: Path, save, architecture: str, format_name: str) -> None:
-    """Write atomically; an exporter's failure on this architecture becomes one line."""
+def _writing(path: Path, save, architecture: str, format_name: str, overwrite: bool) -> None:
+    """Write atomically (over an existing file only with ``overwrite``); an exporter's failure becomes one line."""
     try:
         with torch.no_grad():
-            atomic_save(path, save)
+            atomic_save(path, save, replace=overwrite)
     except VQError:
         raise
     except Exception as error:  # the exporters raise many types (RuntimeError, torch.onnx errors, TypeError...)

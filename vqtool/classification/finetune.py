@@ -1,6 +1,6 @@
 """The `finetune` job: pretrained weights, a new head, freezing, staged unfreezing and the feature cache.
 
-Built on the training loop of :mod:`vqtool.classification.train`. The head trains at
+Built on the training loop of :mod:`vqtool.classification.loop`. The head trains at
 ``--lr``; the rest of the network, where unfrozen, at ``--backbone-lr``
 (default lr/10) through a second optimizer parameter group. When the whole
 backbone stays frozen, its features are computed once and only the head is
@@ -21,8 +21,11 @@ from vqtool.compute.device import resolve_device
 from vqtool.classification.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
-from vqtool.classification.train import (TrainConfig, TrainingRun, finish, fit, global_batch, image_inputs, prepare_splits,
-                                 refuse_distributed_lr_find, resumable, start_run_dir)
+from vqtool.classification.config import TrainConfig
+from vqtool.classification.loop import fit
+from vqtool.classification.train import (finish, global_batch, image_inputs, prepare_splits, refuse_distributed_lr_find,
+                                         resumable, resuming, start_run_dir)
+from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.errors import VQError
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.surgery import HEADS
@@ -126,7 +129,7 @@ def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = No
     recorded, config, state = resumable(run_dir, "finetune", epochs)
     tune = FinetuneOptions.from_dict(recorded["finetune"])
     setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter)
-    reporter.log(f"resuming {run_dir} after epoch {state['epoch']}")
+    reporter.log(resuming(run_dir, state, config))
     return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state)
 
 
@@ -172,7 +175,7 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
 
 
 def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, reporter: Reporter, started: float,
-           resume: dict | None) -> dict:
+           resume: ResumeState | None) -> dict:
     meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
             "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.spec, "train_args": asdict(config),

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vqtool.classification.config import make_optimizer
 from vqtool.data import Split
 from vqtool.data.pipeline import batches
 from vqtool.plots import png_figure
@@ -90,8 +91,6 @@ def _endless(split: Split, batch_size: int, generator):
 def find_lr(model: nn.Module, train: Split, inputs, config, *, reporter, out_dir: str | None = None,
             param_groups=None) -> dict:
     """`--lr-find`: the range test on what the run would train, saved in a new runs/lr-find-* folder."""
-    from vqtool.classification.train import make_optimizer
-
     folder = new_run_dir("lr-find", out_dir)
     model.to(inputs.device, memory_format=torch.channels_last)
     optimizer = make_optimizer(param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}],

@@ -29,12 +29,17 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="jsonl: one JSON object per image; csv: one row per detection; table: for reading "
                    "(default: table on a terminal, else jsonl).")
-@click.option("--save-dir", type=click.Path(file_okay=False), help="Write annotated images here.")
+@click.option("--save-dir", type=click.Path(file_okay=False),
+              help="Write annotated images here. Refused when it is, contains or lies inside a source folder "
+                   "(the copies would replace the inputs or be read as inputs next time).")
 @click.option("--save-txt", is_flag=True, help="Also write YOLO label files to SAVE_DIR/labels.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files already in SAVE_DIR (without it an existing file is an error; an input is never "
+                   "replaced).")
 @trust_pickle_option
 @output_options
 def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, vid_stride, fmt, save_dir,
-           save_txt, out):
+           save_txt, overwrite, out):
     """Detect objects in SOURCES with a YOLO detector; one result per image, as soon as it is done.
 
     SOURCES are image files, folders (searched recursively for images), globs,
@@ -62,7 +67,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
         raise VQError("--save-txt needs --save-dir DIR (labels go to DIR/labels)", usage=True)
     fmt = "jsonl" if out.json else fmt or ("table" if sys.stdout.isatty() else "jsonl")
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
-                            vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt,
+                            vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
     stream = run_detection(sources, weights, options)
     write = WRITERS[fmt](out)

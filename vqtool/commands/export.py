@@ -27,7 +27,9 @@ def complete_format(ctx, param, incomplete):
 @click.option("--half", is_flag=True, help="fp16 weights and compute (inputs and outputs stay float32).")
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Where to write (default: model.onnx / model.ts beside the checkpoint, or the weights' name "
-                   "with the format's suffix beside YOLO weights).")
+                   "with the format's suffix beside YOLO weights); an existing file is refused without --overwrite.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing file at the output path (a run folder's own files are never replaced).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare the export with the original model afterwards; exit 1 beyond --tolerance.")
 @click.option("--tolerance", type=click.FloatRange(0), default=None,
@@ -38,7 +40,8 @@ def complete_format(ctx, param, incomplete):
                    "Ultralytics' sample images).")
 @trust_pickle_option
 @output_options
-def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, verify, tolerance, sample_data, out):
+def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, overwrite, verify, tolerance, sample_data,
+           out):
     """Export CHECKPOINT (a run folder or YOLO weights) to ONNX or TorchScript, then verify it.
 
     The export carries the class names and preprocessing, so eval, confusion
@@ -61,7 +64,7 @@ def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, verify, t
 
     options = ExportOptions(format=fmt.lower(), output=Path(output) if output else None, opset=opset,
                             dynamic_batch=dynamic_batch, imgsz=imgsz, half=half, verify=verify,
-                            tolerance=tolerance, sample_data=sample_data)
+                            tolerance=tolerance, sample_data=sample_data, overwrite=overwrite)
     summary = export_model(checkpoint, options, out)
     print_summary(out, summary, title="export summary")
     check_verified(summary)

@@ -52,10 +52,12 @@ class Output:
         _console(stderr=True).print(f"Warning: {message}", markup=False, style="yellow", soft_wrap=True)
 
     def emit(self, document) -> None:
-        """One JSON document (or one JSON Lines record) on stdout."""
+        """One JSON document (or one JSON Lines record) on stdout; NaN and infinities become null."""
+        from vqtool.runs.folder import finite
+
         if self.silent:
             return
-        click.echo(json.dumps(document, default=_jsonable, allow_nan=False))
+        click.echo(json.dumps(finite(document), default=_jsonable, allow_nan=False))
 
     def text(self, message: str = "") -> None:
         if not self.silent:

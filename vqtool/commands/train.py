@@ -83,7 +83,7 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
 
 def config_from_options(model_name: str, data):
     """The TrainConfig of the training options the current command was given."""
-    from vqtool.classification.train import TrainConfig
+    from vqtool.classification.config import TrainConfig
 
     return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
 

@@ -29,6 +29,7 @@ from vqtool.errors import VQError, first_line, suggest
 from vqtool.pickles import UnsafeFile
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings
+from vqtool.runs.folder import check_output, install
 
 # Boxes are in pixels of the original image: fp32 runtimes agree to about a thousandth of a pixel,
 # fp16 to a pixel or so on a 640 px input.
@@ -48,7 +49,7 @@ def export_detector(weights: str, options: ExportOptions, reporter: Reporter) ->
     model = detector(source)
     imgsz = options.imgsz or model.overrides.get("imgsz") or DetectOptions.imgsz
     started = time.perf_counter()
-    write_export(source, destination, {**arguments, "imgsz": imgsz})
+    write_export(source, destination, {**arguments, "imgsz": imgsz}, overwrite=options.overwrite)
     summary = {"file": str(destination), "format": options.format, "task": "detect", "weights": str(source),
                "classes": len(model.names), "imgsz": imgsz,
                "batch": "dynamic" if arguments.get("dynamic") else 1,
@@ -110,17 +111,21 @@ def fp16_device() -> int:
 
 
 def output_path(weights: Path, options: ExportOptions) -> Path:
-    """-o, or the weights' name with the format's suffix beside them (model.pt -> model.onnx)."""
+    """-o, or the weights' name with the format's suffix beside them (model.pt -> model.onnx); refused where it
+    would replace a file unasked."""
     suffix = formats()[options.format]["suffix"]
     if options.output is None:
-        return weights.with_name(weights.stem + suffix)
+        path = weights.with_name(weights.stem + suffix)
+        check_output(path, overwrite=options.overwrite, option="the export")
+        return path
     if not options.output.name.endswith(suffix):
         raise VQError(f"-o {options.output}: a {options.format} export must end in {suffix} "
                       f"(Ultralytics chooses the runtime by the name)", usage=True)
+    check_output(options.output, overwrite=options.overwrite)
     return options.output
 
 
-def write_export(weights: Path, destination: Path, arguments: dict) -> None:
+def write_export(weights: Path, destination: Path, arguments: dict, *, overwrite: bool = False) -> None:
     """Export a copy of the weights in a scratch folder beside the destination, then move the result there."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".vqtool-export-", dir=destination.parent) as scratch:
@@ -136,7 +141,7 @@ def write_export(weights: Path, destination: Path, arguments: dict) -> None:
         except Exception as error:  # Ultralytics raises assertions, ValueErrors and each converter's own errors
             raise VQError(f"{weights}: Ultralytics cannot export it to {arguments['format']} "
                           f"({first_line(error)})") from error
-        replace(artifact, destination)
+        replace(artifact, destination, overwrite)
 
 
 @contextlib.contextmanager
@@ -159,10 +164,17 @@ def quietly():
             logger.setLevel(level)
 
 
-def replace(artifact: Path, destination: Path) -> None:
-    """Put the export (a file, or a folder for formats such as openvino) where the old one was, if any."""
-    if destination.is_dir() and artifact.is_dir():
+def replace(artifact: Path, destination: Path, overwrite: bool) -> None:
+    """Put the export (a file, or a folder for formats such as openvino) at ``destination``; what is there
+    already is replaced only with ``overwrite``."""
+    if artifact.is_file():
+        install(artifact, destination, replace=overwrite)
+        return
+    check_output(destination, overwrite=overwrite)  # a folder appeared there during the export
+    if destination.is_dir():
         shutil.rmtree(destination)
+    elif destination.exists():
+        destination.unlink()
     artifact.replace(destination)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from vqtool.detection.saving import check_save_dir, save_outputs
 from vqtool.detection.ultralytics_env import keeping_threads
 from vqtool.detection.weights import load_detector
 from vqtool.errors import VQError, suggest
@@ -58,17 +59,24 @@ class DetectOptions:
     vid_stride: int = 1
     save_dir: Path | None = None
     save_txt: bool = False
+    overwrite: bool = False  # replace files already in save_dir (never an input)
 
 
 def detect(sources: Iterable[str], weights: str, options: DetectOptions):
     """Load the model and check the options now; returns the stream of records and Failures."""
+    if options.save_dir:  # refused before anything is loaded
+        sources = list(sources)
+        check_save_dir(sources, Path(options.save_dir))
     model = load_detector(weights)
     names = dict(model.names)
     args = {"conf": options.conf, "iou": options.iou, "imgsz": options.imgsz, "max_det": options.max_det,
             "classes": class_ids(options.classes, names), "device": ultralytics_device(options.device),
             "verbose": False}
     if options.save_dir:  # fail now, not after the first batch, when it cannot be made
-        Path(options.save_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(options.save_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VQError(f"--save-dir {options.save_dir}: cannot create it ({error.strerror or error})") from error
     return _stream(model, names, sources, args, options)
 
 
@@ -83,7 +91,7 @@ def _stream(model, names, sources, args, options) -> Iterator[dict | Failure]:
             for frame, result in zip(batch, results):
                 record = to_record(frame, result, names)
                 if options.save_dir:
-                    save_outputs(Path(options.save_dir), frame, result, record, options.save_txt)
+                    save_outputs(Path(options.save_dir), frame, result, record, options.save_txt, options.overwrite)
                 yield record
 
 
@@ -257,32 +265,6 @@ def to_record(frame: Frame, result, names: dict[int, str]) -> dict:
         record["frame"] = frame.index
     record.update(width=width, height=height, detections=detections)
     return record
-
-
-def output_stem(frame: Frame) -> Path:
-    """The name, without suffix, that a frame's annotated image and label file get under --save-dir."""
-    stem = Path(frame.input.name).with_suffix("")
-    return stem.with_name(f"{stem.name}_{frame.index}") if frame.index is not None else stem
-
-
-def save_outputs(save_dir: Path, frame: Frame, result, record: dict, save_txt: bool) -> None:
-    """The annotated image (boxes, labels, confidences) and, with --save-txt, a YOLO label file."""
-    from ultralytics.utils.patches import imwrite
-
-    stem = output_stem(frame)
-    suffix = ".jpg" if frame.index is not None else Path(frame.input.name).suffix
-    image_path = save_dir / stem.with_name(stem.name + suffix)
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    imwrite(str(image_path), result.plot())
-    if save_txt:
-        label_path = save_dir / "labels" / stem.with_name(stem.name + ".txt")
-        label_path.parent.mkdir(parents=True, exist_ok=True)
-        label_path.write_text("".join(yolo_label_line(d) for d in record["detections"]))
-
-
-def yolo_label_line(detection: dict) -> str:
-    """``class cx cy w h`` with normalized coordinates: the YOLO label format."""
-    return f"{detection['class_id']} " + " ".join(f"{v:.6f}" for v in detection["xywhn"]) + "\n"
 
 
 @dataclass

@@ -10,7 +10,11 @@ A detector run folder holds::
 
 Options the user did not type keep Ultralytics' defaults (vqtool's defaults
 are tuned for classifiers); ``--epochs``, ``--imgsz``, ``--device`` and
-``--seed`` always apply.
+``--seed`` always apply. metrics.csv and curves.png change together after each
+epoch (:mod:`vqtool.runs.commit`). ``--resume`` continues with Ultralytics' own
+resume on the run's recorded data.yaml; a run killed after its last epoch but
+before model.pt was written is finished without training (model.pt copied,
+best.pt validated on that data.yaml).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from vqtool.detection.predict import ultralytics_device
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
-from vqtool.runs.folder import atomic_save, new_run_dir, read_json, write_args, write_metrics_csv
+from vqtool.runs.commit import commit, recover
+from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
 from vqtool.errors import VQError
 from vqtool.reporter import Reporter
 
@@ -160,7 +165,7 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
     with keeping_threads(), no_valid_images_as_error(dataset):
         model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
                     **args)
-    return _finish(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
+    return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
 def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
@@ -170,22 +175,27 @@ def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
     last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
     if not last.is_file():
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
+    recover(run)
     recorded = read_json(run / "args.json")["args"]
+    data = recorded_data(run, recorded)
     model = load_detector(str(last))
-    _check_resumed_files(last, model.overrides.get("data"))
+    _check_resumed_files(last, data)
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
+    record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
+    if training_finished(model.ckpt):
+        reporter.log(f"resuming {run_dir}: training ended after epoch {len(recorder.history)}; "
+                     f"writing {RUN_CHECKPOINT}")
+        return _finish_trained(run, recorder, data, started, record)
     recorder.attach(model)
     reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
     with keeping_threads():
-        model.train(resume=True)
-    record = {k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}
-    return _finish(run, recorder, model, started, {"dataset": Path(recorded["dataset"]).stem, **record})
+        model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
+    return _trained(run, recorder, model, started, record)
 
 
 def _check_resumed_files(last: Path, data: str | None) -> None:
     """What Ultralytics reads on resume besides last.pt: best.pt (unpickled when training ends, then copied to
-    model.pt) and the dataset last.pt names, checked as a dataset argument is (its label caches are pickles; a
-    missing split would run its download script)."""
+    model.pt) and the run's dataset, checked as a dataset argument is (its label caches are pickles)."""
     from vqtool.data import load_dataset
 
     best = last.with_name("best.pt")
@@ -195,16 +205,54 @@ def _check_resumed_files(last: Path, data: str | None) -> None:
         load_dataset(data)
 
 
-def _finish(run_dir: Path, recorder: "EpochRecorder", model, started: float, record: dict) -> dict:
+def recorded_data(run: Path, recorded: dict) -> str:
+    """The data.yaml a run was trained on, as args.json records it; VQError when it is gone."""
+    data = recorded.get("dataset")
+    if not data or not Path(data).is_file():
+        raise VQError(f"{run}: the run was trained on {data or 'a data.yaml args.json does not name'}, which no "
+                      f"longer exists; put it back to resume")
+    return str(data)
+
+
+def training_finished(checkpoint: dict | None) -> bool:
+    """Whether Ultralytics' last.pt has no epoch left: stripped after training (epoch -1), or of the last epoch."""
+    checkpoint = checkpoint or {}
+    epoch = checkpoint.get("epoch", -1)
+    epochs = (checkpoint.get("train_args") or {}).get("epochs")
+    return epoch < 0 or checkpoint.get("optimizer") is None or (epochs is not None and epoch + 1 >= epochs)
+
+
+def _finish_trained(run: Path, recorder: "EpochRecorder", data: str, started: float, record: dict) -> dict:
+    """Finish a run whose training is over: the best weights validated on the run's data, as Ultralytics'
+    final validation would have."""
+    from vqtool.detection.evaluate import validate
+
+    validation = validate(str(best_weights(run)), data, split="val")
+    # Ultralytics' fitness, which chose best.pt, is mAP50-95 (its stopper's own record is stripped from last.pt)
+    best = max(recorder.history, key=lambda row: row["map50_95"], default=None)
+    return _finish(run, len(recorder.history), best["epoch"] if best else None,
+                   box_metrics(validation.metrics.results_dict), started, record)
+
+
+def best_weights(run: Path) -> Path:
+    weights = run / ULTRALYTICS_DIR / "weights"
+    return weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+
+
+def _trained(run_dir: Path, recorder: "EpochRecorder", model, started: float, record: dict) -> dict:
+    """Finish a run Ultralytics has just trained: the metrics of its final validation of the best weights."""
+    # epochs before a resume are the early stopper's to remember (it is saved in the checkpoint)
+    best_epoch = recorder.best_epoch or model.trainer.stopper.best_epoch
+    return _finish(run_dir, len(recorder.history), best_epoch, box_metrics(model.metrics.results_dict), started,
+                   record)
+
+
+def _finish(run_dir: Path, epochs: int, best_epoch, metrics: dict, started: float, record: dict) -> dict:
     """Copy the best weights to the top of the run folder; the summary document (metrics of those weights)."""
-    weights = run_dir / ULTRALYTICS_DIR / "weights"
-    best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    best = best_weights(run_dir)
     atomic_save(run_dir / RUN_CHECKPOINT, lambda tmp: shutil.copyfile(best, tmp))
-    return {"run_dir": str(run_dir), "checkpoint": str(run_dir / RUN_CHECKPOINT), **record,
-            "epochs": len(recorder.history),
-            # epochs before a resume are the early stopper's to remember (it is saved in the checkpoint)
-            "best_epoch": recorder.best_epoch or model.trainer.stopper.best_epoch,
-            **box_metrics(model.metrics.results_dict), "seconds": round(time.perf_counter() - started, 2),
+    return {"run_dir": str(run_dir), "checkpoint": str(run_dir / RUN_CHECKPOINT), **record, "epochs": epochs,
+            "best_epoch": best_epoch, **metrics, "seconds": round(time.perf_counter() - started, 2),
             "vqtool_version": __version__}
 
 
@@ -259,8 +307,9 @@ class EpochRecorder:
         self.history.append(row)
         if trainer.fitness is not None and trainer.fitness == trainer.best_fitness:
             self.best_epoch = row["epoch"]
-        write_metrics_csv(self.run_dir / "metrics.csv", self.history)
-        plot_detection_curves(self.run_dir / "curves.png", self.history)
+        history = list(self.history)
+        commit(self.run_dir, {"metrics.csv": lambda path: Path(path).write_text(metrics_csv(history)),
+                              "curves.png": lambda path: plot_detection_curves(path, history)})
         self.reporter.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
                      f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
                      f"P {row['precision']:.3f} R {row['recall']:.3f} mAP50 {row['map50']:.3f} "

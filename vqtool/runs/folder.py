@@ -1,17 +1,37 @@
-"""Run folders: where a command's outputs go, written atomically."""
+"""Run folders, and how every file vqtool writes gets there: whole or not at all, never over what it must not.
+
+Every file is first written under a temporary name beside its destination
+(``.NAME.<pid>-<random>.tmp<suffix>``: hidden, and with the destination's suffix
+for writers that choose the format by it), flushed, then renamed into place;
+a failure (a full disk, a permission error, Ctrl-C) removes the temporary file,
+so no truncated file is ever left under a real name. ``replace=False`` installs
+it only where nothing exists yet (a hard link, which fails on an existing name),
+so a file that appeared meanwhile is never overwritten either.
+
+Files get the permissions the umask allows, as ``open()`` would give them,
+whatever the library that wrote them chose (safetensors and
+``tempfile.mkstemp`` make them 0600, which another user or a CI job cannot read).
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import math
 import os
+import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+
+TEMP_MARK = ".tmp"  # in every temporary file's name: .model.json.123-ab12.tmp.json
+# A run folder's own files: never the target of an export or any other output, whatever --overwrite says.
+RUN_FILES = ("model.safetensors", "model.json", "model.pt", "state.pt", "args.json", "metrics.csv", "curves.png")
+RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of these is a run folder
 
 
 def new_run_dir(command: str, out: str | None) -> Path:
@@ -24,35 +44,111 @@ def new_run_dir(command: str, out: str | None) -> Path:
     return path
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path``, then rename over it: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def check_output(path: Path, *, overwrite: bool, option: str = "-o") -> None:
+    """Refuse (usage error) an output that is a run folder's own file, or that exists unless ``overwrite``."""
+    target = Path(os.path.realpath(path))  # a symlink is judged by the file it would overwrite
+    if target.name in RUN_FILES and any((target.parent / marker).is_file() for marker in RUN_MARKERS):
+        raise VQError(f"{option} {path}: {target.name} is one of the files of the run folder {target.parent}; "
+                      f"vqtool never writes over it (choose another name)", usage=True)
+    if os.path.lexists(path) and not overwrite:
+        raise VQError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another name",
+                      usage=True)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux), else set and restored."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
-def atomic_save(path: Path, save) -> None:
-    """``save(file_path)`` writes to a temporary path that is then renamed to ``path``."""
+def temporary_path(path: Path) -> Path:
+    """A fresh hidden name beside ``path`` that keeps its suffix."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}{TEMP_MARK}{path.suffix}")
+
+
+def atomic_save(path: Path, save, *, replace: bool = True) -> None:
+    """``save(temporary_path)`` writes the file, which is then renamed to ``path``.
+
+    ``replace=False``: VQError if ``path`` exists (checked again at the rename). An OSError while saving (disk
+    full, no permission) becomes a one-line VQError; the temporary file is removed whatever happens.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         save(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
+        settle(tmp)
+        install(tmp, path, replace=replace)
+    except OSError as error:
+        raise VQError(f"{path}: cannot write it ({error.strerror or first_line(error)})") from error
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+def atomic_write(path: Path, data: bytes | str, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_save`)."""
+    payload = data.encode() if isinstance(data, str) else data
+    atomic_save(path, lambda tmp: Path(tmp).write_bytes(payload), replace=replace)
+
+
+def settle(path: Path) -> None:
+    """Give a freshly written file the umask's permissions and put it on disk, before a rename names it: the
+    name never points at data still in the page cache (a power cut would leave an empty file)."""
+    path = Path(path)
+    if not path.is_file():  # some exporters write folders
+        return
+    os.chmod(path, 0o666 & ~umask())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install(tmp: Path, path: Path, *, replace: bool = True) -> None:
+    """Rename ``tmp`` to ``path``; with ``replace=False`` only where no file of that name exists."""
+    if replace:
+        os.replace(tmp, path)
+        return
+    if os.path.lexists(path):
+        raise VQError(f"{path} already exists; vqtool does not replace it (pass --overwrite to allow it)",
+                      usage=True)
+    try:
+        os.link(tmp, path)  # fails if the name was taken meanwhile: no file is ever replaced
+    except FileExistsError as error:
+        raise VQError(f"{path} already exists; vqtool does not replace it (pass --overwrite to allow it)",
+                      usage=True) from error
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.replace(tmp, path)  # a filesystem without hard links: the check above is all there is
+    else:
+        tmp.unlink()
+
+
+def finite(document):
+    """``document`` with NaN and infinities replaced by None: strict JSON parsers reject them."""
+    if isinstance(document, float) and not math.isfinite(document):
+        return None
+    if isinstance(document, dict):
+        return {key: finite(value) for key, value in document.items()}
+    if isinstance(document, (list, tuple)):
+        return [finite(value) for value in document]
+    return document
+
+
+def json_text(document) -> str:
+    return json.dumps(finite(document), indent=2, default=str, allow_nan=False) + "\n"
 
 
 def write_json(path: Path, document) -> None:
-    atomic_write(path, json.dumps(document, indent=2, default=str) + "\n")
+    atomic_write(path, json_text(document))
 
 
 def read_json(path: Path) -> dict:
@@ -66,11 +162,15 @@ def write_args(run_dir: Path, command: str, args: dict) -> None:
     write_json(run_dir / "args.json", {"command": command, "argv": sys.argv[1:], "args": args})
 
 
-def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    if not history:
-        return
+def metrics_csv(history: list[dict]) -> str:
+    """One row per epoch, the columns of the first."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]) if history else [])
     writer.writeheader()
     writer.writerows(history)
-    atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    if history:
+        atomic_write(path, metrics_csv(history))

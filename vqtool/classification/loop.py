@@ -1,0 +1,224 @@
+"""The training loop: epochs over prepared splits, the best validation epoch kept, each epoch committed."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vqtool.classification.config import TrainConfig, make_optimizer, make_scheduler
+from vqtool.classification.inference import logits_with
+from vqtool.classification.training_run import ResumeState, TrainingRun
+from vqtool.compute import distributed
+from vqtool.data import Split
+from vqtool.data.pipeline import batches, num_batches
+from vqtool.errors import VQError
+from vqtool.models.freezing import set_train_mode
+from vqtool.reporter import Reporter
+
+
+@dataclass
+class FitResult:
+    """What a fit ended with: its progress, whose ``best_state`` the model now holds."""
+
+    state: ResumeState
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    @property
+    def best(self) -> dict:
+        return self.state.best
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.state.stopped_early
+
+
+@dataclass
+class Trainer:
+    """The objects one fit moves forward: what trains, how, and on which batches."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # an LR scheduler, or None
+    per_batch: bool  # the scheduler steps after every batch (else after every epoch)
+    steps: int  # batches per epoch, per process
+    drop_last: bool
+    loss_fn: nn.Module
+    inputs: object  # ImageInputs or FeatureInputs
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.inputs.generator
+
+
+def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: TrainConfig, *,
+        reporter: Reporter, run: TrainingRun | None = None, resume: ResumeState | None = None,
+        param_groups=None, on_epoch_start=None) -> FitResult:
+    """Train ``model`` on prepared splits; keeps the weights of the best validation epoch.
+
+    ``inputs`` turns stored batches into model input (``ImageInputs`` for
+    images, ``FeatureInputs`` for cached features) and owns the generator that
+    shuffles and augments. ``on_epoch_start(epoch, model, optimizer)`` lets
+    callers change what trains (staged unfreezing). Each epoch ends with one
+    commit to the run folder, so an interrupted run continues from its last
+    completed epoch.
+    """
+    # Restore: a fresh start, or an interrupted run's weights, optimizer, schedule and random streams.
+    trainer = make_trainer(model, train, inputs, config, param_groups)
+    state = ResumeState(planned_epochs=config.epochs)
+    if resume:
+        state = restore(trainer, resume, config, on_epoch_start, reporter)
+    network, trainable = distributed.wrap(model, inputs.device), _trainable_ids(model)
+    first = config.epochs + 1 if state.stopped_early else state.epoch + 1
+    for epoch in range(first, config.epochs + 1):
+        # Epoch: staged changes first (DDP syncs the gradients of what trained when it was wrapped).
+        if on_epoch_start:
+            on_epoch_start(epoch, model, trainer.optimizer)
+            if _trainable_ids(model) != trainable:
+                network, trainable = distributed.wrap(model, inputs.device), _trainable_ids(model)
+        record = run_epoch(trainer, network, train, val, config, epoch, reporter)
+        # Record: the best epoch's weights are kept in memory, and in the run folder below.
+        improved = state.add(record, model, has_val=val is not None)
+        reporter.log(format_epoch(record, config.epochs))
+        # Stop: early stopping once val has not improved for --early-stop epochs.
+        state.stopped_early = bool(config.early_stop and state.bad_epochs >= config.early_stop)
+        # Checkpoint: this epoch's files, committed together (curves with the last epoch).
+        if run:
+            state.capture(model, trainer.optimizer, trainer.scheduler, trainer.generator)
+            run.commit(state, best_model=model if improved else None,
+                       last=state.stopped_early or epoch == config.epochs)
+        if state.stopped_early:
+            reporter.log(f"early stop: no val improvement for {state.bad_epochs} epochs "
+                         f"(best epoch {state.best['epoch']})")
+            break
+    model.load_state_dict(state.best_state)
+    return FitResult(state)
+
+
+def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, param_groups=None) -> Trainer:
+    """The optimizer, LR schedule and batches per epoch of a fresh run (random streams seeded)."""
+    torch.manual_seed(config.seed)
+    model.to(inputs.device, memory_format=torch.channels_last)
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = make_optimizer(groups, config)
+    per_rank = math.ceil(len(train) / distributed.world_size())
+    drop_last = per_rank > config.batch_size
+    steps = num_batches(per_rank, config.batch_size, drop_last)
+    scheduler, per_batch = make_scheduler(optimizer, config, steps)
+    if distributed.is_distributed():  # each rank augments its images with its own random stream
+        inputs.generator.manual_seed(config.seed + distributed.rank())
+    return Trainer(model, optimizer, scheduler, per_batch, steps, drop_last,
+                   nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), inputs)
+
+
+def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch_start,
+            reporter: Reporter) -> ResumeState:
+    """Put ``trainer`` back where ``resume`` left off; the progress to continue from."""
+    trainer.model.load_state_dict(resume.model)
+    if on_epoch_start:  # re-apply the staged changes of the epochs already done
+        for epoch in range(1, resume.epoch + 1):
+            on_epoch_start(epoch, trainer.model, trainer.optimizer)
+    trainer.optimizer.load_state_dict(resume.optimizer)
+    if resume.planned_epochs == config.epochs:
+        if trainer.scheduler is not None and resume.scheduler:
+            trainer.scheduler.load_state_dict(resume.scheduler)
+    elif resume.epoch < config.epochs:  # --epochs extends the run: a schedule of its own over the new epochs
+        left = config.epochs - resume.epoch
+        trainer.scheduler, trainer.per_batch = make_scheduler(trainer.optimizer, config, trainer.steps, left)
+        if trainer.scheduler is not None:
+            reporter.log(f"--epochs {config.epochs}: a new {config.scheduler} schedule over epochs "
+                         f"{resume.epoch + 1}-{config.epochs}, from lr {trainer.optimizer.param_groups[0]['lr']:.2e}")
+        resume.planned_epochs, resume.stopped_early, resume.bad_epochs = config.epochs, False, 0
+    trainer.generator.set_state(resume.generator)
+    torch.set_rng_state(resume.torch_rng)
+    return resume
+
+
+def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config: TrainConfig, epoch: int,
+              reporter: Reporter) -> dict:
+    """Train one epoch, validate, step an epoch-wise schedule; the epoch's metrics record."""
+    started = time.perf_counter()
+    lr = trainer.optimizer.param_groups[0]["lr"]  # the head's, when the backbone has a group of its own
+    train_loss, train_top1 = _train_epoch(trainer, network, _epoch_batches(train, config, trainer, epoch),
+                                          reporter, f"epoch {epoch}/{config.epochs}")
+    seconds = time.perf_counter() - started
+    images = distributed.world_size() * trainer.steps * config.batch_size if trainer.drop_last else len(train)
+    record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
+              "val_loss": None, "val_top1": None, "seconds": round(seconds, 3),
+              "images_per_second": round(images / seconds, 1)}
+    if val is not None:
+        record["val_loss"], record["val_top1"] = validate(trainer.model, val, trainer.inputs,
+                                                          max(256, config.batch_size))
+        if not math.isfinite(record["val_loss"]):
+            raise VQError(f"training diverged at epoch {epoch}: val loss is {record['val_loss']} (train loss "
+                          f"{train_loss:.4g}); try a lower --lr")
+    if trainer.scheduler is not None and not trainer.per_batch:
+        if config.scheduler == "plateau":
+            trainer.scheduler.step(record["val_loss"] if val is not None else train_loss)
+        else:
+            trainer.scheduler.step()
+    return record
+
+
+def _trainable_ids(model: nn.Module) -> frozenset:
+    return frozenset(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def _epoch_batches(train: Split, config: TrainConfig, trainer: Trainer, epoch: int):
+    """This epoch's shuffled batches: of the whole split, or of this rank's DistributedSampler shard."""
+    if distributed.is_distributed():
+        local = train.subset(distributed.shard(len(train), epoch=epoch, seed=config.seed, shuffle=True))
+        return batches(local, config.batch_size, drop_last=trainer.drop_last)
+    return batches(train, config.batch_size, shuffle=True, generator=trainer.generator, drop_last=trainer.drop_last)
+
+
+def _train_epoch(trainer: Trainer, network, epoch_batches, reporter: Reporter, description: str):
+    """(mean loss, accuracy) over the epoch's training batches, of every rank."""
+    set_train_mode(network)
+    device, optimizer = trainer.inputs.device, trainer.optimizer
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
+    with reporter.progress(description, trainer.steps) as advance:
+        for stored, labels in epoch_batches:
+            x = trainer.inputs.train(stored)
+            y = labels.to(device, non_blocking=True)
+            logits = network(x)
+            loss = trainer.loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if trainer.per_batch and trainer.scheduler is not None:
+                trainer.scheduler.step()
+            sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
+                                 torch.tensor(len(y), device=device, dtype=torch.float64)])
+            advance()
+    loss_sum, correct, seen = distributed.total(sums).tolist()
+    if not math.isfinite(loss_sum):
+        raise VQError("training diverged (loss is not finite); try a lower --lr")
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[float, float]:
+    """(loss, top-1 accuracy) over the whole val split; with several ranks each scores a share, then sums."""
+    if distributed.is_distributed():
+        val = val.subset(torch.arange(distributed.rank(), len(val), distributed.world_size()))
+    sums = torch.zeros(3, dtype=torch.float64)
+    if len(val):
+        logits = logits_with(model, val, inputs.eval, batch_size)
+        sums += torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
+                              (logits.argmax(1) == val.labels).sum().item(), len(val)], dtype=torch.float64)
+    loss_sum, correct, count = distributed.total(sums.to(inputs.device)).tolist()
+    return loss_sum / count, correct / count
+
+
+def format_epoch(record: dict, epochs: int) -> str:
+    line = (f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}  "
+            f"train loss {record['train_loss']:.4f} acc {record['train_top1']:.4f}")
+    if record["val_top1"] is not None:
+        line += f"  val loss {record['val_loss']:.4f} acc {record['val_top1']:.4f}"
+    return line + f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
