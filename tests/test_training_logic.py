@@ -5,7 +5,7 @@ import math
 import pytest
 
 from vqtool.classification.lr_find import RangeTest
-from vqtool.classification.train import diagnose
+from vqtool.classification.hints import diagnose
 
 
 def history(*accuracies: tuple[float, float]) -> list[dict]:

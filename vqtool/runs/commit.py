@@ -1,0 +1,127 @@
+"""Epoch commits: the files that describe one epoch of a run change together, or not at all.
+
+After each epoch a training run replaces several files at once (the best
+weights and model.json when the epoch improved, metrics.csv, state.pt, and
+curves.png when it is redrawn). Renaming each into place on its own would
+leave a folder killed between two renames holding two epochs. Instead:
+
+1. **stage**: every new file is written into a fresh folder ``RUN/.staging-XXXX/``;
+2. **switch**: the staging folder is renamed to ``RUN/.commit/`` — one rename,
+   the instant the new epoch becomes the run's;
+3. **install**: each file is moved from ``.commit/`` over its name in ``RUN/``,
+   then ``.commit/`` is removed.
+
+Readers look a name up in ``.commit/`` first (:func:`committed`): before the
+switch they see only the old epoch's files, after it only the new epoch's,
+whether or not the install has moved them yet. A folder killed at any instant
+therefore reads as epoch k or k+1, never a mix. :func:`recover`, run before
+every commit and when a run is resumed, finishes an interrupted install (roll
+forward) and deletes staging folders and stray temporary files (roll back).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from vqtool.errors import VQError, first_line
+from vqtool.runs.folder import RUN_FILES, TEMP_MARK, settle, umask
+
+COMMIT_DIR = ".commit"
+STAGING_PREFIX = ".staging-"
+
+
+def committed(run_dir: Path, name: str) -> Path:
+    """Where the run's current ``name`` is: in the switched-in commit if one is being installed, else in place."""
+    pending = Path(run_dir) / COMMIT_DIR / name
+    return pending if pending.exists() else Path(run_dir) / name
+
+
+def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
+    """Replace the run's ``files`` (name -> ``save(path)``, which writes the new file) as one change."""
+    run_dir = Path(run_dir)
+    recover(run_dir)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=run_dir))
+    try:
+        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; readers of other users follow the umask
+        for name, save in files.items():
+            _stage(staging / name, save)
+        _sync_folder(staging)
+        _switch(staging, run_dir / COMMIT_DIR)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if _write_failure(error):
+            raise VQError(f"{run_dir}: cannot save the epoch's files ({_reason(error)}); "
+                          f"the run folder keeps its previous epoch") from error
+        raise
+    _sync_folder(run_dir)
+    install_commit(run_dir)
+
+
+def _write_failure(error: BaseException) -> bool:
+    """A full disk or a permission error: OSError, or torch.save's RuntimeError from its zip writer."""
+    return isinstance(error, OSError) or (isinstance(error, RuntimeError) and "inline_container" in str(error))
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or first_line(error)
+
+
+def _stage(path: Path, save: Callable[[Path], None]) -> None:
+    save(path)
+    settle(path)
+
+
+def _switch(staging: Path, commit_dir: Path) -> None:
+    os.rename(staging, commit_dir)
+
+
+def install_commit(run_dir: Path) -> None:
+    """Move a switched-in commit's files to their places in the run folder (each move atomic, any order)."""
+    commit_dir = Path(run_dir) / COMMIT_DIR
+    if not commit_dir.is_dir():
+        return
+    for staged in sorted(commit_dir.iterdir()):
+        _install(staged, Path(run_dir) / staged.name)
+    commit_dir.rmdir()
+    _sync_folder(run_dir)
+
+
+def _install(staged: Path, destination: Path) -> None:
+    os.replace(staged, destination)
+
+
+def recover(run_dir: Path) -> None:
+    """Finish an interrupted commit and remove what a killed writer left: staging folders, temporary files."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    install_commit(run_dir)
+    for leftover in run_dir.iterdir():
+        if leftover.name.startswith(STAGING_PREFIX) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif _temporary_run_file(leftover.name) and leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
+def _temporary_run_file(name: str) -> bool:
+    """A temporary file of one of the run's own files (``.state.pt.123-ab12.tmp.pt``, or older vqtools'
+    ``.model.json.k3j2.tmp``): never a file of the user's."""
+    return TEMP_MARK in name and name.startswith(tuple(f".{own}." for own in RUN_FILES))
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the renames in it survive a power cut (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
