@@ -7,6 +7,7 @@ import click
 from vqtool.commands import data_options, output_options, trust_pickle_option, typed_options
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
+from vqtool.commands.types import OutputPath
 
 
 @click.command()
@@ -14,8 +15,8 @@ from vqtool.commands.evaluate import evaluation_options
 @click.argument("dataset", required=False, shell_complete=complete_dataset)
 @click.option("--normalize", is_flag=True, help="Rows as fractions of each true class.")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="How many confused pairs.")
-@click.option("--png", type=click.Path(dir_okay=False), help="Save the matrix as a heatmap PNG.")
-@click.option("--examples", type=click.Path(dir_okay=False), help="Save a grid of misclassified images (PNG).")
+@click.option("--png", type=OutputPath(), help="Save the matrix as a heatmap PNG.")
+@click.option("--examples", type=OutputPath(), help="Save a grid of misclassified images (PNG).")
 @evaluation_options
 @data_options
 @trust_pickle_option

@@ -8,6 +8,7 @@ from vqtool.commands import (CLASSIFIER_ONLY, data_options, detector_training, o
                              trust_pickle_option)
 from vqtool.commands.train import config_from_options, training_options, typed_epochs
 from vqtool.commands.completion import complete_dataset, complete_model
+from vqtool.commands.types import FiniteFloat
 
 
 @click.command()
@@ -23,7 +24,7 @@ from vqtool.commands.completion import complete_dataset, complete_model
               help="What stays frozen: all but the head, nothing, all but the last N stages, or up to LAYER.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="The new classifier: one linear layer, or two with ReLU and dropout.")
-@click.option("--backbone-lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--backbone-lr", type=FiniteFloat(0, min_open=True), default=None,
               help="LR of the unfrozen backbone layers (default: --lr / 10).")
 @click.option("--unfreeze-at", type=click.IntRange(0), default=0, metavar="EPOCH",
               help="Staged fine-tuning: unfreeze --unfreeze stages at this epoch (0: never).")
