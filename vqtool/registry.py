@@ -9,7 +9,6 @@ resolved by name on demand rather than enumerated up front.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import os
 import warnings
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable
 
+from vqtool.catalog import ENTRY_POINT_GROUPS, allowed_entry_points, matching
 from vqtool.errors import VQError, VQWarning, suggest
 
 BUILTIN_MODULES = (
@@ -26,7 +26,6 @@ BUILTIN_MODULES = (
     "vqtool.data.sources",
     "vqtool.detection.data",
 )
-ENTRY_POINT_GROUPS = ("vqtool.models", "vqtool.datasets")
 
 
 @dataclass(frozen=True)
@@ -165,15 +164,8 @@ def load_all() -> None:
 
 
 def _plugin_entry_points():
-    from importlib.metadata import entry_points
-
-    allowed = os.environ.get("VQTOOL_PLUGINS")
-    wanted = None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()} - {"none"}
-    for group in ENTRY_POINT_GROUPS:
-        for entry_point in entry_points(group=group):
-            dist = entry_point.dist.name if entry_point.dist else entry_point.name
-            if wanted is None or dist in wanted or entry_point.name in wanted:
-                yield dist, entry_point
+    for group in ENTRY_POINT_GROUPS.values():
+        yield from allowed_entry_points(group)
 
 
 def _dist_version(dist: str) -> str | None:
@@ -183,6 +175,12 @@ def _dist_version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def loaded() -> bool:
+    """Whether the built-ins and plugins are imported (then listings show the live registry, in-process
+    registrations included)."""
+    return _loaded
 
 
 def plugins() -> dict[str, dict]:
@@ -208,10 +206,7 @@ def model_names(pattern: str | None = None) -> list[str]:
     names = list(_MODELS)
     for prefix, family in _FAMILIES.items():
         names.extend(prefix + n for n in family.names())
-    if pattern:
-        pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return names
+    return matching(names, pattern)
 
 
 def model_source(name: str) -> str:
