@@ -45,6 +45,11 @@ def export(checkpoint: str, options, reporter) -> dict:
         from vqtool.detection.export import export_detector
 
         return export_detector(checkpoint, options, reporter)
+    from vqtool.classification.checkpoint_files import check_model_path
+    from vqtool.classification.export_metadata import check_options
+
+    check_options(options)  # usage errors before torch loads
+    check_model_path(checkpoint)
     from vqtool.classification.export import export_classifier
 
     return export_classifier(checkpoint, options, reporter)

@@ -32,8 +32,7 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     """
     from pathlib import Path
 
-    from vqtool.classification.confusion import confusion_report, plot_confusion, plot_misclassified
-    from vqtool.classification.evaluate import evaluate
+    from vqtool.classification.checkpoint_files import check_model_path
     from vqtool.tasks import DETECTION, task_of
 
     if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
@@ -46,9 +45,15 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
         report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
                                      batch_size=typed_options().get("batch_size"), reporter=out)
     else:
+        check_model_path(checkpoint)  # before the evaluation imports torch
+        from vqtool.classification.confusion import confusion_report
+        from vqtool.classification.evaluate import evaluate
+
         evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
                               reporter=out)
         report = confusion_report(evaluation, top=top, normalize=normalize)
+    from vqtool.classification.confusion import plot_confusion, plot_misclassified
+
     if png:
         plot_confusion(report, Path(png))
         out.log(f"wrote {png}")

@@ -23,7 +23,7 @@ def models(pattern, out):
     """
     from vqtool import catalog, registry
 
-    rows = live_model_rows(pattern) if registry.loaded() else catalog.model_rows(pattern)
+    rows = live_model_rows(pattern) if registry.loaded("models") else catalog.model_rows(pattern)
     if out.json:
         out.emit(rows)
         return
@@ -68,7 +68,7 @@ def datasets(out):
     """
     from vqtool import catalog, registry
 
-    rows = live_dataset_rows() if registry.loaded() else catalog.dataset_rows()
+    rows = live_dataset_rows() if registry.loaded("datasets") else catalog.dataset_rows()
     if out.json:
         out.emit(rows)
         return
@@ -92,7 +92,7 @@ def plugins(check, out):
     """
     from vqtool import catalog, registry
 
-    found = registry.plugins() if check or registry.loaded() else catalog.declared_plugins()
+    found = registry.plugins() if check or registry.loaded("models") else catalog.declared_plugins()
     rows = [{"name": name, **info} for name, info in found.items()]
     if out.json:
         out.emit(rows)

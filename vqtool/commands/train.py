@@ -72,13 +72,14 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     if task_of(dataset, resume) == DETECTION:  # a YOLO data.yaml or detector run
         print_summary(out, _train_detector(dataset, resume, out_dir, out), title="training summary")
         return
+    config = config_from_options(model_name, data)
+    check_before_torch("train", dataset, resume, config)
     from vqtool.classification.train import resume_job, train_job
 
     if resume:
         summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs))
     else:
-        summary = train_job(dataset, data, config_from_options(model_name, data), reporter=out, out_dir=out_dir,
-                            lr_find=lr_find)
+        summary = train_job(dataset, data, config, reporter=out, out_dir=out_dir, lr_find=lr_find)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
@@ -87,6 +88,20 @@ def config_from_options(model_name: str, data):
     from vqtool.classification.config import TrainConfig
 
     return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
+
+
+def check_before_torch(command: str, dataset: str, resume: str | None, config, tune=None) -> None:
+    """The usage errors that need no data, raised before the job imports torch: a moment, not seconds."""
+    from vqtool.registry import get_dataset_source
+    from vqtool.runs.folder import run_arguments
+
+    if resume:
+        run_arguments(resume, command)
+        return
+    config.check()
+    if tune is not None:
+        tune.check(config)
+    get_dataset_source(dataset)
 
 
 def typed_epochs(epochs: int) -> int | None:

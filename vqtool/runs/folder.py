@@ -209,6 +209,20 @@ def read_json(path: Path) -> dict:
         raise VQError(f"{path}: cannot read ({error})") from error
 
 
+def run_arguments(run_dir, command: str) -> dict:
+    """The args.json document of a ``command`` run folder that --resume continues (a usage error otherwise)."""
+    path = Path(run_dir) / "args.json"
+    if not path.is_file():
+        raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
+    document = read_json(path)
+    recorded = document.get("command") if isinstance(document, dict) else None
+    if recorded != command:
+        raise VQError(f"{run_dir}: a {recorded} run; continue it with vqtool {recorded} --resume {run_dir}"
+                      if recorded in ("train", "finetune") else f"{run_dir}: its args.json records no vqtool "
+                      f"training command", usage=True)
+    return document
+
+
 def write_args(run_dir: Path, command: str, args: dict) -> None:
     write_json(run_dir / "args.json", {"command": command, "argv": sys.argv[1:], "args": args})
 
