@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import json
 import time
 import warnings
@@ -96,7 +97,11 @@ def write_torchscript(model, example, path: Path, document: dict, options: Expor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", export_warnings())
             traced = torch.jit.trace(model, example)
-            torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
+            # Into memory, then to the file: torch's zip writer, failing to write (a full disk) as it closes,
+            # throws from a C++ destructor and aborts the interpreter; Python's write raises an OSError.
+            archive = io.BytesIO()
+            torch.jit.save(traced, archive, _extra_files={EXTRA_FILE: json.dumps(document)})
+        Path(tmp).write_bytes(archive.getvalue())
 
     _writing(path, save, document["architecture"], "TorchScript", options.overwrite)
 

@@ -136,10 +136,36 @@ def atomic_save(path: Path, save, *, replace: bool = True) -> None:
         save(str(tmp))
         settle(tmp)
         install(tmp, path, replace=replace)
-    except OSError as error:
-        raise VQError(f"{path}: cannot write it ({error.strerror or first_line(error)})") from error
+    except Exception as error:
+        reason = write_failure(error, path.parent)
+        if reason is None:
+            raise
+        raise VQError(f"{path}: cannot write it ({reason})") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL_BELOW = 1 << 20  # bytes free under which a filesystem whose write just failed counts as full
+
+
+def write_failure(error: BaseException, folder) -> str | None:
+    """Why writing into ``folder`` failed, in a few words, when ``error`` is a failed write; None otherwise.
+
+    An OSError says it (a full disk, no permission). Writers in C++ do not: torch's zip writer raises
+    "enforce fail at inline_container.cc ... unexpected pos", exporters wrap it in their own errors. So the
+    filesystem is asked (before the partial file is removed) whether it is full.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        usage = os.statvfs(folder)
+        if usage.f_bavail * usage.f_frsize < FULL_BELOW:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    if isinstance(error, OSError) or "inline_container" in str(error):
+        return first_line(error)
+    return None
 
 
 def atomic_write(path: Path, data: bytes | str, *, replace: bool = True) -> None:
