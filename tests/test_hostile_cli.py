@@ -294,3 +294,17 @@ def test_an_output_without_permission_is_refused_first(run_cli, tmp_path):
     locked.mkdir(mode=0o500)
     result = run_cli("train", "--out", locked / "run")
     assert result.exit_code == 2 and f"no permission to write in {locked}" in result.stderr
+
+
+@pytest.mark.parametrize("weights", ["run", "run/model.safetensors", "run/model.json", "model.onnx"])
+def test_detect_given_a_classifier_says_so_in_one_line(weights, run_cli, trained_run, tmp_path):
+    if weights == "model.onnx":
+        assert run_cli("export", trained_run, "-o", tmp_path / weights, "--no-verify", "-q").exit_code == 0
+        path = tmp_path / weights
+    else:
+        path = trained_run.parent / weights
+    (tmp_path / "x.png").write_bytes(b"")
+    result = run_cli("detect", tmp_path / "x.png", "-w", path)
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == [result.stderr.strip()]
+    assert "classifier" in result.stderr and "not a detector" in result.stderr and "vqtool predict" in result.stderr

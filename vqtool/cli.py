@@ -22,7 +22,7 @@ import click
 
 from vqtool import __version__
 from vqtool.commands import StdoutClosed, debug_option
-from vqtool.errors import VQError, VQWarning, debug_enabled
+from vqtool.errors import VQError, VQWarning, debug_enabled, first_line
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -86,8 +86,8 @@ class LazyGroup(click.Group):
         except click.UsageError as error:  # Click's own checks (option types, missing arguments): one line too
             where = error.ctx.command_path if error.ctx else "vqtool"
             _fail(ctx, f"{error.format_message()} (see '{where} --help')", 2)
-        except VQError as error:
-            _fail(ctx, str(error), error.exit_code)
+        except VQError as error:  # one line even when a library's text slipped into the message
+            _fail(ctx, first_line(error), error.exit_code)
         except StdoutClosed:  # `vqtool ... | head -1`: the reader has what it wanted, as with any Unix filter
             _silence_stdout()
             ctx.exit(0)

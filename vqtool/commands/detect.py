@@ -61,6 +61,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
 
     from vqtool.detection.predict import DetectOptions, DetectSummary, Failure, detect as run_detection, plural
     from vqtool.errors import VQError
+    from vqtool.tasks import require_detector
 
     if out.json and fmt not in (None, "jsonl"):
         raise VQError(f"--json prints JSON lines; it cannot be combined with --format {fmt}", usage=True)
@@ -70,6 +71,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
                             vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
+    require_detector(weights)
     stream = run_detection(sources, weights, options)
     write = WRITERS[fmt](out)
     summary = DetectSummary()

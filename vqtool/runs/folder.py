@@ -232,7 +232,7 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8, or not JSON
-        raise VQError(f"{path}: cannot read ({error})") from error
+        raise VQError(f"{path}: cannot read ({first_line(error)})") from error
 
 
 def run_arguments(run_dir, command: str) -> dict:
