@@ -564,3 +564,17 @@ def test_a_truncated_jpeg_in_a_detection_dataset_is_refused_and_left_as_it_was(r
     check_outcome(result, Case("", None, 1, ("1 val JPEG file(s) lack their end marker", "0.jpg",
                                              "rewrite them in place")), tmp_path)
     assert image.read_bytes() == truncated
+
+
+def test_library_noise_about_a_damaged_jpeg_stays_off_stderr(run_cli, detector, tmp_path, capfd):
+    image = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image, quality=90)
+    data = image.read_bytes()
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(data[:len(data) // 2] + b"\xff\xd9")  # libjpeg decodes it, complaining on fd 2
+    result = run_cli("detect", damaged, "-w", detector, "--imgsz", "64", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(damaged)
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    run_cli("--debug", "detect", damaged, "-w", detector, "--imgsz", "64", "-q")
+    assert "Corrupt JPEG" in capfd.readouterr().err  # --debug shows what the libraries say
