@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
+import os
 import signal
 import sys
 import threading
@@ -29,6 +31,7 @@ COMMANDS = {
     "eval": "vqtool.commands.evaluate:evaluate",
     "confusion": "vqtool.commands.confusion:confusion",
     "detect": "vqtool.commands.detect:detect",
+    "predict": "vqtool.commands.predict:predict",
     "export": "vqtool.commands.export:export",
     "conv": "vqtool.commands.conv:conv",
     "models": "vqtool.commands.listing:models",
@@ -80,7 +83,12 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             with sigterm_unwinds():
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit where it cannot be caught
+                return result
+        except BrokenPipeError:  # the reader stopped (| head -1): it has what it wanted
+            _silence_stdout()
+            ctx.exit(0)
         except VQError as error:
             if debug_enabled():
                 raise
@@ -92,6 +100,14 @@ class LazyGroup(click.Group):
             terminated = isinstance(interrupt, Terminated)
             click.echo("Terminated." if terminated else "Aborted.", err=True)
             ctx.exit(143 if terminated else 130)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush of the broken pipe is not an error."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (CliRunner): nothing to flush
+        pass
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
