@@ -68,7 +68,10 @@ def check_predictions_file(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in PREDICTION_SUFFIXES:
         raise VQError(f"--predictions {path}: name a .csv or .jsonl file", usage=True)
-    check_output(path, overwrite=False, option="--predictions")
+    check_output(path, overwrite=True, option="--predictions")  # never a run folder's own file
+    if path.exists():
+        raise VQError(f"--predictions {path} already exists; choose another name (vqtool does not replace it)",
+                      usage=True)
     return path
 
 
