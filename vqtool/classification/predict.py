@@ -109,6 +109,7 @@ class Probabilities:
             self.model.to(self.device).eval()
         self.normalize = Normalizer(classifier.preprocess, self.device, channels_last=True)
         self.tta = tta
+        self.classes = len(classifier.classes)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,6 +117,9 @@ class Probabilities:
         probabilities = self.model(x).float().softmax(1)
         if self.tta:
             probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(1)) / 2
+        if probabilities.ndim != 2 or probabilities.shape[1] != self.classes:
+            raise VQError(f"the model gives {tuple(probabilities.shape)} scores per batch but names {self.classes} "
+                          f"classes; its weights and class names do not belong together")
         return probabilities.cpu()
 
 
