@@ -123,9 +123,10 @@ def test_video_frames_with_stride(run_cli, stripes_run, tmp_path):
     for i in range(7):
         writer.write(np.full((24, 32, 3), 30 * i, np.uint8))
     writer.release()
-    records = records_of(run_cli("predict", video, "-w", run, "--vid-stride", "3"))
+    records = records_of(run_cli("predict", video, "-w", run, "--vid-stride", "3", "--cam", tmp_path / "cams"))
     assert [r["frame"] for r in records] == [2, 5]
     assert all(r["path"] == str(video) and (r["width"], r["height"]) == (32, 24) for r in records)
+    assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["clip_2_cam.png", "clip_5_cam.png"]
 
 
 def test_unreadable_inputs_are_reported_skipped_and_exit_1(run_cli, stripes_run, tmp_path):

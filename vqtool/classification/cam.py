@@ -81,14 +81,15 @@ def _shape(output) -> tuple:
     return tuple(output.shape) if isinstance(output, torch.Tensor) else ()
 
 
-def save_cam(folder: Path, name: str, image: torch.Tensor, heatmap: np.ndarray, title: str) -> Path:
-    """The model's input image beside it with the heatmap laid over, in one PNG; never over an existing file."""
+def save_cam(folder: Path, stem: str, image: torch.Tensor, heatmap: np.ndarray, title: str) -> Path:
+    """The model's input image beside it with the heatmap laid over, in one PNG, ``folder/<stem>_cam.png``
+    (``stem`` may hold subfolders); never over an existing file."""
     from vqtool.classification.sorting import free_names
 
     picture = image.permute(1, 2, 0).numpy()
     picture = picture[:, :, 0] if picture.shape[2] == 1 else picture
     cmap = "gray" if picture.ndim == 2 else None
-    stem = Path(name).with_suffix("")
+    stem = Path(stem)
     (folder / stem).parent.mkdir(parents=True, exist_ok=True)
     for candidate in free_names(stem.name + SUFFIX):
         path = folder / stem.parent / candidate

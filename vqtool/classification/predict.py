@@ -80,8 +80,8 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
             pixels = torch.stack([frame.image[0] for frame in frames])
             maps = cam.heatmaps(pixels, [record["top"][0]["class_id"] for record in records])
             for frame, record, heatmap, image in zip(frames, records, maps, pixels):
-                name = frame.input.name if frame.index is None else f"{frame.input.name}_{frame.index}"
-                save_cam(folder, name, image, heatmap, f"{record['class']} {record['confidence']:.3f}")
+                stem = str(Path(frame.input.name).with_suffix("")) + ("" if frame.index is None else f"_{frame.index}")
+                save_cam(folder, stem, image, heatmap, f"{record['class']} {record['confidence']:.3f}")
 
         after.append(save_cams)
     return after
