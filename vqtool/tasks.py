@@ -33,6 +33,21 @@ def _is_detection_target(spec: str) -> bool:
         for source in dataset_sources().values())
 
 
+def is_classifier(spec: str) -> bool:
+    """A vqtool classification checkpoint (run folder, model.safetensors, model.json) or an exported classifier."""
+    from vqtool.classification.checkpoint import resolve_checkpoint
+    from vqtool.classification.export_metadata import is_exported_classifier
+    from vqtool.errors import VQError
+
+    if is_exported_classifier(spec):
+        return True
+    try:
+        resolve_checkpoint(spec)
+    except VQError:
+        return False
+    return True
+
+
 def export(checkpoint: str, options, reporter) -> dict:
     """Export a classification checkpoint or YOLO weights; the summary ``vqtool export`` prints."""
     from vqtool.classification.export_metadata import is_exported

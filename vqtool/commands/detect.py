@@ -70,12 +70,10 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
 
 def refuse_classifier(weights: str) -> None:
     """A vqtool classifier (checkpoint or export) given to detect: one line pointing at predict."""
-    from pathlib import Path
-
     from vqtool.errors import VQError
-    from vqtool.tasks import CLASSIFICATION, task_of
+    from vqtool.tasks import is_classifier
 
-    if Path(weights).exists() and task_of(weights) == CLASSIFICATION:
+    if is_classifier(weights):
         raise VQError(f"{weights}: a classifier, not a detector; classify images with `vqtool predict`", usage=True)
 
 
