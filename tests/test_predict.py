@@ -350,3 +350,28 @@ def test_a_closed_pipe_ends_quietly_with_exit_0(stripes_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["path"]
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_decoding_runs_a_bounded_way_ahead_of_the_model(stripes_run):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.predict import _decoded
+    from vqtool.data.inputs import Input
+
+    run, tree, _ = stripes_run
+    files = sorted((tree / "val").rglob("*.png"))
+    consumed = []
+
+    def inputs():  # an endless stream, as stdin can be
+        while True:
+            path = str(files[len(consumed) % len(files)])
+            consumed.append(path)
+            yield Input(path, Path(path).name)
+
+    with ThreadPoolExecutor(2) as pool:
+        stream = _decoded(inputs(), load_checkpoint(run).preprocess, pool, ahead=8, vid_stride=1)
+        first = [next(stream) for _ in range(20)]
+        stream.close()
+    assert [f.input.path for f in first] == consumed[:20]  # in input order
+    assert len(consumed) <= 20 + 8 + 1  # never more than `ahead` decoded and waiting
