@@ -19,18 +19,19 @@ def pyplot():
 
 
 @contextlib.contextmanager
-def png_figure(path: Path, **subplots):
+def png_figure(path: Path, *, replace: bool = True, **subplots):
     """``with png_figure(path, figsize=(6, 4)) as (figure, axes):`` draw; on leaving, the PNG is written.
 
     ``subplots`` are ``plt.subplots`` arguments. The figure is closed either way,
-    so long runs that redraw their curves do not accumulate figures.
+    so long runs that redraw their curves do not accumulate figures. ``replace=False``:
+    VQError rather than write over an existing file.
     """
     plt = pyplot()
     figure, axes = plt.subplots(**subplots)
     try:
         yield figure, axes
         figure.tight_layout()
-        atomic_save(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+        atomic_save(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=100), replace=replace)
     finally:
         plt.close(figure)
 

@@ -49,3 +49,8 @@ class SilentReporter:
 
 
 SILENT = SilentReporter()
+
+
+def plural(count: int, noun: str) -> str:
+    """``3 images``, ``1 image``: how messages count things."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -33,21 +33,27 @@ def _is_detection_target(spec: str) -> bool:
         for source in dataset_sources().values())
 
 
-def require_detector(weights: str) -> None:
-    """A usage error, in one line, when ``weights`` given where a detector is needed hold a classifier."""
+def is_classifier(spec: str) -> bool:
+    """A vqtool classification checkpoint (run folder, model.safetensors, model.json) or an exported classifier."""
     from vqtool.classification.checkpoint_files import resolve_checkpoint
     from vqtool.classification.export_metadata import is_exported_classifier
     from vqtool.errors import VQError
 
-    if is_exported_classifier(weights):
-        kind = "an exported vqtool classifier"
-    else:
-        try:
-            resolve_checkpoint(weights)
-        except VQError:
-            return
-        kind = "a vqtool classifier checkpoint"
-    raise VQError(f"{weights}: {kind}, not a detector; classify images with vqtool predict", usage=True)
+    if is_exported_classifier(spec):
+        return True
+    try:
+        resolve_checkpoint(spec)
+    except VQError:
+        return False
+    return True
+
+
+def require_detector(weights: str) -> None:
+    """A usage error, in one line, when ``weights`` given where a detector is needed hold a classifier."""
+    from vqtool.errors import VQError
+
+    if is_classifier(weights):
+        raise VQError(f"{weights}: a classifier, not a detector; classify images with `vqtool predict`", usage=True)
 
 
 def export(checkpoint: str, options, reporter) -> dict:
@@ -70,3 +76,28 @@ def export(checkpoint: str, options, reporter) -> dict:
     from vqtool.classification.export import export_classifier
 
     return export_classifier(checkpoint, options, reporter)
+
+
+def predict(sources, weights: str, options):
+    """Classify ``sources`` with a classifier of any kind: (the stream of records and Failures, the class names)."""
+    from vqtool.classification.predict import predict as classify
+
+    classifier = classifier_for_predict(weights)
+    return classify(sources, classifier, options), classifier.classes
+
+
+def classifier_for_predict(weights: str):
+    """A vqtool checkpoint or export, or Ultralytics classification weights; a detector is told to use detect."""
+    from vqtool.classification.classifier import Classifier
+    from vqtool.classification.evaluate import load_classifier
+
+    if task_of(weights) != DETECTION:
+        return load_classifier(weights)
+    from vqtool.data.pipeline import Preprocess
+    from vqtool.detection.weights import load_yolo_classifier
+
+    yolo = load_yolo_classifier(weights)
+    # Ultralytics' classify_transforms: shorter side to imgsz, centre crop, [0, 1] pixels (mean 0, std 1).
+    preprocess = Preprocess(size=yolo.imgsz, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return Classifier(yolo.module, yolo.classes, preprocess,
+                      {"architecture": "ultralytics", "dataset": {"source": "Ultralytics", "flips": yolo.flips}})

@@ -39,6 +39,12 @@ class Evaluation:
     split: Split
     logits: torch.Tensor
 
+    def predictions(self, k: int = 5) -> list[dict]:
+        """One row per evaluated image (``eval --predictions``; see :mod:`vqtool.classification.records`)."""
+        from vqtool.classification.records import evaluation_rows
+
+        return evaluation_rows(self.logits, self.split.labels, self.classifier.classes, self.split.files, k)
+
     @property
     def report(self) -> dict:
         return {"dataset": self.dataset.name, "split": self.split_name,

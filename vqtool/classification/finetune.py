@@ -132,7 +132,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
            resume: ResumeState | None) -> dict:
     meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
-            "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.spec, "train_args": asdict(config),
+            "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.record(), "train_args": asdict(config),
             "weights": setup.pretrained.source, "finetune": asdict(tune),
             "model_options": {"head": tune.head} if tune.head != "linear" else {}}
     run = TrainingRun(run_dir, meta, network=setup.model)

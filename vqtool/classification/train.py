@@ -86,7 +86,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
-            "dataset": dataset.spec, "train_args": asdict(config)}
+            "dataset": dataset.record(), "train_args": asdict(config)}
     return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from vqtool.commands import device_option, output_options, trust_pickle_option
+from vqtool.commands.streaming import FORMATS
 from vqtool.commands.types import FiniteFloat, OutputPath
 
-FORMATS = ("jsonl", "csv", "table")
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
                "x1", "y1", "x2", "y2", "cx", "cy", "w", "h"]
 
@@ -56,36 +56,19 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
       find /data -name '*.png' | vqtool detect - -w runs/train-20261123-101500 --save-dir annotated --save-txt
       vqtool detect clip.mp4 -w model.onnx --vid-stride 5
     """
-    import sys
-    import time
-
-    from vqtool.detection.predict import DetectOptions, DetectSummary, Failure, detect as run_detection, plural
+    from vqtool.commands.streaming import choose_format, print_stream
+    from vqtool.detection.predict import DetectOptions, DetectSummary, detect as run_detection
     from vqtool.errors import VQError
     from vqtool.tasks import require_detector
 
-    if out.json and fmt not in (None, "jsonl"):
-        raise VQError(f"--json prints JSON lines; it cannot be combined with --format {fmt}", usage=True)
+    require_detector(weights)
+    fmt = choose_format(out, fmt)
     if save_txt and not save_dir:
         raise VQError("--save-txt needs --save-dir DIR (labels go to DIR/labels)", usage=True)
-    fmt = "jsonl" if out.json else fmt or ("table" if sys.stdout.isatty() else "jsonl")
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
                             vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
-    require_detector(weights)
-    stream = run_detection(sources, weights, options)
-    write = WRITERS[fmt](out)
-    summary = DetectSummary()
-    started = time.perf_counter()
-    for item in stream:
-        if isinstance(item, Failure):
-            summary.failed += 1
-            click.echo(f"Warning: {item.path}: {item.reason}; skipped", err=True)  # one unwrapped line per input
-            continue
-        summary.add(item)
-        write(item)
-    out.log(summary.line(time.perf_counter() - started))
-    if summary.failed:
-        raise VQError(f"{plural(summary.failed, 'input')} could not be read")
+    print_stream(run_detection(sources, weights, options), WRITERS[fmt](out), DetectSummary(), out)
 
 
 def jsonl_writer(out):

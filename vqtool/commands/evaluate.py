@@ -23,10 +23,13 @@ def evaluation_options(command):
 @click.argument("checkpoint", type=click.Path())
 @click.argument("dataset", required=False, shell_complete=complete_dataset)
 @evaluation_options
+@click.option("--predictions", "predictions_file", type=click.Path(dir_okay=False),
+              help="Also write one row per image (path, true class, predicted class, confidence, top-5) to this "
+                   ".csv or .jsonl file: where to find mislabelled images.")
 @data_options
 @trust_pickle_option
 @output_options
-def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
+def evaluate(checkpoint, dataset, split, batch_size, device, predictions_file, data, out):
     """Evaluate CHECKPOINT (a run folder or model file) on held-out data.
 
     DATASET defaults to the checkpoint's own test (or val) split. YOLO weights
@@ -39,9 +42,13 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
       vqtool eval runs/pets ./pets-test --json
       vqtool eval best.pt data.yaml --json
     """
+    from vqtool.errors import VQError
     from vqtool.tasks import DETECTION, task_of
 
     if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
+        if predictions_file:
+            raise VQError("--predictions is for classifiers; a detector's boxes per image: vqtool detect",
+                          usage=True)
         from vqtool.detection.evaluate import evaluate_detector
 
         report = evaluate_detector(checkpoint, dataset, split=split, device=device,
@@ -55,9 +62,15 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
 
     check_model_path(checkpoint)  # before torch loads
     from vqtool.classification.evaluate import evaluate as run_evaluation
+    from vqtool.classification.records import check_predictions_file, write_predictions
 
-    report = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                            reporter=out).report
+    predictions = check_predictions_file(predictions_file) if predictions_file else None
+    evaluation = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
+                                reporter=out)
+    report = evaluation.report
+    if predictions:
+        write_predictions(predictions, evaluation.predictions(), min(5, len(evaluation.classifier.classes)))
+        out.log(f"wrote {predictions} ({report['n']} images)")
     if out.json:
         out.emit(report)
         return

@@ -53,6 +53,11 @@ class Dataset:
     flips: bool = True
     spec: dict = field(default_factory=dict)
 
+    def record(self) -> dict:
+        """What a checkpoint keeps about its training data: the spec, and whether mirrored images are fair
+        (``predict --tta`` flips only then)."""
+        return {**self.spec, "flips": self.flips}
+
     def split(self, name: str) -> Split:
         chosen = getattr(self, name)
         if chosen is None:

@@ -168,13 +168,22 @@ def read_image(path: str, channels: int, draft_size: int | None = None) -> Image
 
 def decode_image(path: str, channels: int, draft_size: int | None = None) -> Image.Image:
     """``read_image`` without the Pillow set-up: for callers already inside ``pillow_limits``."""
+    return decode_image_sized(path, channels, draft_size)[0]
+
+
+def decode_image_sized(path: str, channels: int, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """``decode_image`` and the full image's (width, height) as it is meant to be seen (a draft decodes smaller)."""
     try:
         with Image.open(path) as image:
+            width, height = image.size
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: much faster
             image.load()
+            decoded = image.size
             oriented = upright(image)
-            return eight_bit(oriented).convert("L" if channels == 1 else "RGB")
+            if oriented.size != decoded:  # EXIF turned it a quarter
+                width, height = height, width
+            return eight_bit(oriented).convert("L" if channels == 1 else "RGB"), (width, height)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnreadableImage(f"over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels for one image (a "
                               f"decompression bomb?); raise it with {MAX_PIXELS_VARIABLE}") from error
@@ -263,8 +272,14 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 def load_image(path: str, size: int, channels: int, resize: int | None = None,
                interpolation: str = "bilinear") -> torch.Tensor:
     """One file as a uint8 C×size×size tensor (inside ``pillow_limits``); raises UnreadableImage."""
-    image = decode_image(path, channels, draft_size=resize or size)
-    return to_tensor(fit_square(image, size, resize, interpolation))
+    return load_image_sized(path, size, channels, resize, interpolation)[0]
+
+
+def load_image_sized(path: str, size: int, channels: int, resize: int | None = None,
+                     interpolation: str = "bilinear") -> tuple[torch.Tensor, tuple[int, int]]:
+    """``load_image`` and the image's own (width, height), EXIF orientation applied."""
+    image, full_size = decode_image_sized(path, channels, draft_size=resize or size)
+    return to_tensor(fit_square(image, size, resize, interpolation)), full_size
 
 
 def decode_files(files: list[str], size: int, channels: int, resize: int | None = None,

@@ -22,7 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
-from vqtool.detection.predict import DetectOptions, Failure, expand_sources
+from vqtool.data.inputs import Failure, expand_sources
+from vqtool.detection.predict import DetectOptions
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import load_detector, resolve_weights
 from vqtool.errors import VQError, first_line, suggest

@@ -10,41 +10,16 @@ index in the video (from 0).
 
 from __future__ import annotations
 
-import glob
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from vqtool.data.inputs import Failure, Frame, Input, expand_sources, video_frames
 from vqtool.detection.saving import check_save_dir, save_outputs
 from vqtool.detection.ultralytics_env import keeping_threads
 from vqtool.detection.weights import load_detector
 from vqtool.errors import VQError, native_stderr_hidden, suggest
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An input that was skipped, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Input:
-    """A file to read; ``name`` is where its outputs go under --save-dir (folders keep their layout)."""
-
-    path: str
-    name: str
-    video: bool = False
-
-
-@dataclass
-class Frame:
-    input: Input
-    image: object  # BGR uint8 array, as Ultralytics reads images
-    index: int | None = None  # the frame's position in its video, from 0
+from vqtool.reporter import plural
 
 
 @dataclass
@@ -123,68 +98,6 @@ def class_ids(wanted: list[str] | None, names: dict[int, str]) -> list[int] | No
     return ids
 
 
-# --- sources --------------------------------------------------------------------------------------
-
-
-def expand_sources(sources: Iterable[str]) -> Iterator[Input | Failure]:
-    """Files, folders (recursively, image files only), globs, and ``-`` for paths read from stdin."""
-    for source in sources:
-        if source == "-":
-            for line in sys.stdin:
-                if line.strip():
-                    yield from _expand(line.strip())
-        else:
-            yield from _expand(source)
-
-
-def _expand(source: str) -> Iterator[Input | Failure]:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        yield from _folder(path, source)
-    elif path.is_file():
-        yield _file(path)
-    elif glob.has_magic(source):
-        matches = sorted(glob.glob(os.path.expanduser(source), recursive=True))
-        if not matches:
-            yield Failure(source, "no files match")
-        for match in matches:
-            if Path(match).is_dir():
-                yield from _folder(Path(match), match)
-            else:
-                yield _file(Path(match))
-    else:
-        yield Failure(source, "no such file or folder")
-
-
-def _folder(folder: Path, source: str) -> Iterator[Input | Failure]:
-    from vqtool.data.images import is_image_file
-
-    files = sorted(str(p) for p in folder.rglob("*") if is_image_file(p))
-    if not files:
-        yield Failure(source, "no image files in this folder")
-    for file in files:
-        yield Input(file, str(Path(file).relative_to(folder)))
-
-
-def _file(path: Path) -> Input | Failure:
-    from vqtool.data.images import IMAGE_EXTENSIONS
-
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return Input(str(path), path.name)
-    if suffix in video_extensions():
-        return Input(str(path), path.name, video=True)
-    return Failure(str(path), "not an image or video file")
-
-
-def video_extensions() -> set[str]:
-    from ultralytics.data.utils import VID_FORMATS
-
-    from vqtool.data.images import IMAGE_EXTENSIONS
-
-    return {f".{suffix}" for suffix in VID_FORMATS} - IMAGE_EXTENSIONS  # a .gif is read as an image here
-
-
 # --- decoding and batching ------------------------------------------------------------------------
 
 
@@ -193,7 +106,7 @@ def read_frames(inputs: Iterable[Input | Failure], vid_stride: int = 1) -> Itera
         if isinstance(item, Failure):
             yield item
         elif item.video:
-            yield from _video_frames(item, vid_stride)
+            yield from video_frames(item, vid_stride)
         else:
             yield _image_frame(item)
 
@@ -207,29 +120,6 @@ def _image_frame(item: Input) -> Frame | Failure:
     if image is None:
         return Failure(item.path, "cannot read the image (unreadable, empty or not really an image)")
     return Frame(item, image)
-
-
-def _video_frames(item: Input, stride: int) -> Iterator[Frame | Failure]:
-    """Every ``stride``-th frame, read the way Ultralytics reads videos (grab ``stride`` frames, decode the last)."""
-    import cv2
-
-    with native_stderr_hidden():
-        capture = cv2.VideoCapture(item.path)
-    index, count = -1, 0
-    try:
-        while capture.isOpened():
-            with native_stderr_hidden():  # the decoder's complaints about damaged frames
-                grabbed = all(capture.grab() for _ in range(stride))
-                ok, image = capture.retrieve() if grabbed else (False, None)
-            index += stride
-            if not ok or image is None:
-                break
-            count += 1
-            yield Frame(item, image, index)
-    finally:
-        capture.release()
-    if count == 0:
-        yield Failure(item.path, "cannot read any frame from the video")
 
 
 def batched(frames: Iterable[Frame | Failure], size: int) -> Iterator[list[Frame] | Failure]:
@@ -290,7 +180,3 @@ class DetectSummary:
         failed = f", {self.failed} skipped" if self.failed else ""
         return (f"{plural(self.images, 'image')}{failed}; {plural(sum(self.per_class.values()), 'detection')} "
                 f"({found}); {per_image}")
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

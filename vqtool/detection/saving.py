@@ -10,11 +10,10 @@ existing file is replaced only with ``--overwrite``, and an input never.
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 from typing import Iterable
 
+from vqtool.data.inputs import check_outside_sources, real_path
 from vqtool.errors import VQError
 from vqtool.runs.folder import atomic_write
 
@@ -26,40 +25,7 @@ def check_save_dir(sources: Iterable[str], save_dir: Path) -> None:
 
     Paths read from stdin (``-``) are checked as they are saved: an output never replaces its input.
     """
-    target = _real(save_dir)
-    for source in sources:
-        for folder, nested in _folders_read(source):
-            real = _real(folder)
-            if target == real or (nested and (real in target.parents or target in real.parents)):
-                raise VQError(f"--save-dir {save_dir}: {_relation(target, real)} {folder}, which detect reads; "
-                              f"annotated images would replace the inputs or be read as inputs next time "
-                              f"(choose a folder outside it)", usage=True)
-
-
-def _folders_read(source: str) -> Iterable[tuple[Path, bool]]:
-    """(folder, read recursively?) for what a source reads from: a folder, a file's folder, a glob's root."""
-    if source == "-":
-        return []
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return [(path, True)]
-    if path.is_file():
-        return [(path.parent, False)]
-    if glob.has_magic(source):
-        parts = Path(os.path.expanduser(source)).parts
-        first_pattern = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-        return [(Path(*parts[:first_pattern]) if first_pattern else Path("."), "**" in source)]
-    return []
-
-
-def _relation(target: Path, folder: Path) -> str:
-    if target == folder:
-        return "it is"
-    return "it lies inside" if folder in target.parents else "it contains"
-
-
-def _real(path) -> Path:
-    return Path(os.path.realpath(Path(path).expanduser()))
+    check_outside_sources(sources, save_dir, "--save-dir", "annotated images")
 
 
 def output_stem(frame) -> Path:
@@ -100,7 +66,7 @@ def encode_image(image, suffix: str) -> tuple[str, bytes]:
 
 def write_output(path: Path, payload: bytes, input_path: str, overwrite: bool) -> None:
     """Write one output file atomically; never over its own input, over another file only with ``overwrite``."""
-    if _real(path) == _real(input_path):
+    if real_path(path) == real_path(input_path):
         raise VQError(f"--save-dir: {path} is the input itself; choose a --save-dir outside the inputs' folders",
                       usage=True)
     try:

@@ -15,7 +15,10 @@ layer's module by name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics, weights_dir
 from vqtool.errors import VQError, first_line
@@ -73,6 +76,20 @@ def _download_official(name: str, target: Path) -> Path:
 
 def load_detector(spec: str):
     """An Ultralytics YOLO detection model from ``--weights``; VQError when it is not one or is not safe to open."""
+    model, path = load_yolo(spec, exported_task="detect")
+    if model.task == "classify":
+        raise VQError(f"{path}: a YOLO classification model; classify images with `vqtool predict`", usage=True)
+    if model.task != "detect":
+        raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
+                      usage=True)
+    return model
+
+
+def load_yolo(spec: str, exported_task: str):
+    """(Ultralytics YOLO model, its file), the checkpoint's pickles and model yaml checked first.
+
+    An exported model does not say its task: it is taken to be ``exported_task``.
+    """
     ultralytics = load_ultralytics()
     path = resolve_weights(spec)
     checkpoint = path.suffix.lower() == ".pt"
@@ -80,15 +97,52 @@ def load_detector(spec: str):
         check_checkpoint(path)
     try:
         with keeping_threads():
-            model = ultralytics.YOLO(str(path), task=None if checkpoint else "detect")
+            model = ultralytics.YOLO(str(path), task=None if checkpoint else exported_task)
     except Exception as error:  # unpickling an arbitrary file can raise nearly anything
         raise VQError(f"{path}: cannot load as an Ultralytics model ({type(error).__name__}: {first_line(error)})") from error
-    if model.task != "detect":
-        raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
-                      usage=True)
     if checkpoint:
         check_model_spec(getattr(model.model, "yaml", None), path)
-    return model
+    return model, path
+
+
+@dataclass
+class YoloClassifier:
+    """An Ultralytics classification checkpoint as vqtool's predict runs it."""
+
+    module: torch.nn.Module  # from a normalised float batch to logits
+    classes: list[str]
+    imgsz: int
+    flips: bool  # whether its training mirrored images (Ultralytics' fliplr)
+
+
+class YoloLogits(torch.nn.Module):
+    """Ultralytics' classification model gives (probabilities, logits) in eval mode; vqtool wants the logits."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.model(x)
+        return output[1] if isinstance(output, (tuple, list)) else output
+
+
+def load_yolo_classifier(spec: str) -> YoloClassifier:
+    """Ultralytics classification weights (yolo*-cls.pt); VQError pointing at ``detect`` for a detector."""
+    if Path(spec).suffix.lower() == ".onnx":
+        raise VQError(f"{spec}: YOLO weights that are not a .pt checkpoint; give predict a yolo*-cls.pt, or a "
+                      f"classifier exported by vqtool export (detectors: use `vqtool detect`)", usage=True)
+    model, path = load_yolo(spec, exported_task="classify")
+    if model.task == "detect":
+        raise VQError(f"{path}: a YOLO detector, not a classifier; find objects with `vqtool detect`", usage=True)
+    if model.task != "classify":
+        raise VQError(f"{path}: a YOLO {model.task} model; vqtool predict takes classifiers", usage=True)
+    args = getattr(model.model, "args", None) or {}
+    imgsz = args.get("imgsz", 224) if isinstance(args, dict) else getattr(args, "imgsz", 224)
+    fliplr = args.get("fliplr", 0.5) if isinstance(args, dict) else getattr(args, "fliplr", 0.5)
+    network = model.model.float().eval()
+    return YoloClassifier(YoloLogits(network), [model.names[i] for i in sorted(model.names)],
+                          int(imgsz if isinstance(imgsz, int) else imgsz[0]), bool(fliplr))
 
 
 def check_checkpoint(path: Path) -> None:

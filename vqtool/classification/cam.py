@@ -1,0 +1,105 @@
+"""``predict --cam``: where in the image the model looked for its top class (Grad-CAM), saved as PNG figures.
+
+Grad-CAM comes from the ``grad-cam`` package (pytorch-grad-cam): a small,
+pure-Python dependency (it brings ``ttach`` and OpenCV's headless build,
+which Ultralytics' OpenCV already covers), imported only when --cam is given,
+so it costs nothing at start-up otherwise. It weights a layer's activation
+maps by the gradient of the class score: the layer must keep a spatial map,
+so the default is the last convolutional stage — the last module, in the
+order a forward pass finishes them, whose output is still an image-shaped
+(N×C×H×W, H and W above 1) tensor (``layer4`` of a ResNet, the last block of
+a small CNN). ``--cam-layer NAME`` names another module (as
+``model.named_modules()`` names it). Exported models (.onnx, .ts) carry no
+modules to hook into and are refused, as are architectures without such a
+layer (vision transformers, MLPs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtool.classification.classifier import Classifier
+from vqtool.data.pipeline import Normalizer
+from vqtool.errors import VQError, suggest
+from vqtool.exporting import require
+from vqtool.plots import png_figure
+
+SUFFIX = "_cam.png"
+
+
+class GradCam:
+    """Grad-CAM heatmaps of a torch classifier, at its input size."""
+
+    def __init__(self, classifier: Classifier, layer: str | None, device: torch.device):
+        model = classifier.model
+        if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            raise VQError("--cam needs a torch checkpoint (a run folder or model.safetensors): an exported model "
+                          "has no layers Grad-CAM can look into", usage=True)
+        self.model = model
+        self.normalize = Normalizer(classifier.preprocess, device)
+        size, channels = classifier.preprocess.size, classifier.preprocess.channels
+        self.layer_name = layer or last_spatial_stage(model, torch.zeros(1, channels, size, size, device=device))
+        modules = dict(model.named_modules())
+        if self.layer_name not in modules:
+            raise VQError(f"--cam-layer: the model has no module {self.layer_name!r}"
+                          f"{suggest(self.layer_name, modules)}", usage=True)
+        self.layer = modules[self.layer_name]
+
+    def heatmaps(self, images: torch.Tensor, class_ids: list[int]) -> np.ndarray:
+        """N×H×W maps in [0, 1] (1: what most raised the class's score) for uint8 images, one class each."""
+        grad_cam = require("pytorch_grad_cam", "--cam (Grad-CAM, PyPI package grad-cam)")
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        self.model.eval()
+        with grad_cam.GradCAM(model=self.model, target_layers=[self.layer]) as cam:
+            maps = cam(input_tensor=self.normalize(images), targets=[ClassifierOutputTarget(c) for c in class_ids])
+        return np.asarray(maps, dtype=np.float32)
+
+
+def last_spatial_stage(model: torch.nn.Module, example: torch.Tensor) -> str:
+    """The name of the last module to finish a forward pass with an image-shaped output (see the module doc)."""
+    finished: list[tuple[str, tuple]] = []
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: finished.append((name, _shape(o))))
+             for name, module in model.named_modules() if name]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    spatial = [name for name, shape in finished if len(shape) == 4 and shape[2] > 1 and shape[3] > 1]
+    if not spatial:
+        raise VQError("--cam: this architecture has no convolutional stage (no layer keeps an image-shaped map), "
+                      "so Grad-CAM does not apply; name a layer with --cam-layer if one does", usage=True)
+    return spatial[-1]
+
+
+def _shape(output) -> tuple:
+    return tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+
+
+def save_cam(folder: Path, stem: str, image: torch.Tensor, heatmap: np.ndarray, title: str) -> Path:
+    """The model's input image beside it with the heatmap laid over, in one PNG, ``folder/<stem>_cam.png``
+    (``stem`` may hold subfolders); never over an existing file."""
+    from vqtool.classification.sorting import free_names
+
+    picture = image.permute(1, 2, 0).numpy()
+    picture = picture[:, :, 0] if picture.shape[2] == 1 else picture
+    cmap = "gray" if picture.ndim == 2 else None
+    stem = Path(stem)
+    (folder / stem).parent.mkdir(parents=True, exist_ok=True)
+    for candidate in free_names(stem.name + SUFFIX):
+        path = folder / stem.parent / candidate
+        if not path.exists():
+            break
+    with png_figure(path, replace=False, ncols=2, figsize=(6, 3.4)) as (figure, (left, right)):
+        left.imshow(picture, cmap=cmap)
+        right.imshow(picture, cmap=cmap)
+        right.imshow(heatmap, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for axis in (left, right):
+            axis.axis("off")
+        figure.suptitle(title)
+    return path

@@ -1,0 +1,219 @@
+"""Streaming classification: sources -> decoded images -> batches -> the classifier -> one record per image.
+
+Images are decoded and preprocessed exactly as ``eval`` prepares them (the
+checkpoint's recipe through :func:`vqtool.data.images.load_image_sized`, then
+the same :class:`~vqtool.data.pipeline.Normalizer`), so a record's top class is
+the one ``eval`` counts. Worker threads decode the next batch while the model
+runs on this one (Pillow releases the GIL); at most two batches are decoded
+ahead, so memory stays flat however many images stream through. Records come
+out in input order, each as soon as its batch is done; an input that cannot be
+read is a :class:`~vqtool.data.inputs.Failure` in its place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from vqtool.classification.classifier import Classifier
+from vqtool.classification.records import image_record, ranked
+from vqtool.compute.device import resolve_device
+from vqtool.data.images import UnreadableImage, fit_square, load_image_sized, pillow_limits, to_tensor
+from vqtool.data.inputs import Failure, Frame, Input, check_outside_sources, expand_sources, video_frames
+from vqtool.data.pipeline import Normalizer, Preprocess
+from vqtool.errors import VQError
+from vqtool.reporter import plural
+
+DEFAULT_TOP_K = 5
+BATCHES_AHEAD = 2  # decoded batches waiting for the model: enough to hide decoding, little memory
+
+
+@dataclass
+class PredictOptions:
+    top_k: int = DEFAULT_TOP_K
+    batch_size: int = 32
+    device: str = "auto"
+    tta: bool = False  # average the softmax over the image and its horizontal flip
+    vid_stride: int = 1
+    workers: int | None = None  # decoding threads
+    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.sorting)
+    min_confidence: float | None = None
+    link: bool = False
+    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
+    cam_layer: str | None = None
+
+
+def predict(sources: Iterable[str], classifier: Classifier, options: PredictOptions) -> Iterator[dict | Failure]:
+    """Load and check everything now, before the first image; returns the stream of records and Failures."""
+    sources = list(sources)
+    if options.tta:
+        check_flips_allowed(classifier)
+    probabilities = Probabilities(classifier, options.device, options.tta)
+    after = _after_each_batch(sources, classifier, probabilities.device, options)
+    return _stream(sources, classifier, probabilities, after, options)
+
+
+def _after_each_batch(sources: list[str], classifier: Classifier, device, options: PredictOptions) -> list:
+    """What --sort-into and --cam do with each batch: callables (frames, records) -> None."""
+    after = []
+    if options.sort_into:
+        from vqtool.classification.sorting import Sorter
+
+        check_outside_sources(sources, Path(options.sort_into), "--sort-into", "sorted copies")
+        sorter = Sorter(options.sort_into, link=options.link, min_confidence=options.min_confidence)
+        after.append(lambda frames, records: [sorter.place(record) for record in records])
+    if options.cam_dir:
+        from vqtool.classification.cam import GradCam, save_cam
+
+        check_outside_sources(sources, Path(options.cam_dir), "--cam", "heatmap figures")
+        cam = GradCam(classifier, options.cam_layer, device)
+        folder = Path(options.cam_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def save_cams(frames, records):
+            pixels = torch.stack([frame.image[0] for frame in frames])
+            maps = cam.heatmaps(pixels, [record["top"][0]["class_id"] for record in records])
+            for frame, record, heatmap, image in zip(frames, records, maps, pixels):
+                stem = str(Path(frame.input.name).with_suffix("")) + ("" if frame.index is None else f"_{frame.index}")
+                save_cam(folder, stem, image, heatmap, f"{record['class']} {record['confidence']:.3f}")
+
+        after.append(save_cams)
+    return after
+
+
+def check_flips_allowed(classifier: Classifier) -> None:
+    """--tta flips images: refused for a model whose training data is not left-right symmetric (digits, text)."""
+    recorded = (classifier.meta.get("dataset") or {}).get("flips")
+    if recorded is None:
+        raise VQError("--tta: this model does not record whether its training data allows horizontal flips "
+                      "(trained by an older vqtool); retrain it to use --tta", usage=True)
+    if not recorded:
+        source = (classifier.meta.get("dataset") or {}).get("source", "its dataset")
+        raise VQError(f"--tta: this model was trained on {source}, whose images are not flipped in training "
+                      f"(a mirrored image is another thing there); --tta would average in wrong answers", usage=True)
+
+
+class Probabilities:
+    """uint8 batch -> softmax probabilities (N×K, float32 on the CPU), as ``eval`` feeds the model."""
+
+    def __init__(self, classifier: Classifier, device: str, tta: bool):
+        self.model = classifier.model
+        self.device = resolve_device(device) if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
+        if isinstance(self.model, torch.nn.Module):
+            self.model.to(self.device).eval()
+        self.normalize = Normalizer(classifier.preprocess, self.device, channels_last=True)
+        self.tta = tta
+        self.classes = len(classifier.classes)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(images)
+        probabilities = self.model(x).float().softmax(1)
+        if self.tta:
+            probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(1)) / 2
+        if probabilities.ndim != 2 or probabilities.shape[1] != self.classes:
+            raise VQError(f"the model gives {tuple(probabilities.shape)} scores per batch but names {self.classes} "
+                          f"classes; its weights and class names do not belong together")
+        return probabilities.cpu()
+
+
+def _stream(sources, classifier, probabilities, after, options) -> Iterator[dict | Failure]:
+    workers = options.workers or min(8, (os.cpu_count() or 1) * 2)
+    ahead = BATCHES_AHEAD * options.batch_size
+    with pillow_limits(), ThreadPoolExecutor(workers) as pool:
+        decoded = _decoded(expand_sources(sources), classifier.preprocess, pool, ahead, options.vid_stride)
+        for batch in _batches(decoded, options.batch_size):
+            frames = [item for item in batch if isinstance(item, Frame)]
+            records = []
+            if frames:
+                top = ranked(probabilities(torch.stack([f.image[0] for f in frames])), classifier.classes,
+                             options.top_k)
+                records = [image_record(f.input.path, f.index, f.image[1], t) for f, t in zip(frames, top)]
+                for step in after:
+                    step(frames, records)
+            in_order = iter(records)
+            for item in batch:
+                yield item if isinstance(item, Failure) else next(in_order)
+
+
+def _decoded(inputs, preprocess: Preprocess, pool: ThreadPoolExecutor, ahead: int,
+             vid_stride: int) -> Iterator[Frame | Failure]:
+    """Frames whose ``image`` is (uint8 tensor, original (width, height)), decoded ``ahead`` items in advance."""
+    pending: deque[Future | Failure] = deque()
+    for item in _frames(inputs, vid_stride):
+        pending.append(item if isinstance(item, Failure) else pool.submit(_decode, item, preprocess))
+        if len(pending) > ahead:
+            yield _result(pending.popleft())
+    while pending:
+        yield _result(pending.popleft())
+
+
+def _frames(inputs, vid_stride: int) -> Iterator[Input | Frame | Failure]:
+    """Image files as they are (decoded in the pool), video frames as OpenCV reads them."""
+    for item in inputs:
+        if isinstance(item, Input) and item.video:
+            yield from video_frames(item, vid_stride)
+        else:
+            yield item
+
+
+def _result(item: Future | Failure) -> Frame | Failure:
+    return item if isinstance(item, Failure) else item.result()
+
+
+def _decode(item: Input | Frame, preprocess: Preprocess) -> Frame | Failure:
+    if isinstance(item, Frame):  # a video frame: BGR, already upright
+        import numpy as np
+        from PIL import Image
+
+        image = Image.fromarray(np.ascontiguousarray(item.image[:, :, ::-1])).convert("L" if preprocess.channels == 1 else "RGB")
+        pixels = to_tensor(fit_square(image, preprocess.size, preprocess.resize, preprocess.interpolation))
+        return Frame(item.input, (pixels, image.size), item.index)
+    try:
+        return Frame(item, load_image_sized(item.path, preprocess.size, preprocess.channels, preprocess.resize,
+                                            preprocess.interpolation))
+    except UnreadableImage as error:
+        return Failure(item.path, f"cannot read the image ({error})")
+
+
+def _batches(items: Iterable[Frame | Failure], size: int) -> Iterator[list[Frame | Failure]]:
+    """Runs of items holding ``size`` frames (Failures ride along in their place)."""
+    batch, frames = [], 0
+    for item in items:
+        batch.append(item)
+        frames += isinstance(item, Frame)
+        if frames == size:
+            yield batch
+            batch, frames = [], 0
+    if batch:
+        yield batch
+
+
+@dataclass
+class PredictSummary:
+    """What the final stderr line of ``vqtool predict`` reports."""
+
+    images: int = 0
+    failed: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    confidence: float = 0.0
+
+    def add(self, record: dict) -> None:
+        self.images += 1
+        self.per_class[record["class"]] = self.per_class.get(record["class"], 0) + 1
+        self.confidence += record["confidence"]
+
+    def line(self, seconds: float) -> str:
+        if not self.images:
+            return f"no images{f', {self.failed} skipped' if self.failed else ''}"
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(self.per_class.items(),
+                                                                     key=lambda kv: (-kv[1], kv[0])))
+        failed = f", {self.failed} skipped" if self.failed else ""
+        return (f"{plural(self.images, 'image')}{failed}: {counts}; mean confidence "
+                f"{self.confidence / self.images:.3f}; {1000 * seconds / self.images:.1f} ms per image")

@@ -1,0 +1,99 @@
+"""vqtool predict: classify images with a trained classifier, streamed one result per image."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.commands import device_option, output_options, trust_pickle_option
+from vqtool.commands.streaming import FORMATS
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--weights", "-w", required=True,
+              help="A vqtool run folder, model.safetensors or model.json, a model exported by vqtool export "
+                   "(.onnx, .ts), or Ultralytics classification weights (yolo*-cls.pt).")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+              help="Classes listed per image (at most the model's number of classes).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="jsonl: one JSON object per image; csv: one row per image; table: for reading "
+                   "(default: table on a terminal, else jsonl).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
+@device_option
+@click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
+@click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
+              help="Use every N-th video frame.")
+@click.option("--tta", is_flag=True,
+              help="Average the softmax over each image and its mirror image (refused for models whose training "
+                   "data is never mirrored, such as digits).")
+@click.option("--sort-into", type=click.Path(file_okay=False),
+              help="Copy each image into SORT_INTO/<predicted class>/ (below --min-confidence: _uncertain/). "
+                   "Originals are never moved or changed; a name already taken gets a numbered name.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+              help="With --sort-into: images whose top confidence is below this go to _uncertain/.")
+@click.option("--link", is_flag=True, help="With --sort-into: hard-link (else symlink) instead of copying.")
+@click.option("--cam", "cam_dir", type=click.Path(file_okay=False),
+              help="Write a Grad-CAM heatmap of the top class for each image here (PNG; torch checkpoints).")
+@click.option("--cam-layer", metavar="NAME",
+              help="The module Grad-CAM looks at (default: the last convolutional stage).")
+@trust_pickle_option
+@output_options
+def predict(sources, weights, top_k, fmt, batch_size, device, workers, vid_stride, tta, sort_into, min_confidence,
+            link, cam_dir, cam_layer, out):
+    """Classify SOURCES with a trained classifier; one result per image, as soon as its batch is done.
+
+    SOURCES are image files, folders (searched recursively for images), globs,
+    videos, or - to read paths from stdin, one per line. Images are prepared
+    exactly as `vqtool eval` prepares them. Unreadable inputs are reported on
+    stderr and skipped; the exit code is 1 if any were. A summary (count per
+    class, mean confidence, time per image) goes to stderr.
+
+    \b
+    Examples:
+      vqtool predict photo.jpg -w runs/pets
+      vqtool predict inbox/ -w runs/pets | jq -r 'select(.confidence > 0.9) | [.path, .class] | @tsv'
+      vqtool predict inbox/ -w runs/pets --sort-into sorted --min-confidence 0.8
+      find /data -name '*.jpg' | vqtool predict - -w model.onnx --format csv > labels.csv
+      vqtool predict shots/ -w runs/pets --cam heatmaps/
+    """
+    from vqtool.classification.predict import PredictOptions, PredictSummary
+    from vqtool.commands.streaming import choose_format, print_stream
+    from vqtool.errors import VQError
+    from vqtool.tasks import predict as run_prediction
+
+    fmt = choose_format(out, fmt)
+    if not sort_into and (min_confidence is not None or link):
+        raise VQError(f"{'--link' if link else '--min-confidence'} goes with --sort-into DIR", usage=True)
+    if cam_layer and not cam_dir:
+        raise VQError("--cam-layer goes with --cam DIR", usage=True)
+    options = PredictOptions(top_k=top_k, batch_size=batch_size, device=device, tta=tta, vid_stride=vid_stride,
+                             workers=workers, sort_into=sort_into, min_confidence=min_confidence, link=link,
+                             cam_dir=cam_dir, cam_layer=cam_layer)
+    stream, classes = run_prediction(sources, weights, options)
+    print_stream(stream, WRITERS[fmt](out, min(top_k, len(classes))), PredictSummary(), out)
+
+
+def jsonl_writer(out, k):
+    return out.emit
+
+
+def csv_writer(out, k):
+    from vqtool.classification.records import IMAGE_COLUMNS, csv_line, csv_values, top_columns
+
+    out.text(csv_line(IMAGE_COLUMNS + top_columns(k)))
+    return lambda record: out.text(csv_line(csv_values(record, IMAGE_COLUMNS)))
+
+
+def table_writer(out, k):
+    out.text(f"{'class':<20} {'conf':>6}  {'runner-up':<20} {'conf':>6}  image")
+
+    def write(record):
+        where = record["path"] + (f" #{record['frame']}" if "frame" in record else "")
+        second = record["top"][1] if len(record["top"]) > 1 else {"class": "-", "confidence": 0.0}
+        out.text(f"{record['class']:<20} {record['confidence']:>6.3f}  {second['class']:<20} "
+                 f"{second['confidence']:>6.3f}  {where}")
+
+    return write
+
+
+WRITERS = {"jsonl": jsonl_writer, "csv": csv_writer, "table": table_writer}
