@@ -31,6 +31,7 @@ COMMANDS = {
     "eval": "vqtool.commands.evaluate:evaluate",
     "confusion": "vqtool.commands.confusion:confusion",
     "detect": "vqtool.commands.detect:detect",
+    "predict": "vqtool.commands.predict:predict",
     "export": "vqtool.commands.export:export",
     "conv": "vqtool.commands.conv:conv",
     "models": "vqtool.commands.listing:models",
