@@ -308,3 +308,15 @@ def test_detect_given_a_classifier_says_so_in_one_line(weights, run_cli, trained
     assert result.exit_code == 2
     assert error_lines(result.stderr) == [result.stderr.strip()]
     assert "classifier" in result.stderr and "not a detector" in result.stderr and "vqtool predict" in result.stderr
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("seconds", 42.61, "42.6 s"), ("seconds", 0.5, "0.50 s"), ("images_per_second", 5.1234, "5.1 img/s"),
+    ("head_images_per_second", 10696.2, "10,696.2 img/s"), ("size_mb", 1.6100, "1.61 MB"),
+    ("suggested_lr", 0.0016, "1.60e-03"), ("val_top1", 0.98601, "0.9860"), ("epochs", 10, "10"),
+    ("seconds", float("nan"), "nan"), ("overfitting", False, "no"),
+])
+def test_summary_numbers_are_formatted_for_reading(key, value, shown):
+    from vqtool.commands.output import format_field
+
+    assert format_field(key, value) == shown

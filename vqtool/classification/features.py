@@ -38,11 +38,18 @@ AGREEMENT = {"rtol": 1e-3, "atol": 1e-4}  # float32 kernels of two runtimes diff
 
 
 class FeatureInputs:
-    """A training run's input side for cached features: one random view per image, view 0 to evaluate."""
+    """A training run's input side for cached features: one random view per image, view 0 to evaluate.
 
-    def __init__(self, device: torch.device, seed: int = 0):
+    Its epochs train the head alone (``head_only``); ``backbone_seconds`` is what computing the cache took, which
+    the run's whole-job throughput includes.
+    """
+
+    head_only = True
+
+    def __init__(self, device: torch.device, seed: int = 0, backbone_seconds: float = 0.0):
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
+        self.backbone_seconds = backbone_seconds
 
     def train(self, features: torch.Tensor) -> torch.Tensor:
         view = torch.randint(features.shape[1], (len(features),), generator=self.generator)

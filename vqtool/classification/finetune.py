@@ -23,7 +23,7 @@ from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.loop import fit
-from vqtool.classification.train import (finish, global_batch, image_inputs, prepare_splits, refuse_distributed_lr_find,
+from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits, refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
 from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
@@ -118,6 +118,7 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
     reporter.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
             f"{' (augmented)' if augment else ''}")
     sample = images.eval(splits["train"].pixels[:cache_batch(device)])
+    caching = time.perf_counter()
     with frozen_backbone(model, setup.head, sample, reporter) as backbone:
         train = cache_features(backbone, splits["train"], images, views, augment=augment, reporter=reporter,
                                description="caching train features")
@@ -125,7 +126,11 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
         if "val" in splits:
             val = cache_features(backbone, splits["val"], images, 1, augment=False, reporter=reporter,
                                  description="caching val features")
-    return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed), None
+    backbone_seconds = time.perf_counter() - caching
+    passes = views * len(splits["train"]) + len(splits.get("val", ()))
+    reporter.log(f"backbone: {passes:,} image passes in {backbone_seconds:.1f} s ({passes / backbone_seconds:,.1f} "
+                 f"img/s); the epochs train the head alone")
+    return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed, backbone_seconds), None
 
 
 def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, reporter: Reporter, started: float,
@@ -148,5 +153,17 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
     result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume, param_groups=groups,
                  on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
     summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
+    if getattr(inputs, "head_only", False):
+        summary.update(cached_throughput(result.history, inputs.backbone_seconds))
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
             "feature_cache": tune.uses_cache(setup.freeze)}
+
+
+def cached_throughput(history: list[dict], backbone_seconds: float) -> dict:
+    """A feature-cache run's speed: training images per second of the whole job (the backbone pass included),
+    and of the head's epochs alone."""
+    head_seconds = sum(record["head_seconds"] for record in history)
+    images = sum(record["head_seconds"] * record["head_images_per_second"] for record in history)
+    return {"images_per_second": round(images / (backbone_seconds + head_seconds), 1),
+            "head_images_per_second": mean_of(history, "head_images_per_second"),
+            "backbone_seconds": round(backbone_seconds, 2), "head_seconds": round(head_seconds, 2)}

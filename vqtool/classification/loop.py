@@ -152,6 +152,8 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
     record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
               "val_loss": None, "val_top1": None, "seconds": round(seconds, 3),
               "images_per_second": round(images / seconds, 1)}
+    if getattr(trainer.inputs, "head_only", False):  # on cached features: say whose time and speed these are
+        record["head_seconds"], record["head_images_per_second"] = record.pop("seconds"), record.pop("images_per_second")
     if val is not None:
         record["val_loss"], record["val_top1"] = validate(trainer.model, val, trainer.inputs,
                                                           max(256, config.batch_size))
@@ -221,4 +223,7 @@ def format_epoch(record: dict, epochs: int) -> str:
             f"train loss {record['train_loss']:.4f} acc {record['train_top1']:.4f}")
     if record["val_top1"] is not None:
         line += f"  val loss {record['val_loss']:.4f} acc {record['val_top1']:.4f}"
+    if "head_seconds" in record:
+        return line + (f"  lr {record['lr']:.2e}  head only {record['head_seconds']:.2f} s "
+                       f"({record['head_images_per_second']:,.0f} img/s on cached features)")
     return line + f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"

@@ -187,6 +187,12 @@ def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[s
     return summary
 
 
+def mean_of(history: list[dict], key: str) -> float | None:
+    """The mean of ``key`` over the epochs that recorded it (rounded for reading), or None."""
+    values = [record[key] for record in history if key in record]
+    return round(sum(values) / len(values), 1) if values else None
+
+
 def summarize(result: FitResult, config: TrainConfig, run_dir: Path) -> dict:
     best = result.best
     hint = diagnose(result.history)
@@ -201,7 +207,7 @@ def summarize(result: FitResult, config: TrainConfig, run_dir: Path) -> dict:
         "train_top1": best["train_top1"],
         "val_loss": best["val_loss"],
         "val_top1": best["val_top1"] if best["val_loss"] is not None else None,
-        "images_per_second": round(sum(r["images_per_second"] for r in result.history) / len(result.history), 1),
+        "images_per_second": mean_of(result.history, "images_per_second"),
         "overfitting": bool(hint and hint.startswith("overfitting")),
         "hint": hint,
         "vqtool_version": __version__,

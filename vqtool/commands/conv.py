@@ -84,7 +84,8 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, out):
     maps = apply_kernels(pixels, kernels, stride, padding)
     folder = output_folder(out_dir, "apply")
     files = save_maps(pixels, maps, folder)
-    out.log(f"{source}: {pixels.shape[0]}x{pixels.shape[1]} greyscale, stride {stride}, padding {padding}")
+    out.log(f"{source}: {pixels.shape[1]}×{pixels.shape[0]} (width×height) greyscale, stride {stride}, "
+            f"padding {padding}")
     if not out.json:
         for line in describe(pixels, maps):
             out.text(line)
@@ -209,7 +210,7 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, out)
     batch, source = prepare_image(image, inspected.preprocess)
     maps = feature_maps(inspected, batch, list(dict.fromkeys(layers)))
     out.log(f"{inspected.source} on {source}")
-    files = save_feature_maps(maps, output_folder(out_dir, "features"))
+    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source)
     print_files(out, files, {"model": model, "image": source,
                              "layers": {name: list(values.shape) for name, values in maps.items()}})
 
@@ -238,5 +239,5 @@ def filters(model, weights, allow_partial_weights, layer, out_dir, out):
     inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     name, weight = conv_filters(inspected, layer)
     out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
-    path = save_filters(name, weight, output_folder(out_dir, "filters"))
+    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source)
     print_files(out, [path], {"model": model, "layer": name, "shape": list(weight.shape)})

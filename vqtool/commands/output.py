@@ -116,6 +116,21 @@ def _rich_progress(description: str, total: int | None):
         yield lambda n=1: progress.advance(task, n)
 
 
+# How a summary field is shown for reading, by the end of its name (--json keeps the plain numbers).
+UNITS = (("images_per_second", lambda v: f"{v:,.1f} img/s"), ("seconds", lambda v: f"{v:,.2f} s" if v < 10
+                                                                  else f"{v:,.1f} s"),
+         ("_mb", lambda v: f"{v:,.2f} MB"), ("lr", lambda v: f"{v:.2e}"))
+
+
+def format_field(key: str, value) -> str:
+    """A summary value for a table: ``42.6 s``, ``5.1 img/s``, ``1.61 MB``, ``3.00e-03`` by the key's suffix."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        for suffix, shown in UNITS:
+            if key.endswith(suffix):
+                return shown(value)
+    return format_cell(value)
+
+
 def format_cell(value) -> str:
     if value is None:
         return "-"

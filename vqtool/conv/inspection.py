@@ -173,11 +173,11 @@ def conv_filters(inspected: InspectedModel, name: str | None = None) -> tuple[st
     return name, convs[name].weight.detach()
 
 
-def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path) -> list[Path]:
-    """``<layer>-maps.png`` per layer: one grid cell per channel."""
-    return [save_feature_grid(values, folder / f"{name}-maps.png") for name, values in maps.items()]
+def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path, source: str) -> list[Path]:
+    """``<layer>-maps.png`` per layer: one grid cell per channel, titled with ``source`` (the model) and the layer."""
+    return [save_feature_grid(values, folder / f"{name}-maps.png", f"{source}, {name}") for name, values in maps.items()]
 
 
-def save_filters(name: str, weight: torch.Tensor, folder: Path) -> Path:
-    """``<layer>-filters.png``: one grid cell per output channel."""
-    return save_filter_grid(weight, folder / f"{name}-filters.png")
+def save_filters(name: str, weight: torch.Tensor, folder: Path, source: str) -> Path:
+    """``<layer>-filters.png``: one grid cell per output channel, titled with ``source`` and the layer."""
+    return save_filter_grid(weight, folder / f"{name}-filters.png", f"{source}, {name}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from vqtool.conv.arithmetic import Layer, layer_output
 from vqtool.conv.photos import read_photo
-from vqtool.conv.visualize import format_number, is_numbered, save_kernel_figure, save_map
+from vqtool.conv.visualize import format_number, is_numbered, save_kernel_figure, save_map, size_text
 from vqtool.data.images import to_tensor
 from vqtool.errors import VQError, suggest
 
@@ -123,7 +123,8 @@ def apply_kernels(image: torch.Tensor, kernels: list[tuple[str, torch.Tensor]], 
 def save_maps(image: torch.Tensor, maps: list[FeatureMap], folder: Path) -> list[Path]:
     """``<kernel>.png`` per map (one pixel per value), then ``figure.png``: the input beside every map."""
     files = [save_map(feature.values, folder / f"{feature.name}.png") for feature in maps]
-    figure = save_kernel_figure(image, [(feature.name, feature.values) for feature in maps], folder / "figure.png")
+    figure = save_kernel_figure(image, [(feature.name, feature.kernel, feature.values) for feature in maps],
+                                folder / "figure.png")
     return [*files, figure]
 
 
@@ -131,9 +132,9 @@ def describe(image: torch.Tensor, maps: list[FeatureMap]) -> list[str]:
     """The numbers of a tiny input and of its maps, for the terminal; nothing for a photo."""
     if not is_numbered(image):
         return []
-    lines = [f"input {shape_text(image)}:", *format_grid(image)]
+    lines = [f"input {size_text(image)}:", *format_grid(image)]
     for feature in maps:
-        lines += ["", f"{feature.name} {shape_text(feature.values)}:", *format_grid(feature.values)]
+        lines += ["", f"{feature.name} {size_text(feature.values)}:", *format_grid(feature.values)]
     return lines
 
 
@@ -141,10 +142,6 @@ def map_document(feature: FeatureMap, path: Path) -> dict:
     """One map in ``conv apply --json``; its values only when it is small enough to read."""
     return {"name": feature.name, "kernel": feature.kernel.tolist(), "shape": list(feature.values.shape),
             "file": str(path), "values": feature.values.tolist() if is_numbered(feature.values) else None}
-
-
-def shape_text(values: torch.Tensor) -> str:
-    return "x".join(map(str, values.shape))
 
 
 def format_grid(values: torch.Tensor) -> list[str]:
