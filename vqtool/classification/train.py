@@ -20,6 +20,7 @@ from vqtool.classification.config import TrainConfig
 from vqtool.classification.hints import diagnose
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
+from vqtool.classification.tracking import final_figures, finish_run, start_run
 from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
@@ -29,6 +30,7 @@ from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
 from vqtool.runs.folder import new_run_dir, read_json, write_args
+from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
 
 
 def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
@@ -59,12 +61,14 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
 
 
 def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, reporter: Reporter,
-              out_dir: str | None = None, lr_find: bool = False) -> dict:
+              out_dir: str | None = None, lr_find: bool = False, tracking: TrackingOptions | None = None) -> dict:
     """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``)."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
     config.check()
+    if tracking:
+        tracking.check()
     if lr_find:
         refuse_distributed_lr_find()
     distributed.join(resolve_device(config.device))
@@ -87,7 +91,8 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.spec, "train_args": asdict(config)}
-    return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None)
+    return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None,
+                tracking=tracking)
 
 
 def refuse_distributed_lr_find() -> None:
@@ -131,14 +136,16 @@ def resuming(run_dir, state: ResumeState, config: TrainConfig) -> str:
     return f"resuming {run_dir}: training ended after epoch {state.epoch}; writing the final checkpoint"
 
 
-def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -> dict:
-    """Continue an interrupted run from its last completed epoch."""
+def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
+               tracking: TrackingOptions | None = None) -> dict:
+    """Continue an interrupted run from its last completed epoch (and the trackers it was logged to)."""
     from vqtool.classification.checkpoint import read_meta
     from vqtool.registry import get_model
 
     started = time.perf_counter()
     run_path = Path(run_dir)
     recorded, config, state = resumable(run_dir, "train", epochs)
+    check_trackers((*(tracking.names if tracking else ()), *recorded_trackers(run_path)))
     distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",
@@ -149,11 +156,12 @@ def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -
     splits = prepare_splits(dataset, preprocess, data, reporter)
     model = get_model(config.model).build(meta["num_classes"], meta["in_channels"])
     reporter.log(resuming(run_dir, state, config))
-    return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state)
+    return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state,
+                tracking=tracking)
 
 
-def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume):
-    run = TrainingRun(run_dir, meta)
+def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume, tracking):
+    run = start_run(run_dir, meta, tracking, dataset_name=dataset.name, resume=resume, reporter=reporter)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
@@ -179,16 +187,18 @@ def global_batch(config: TrainConfig) -> str:
 def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
            config: TrainConfig, run: TrainingRun, started: float) -> dict:
     """Test the best weights when there is a test split, commit the final checkpoint; the summary document."""
-    summary = summarize(result, config, run.run_dir)
+    summary, logits = summarize(result, config, run.run_dir), None
     if "test" in splits:
         device = resolve_device(config.device)
         logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
         report = classification_report(logits, splits["test"].labels, dataset.classes)
         summary["test_top1"], summary["test_loss"] = report["top1"], report["loss"]
+    figures = final_figures(run, model, dataset, splits, preprocess, config.batch_size, config.device, logits)
     result.state.finished = True  # a resume of this run has nothing left to do
     run.commit(result.state, best_model=model.cpu(),
                metrics={**result.best, **{k: summary[k] for k in ("test_top1",) if k in summary}})
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    finish_run(run, summary, figures)
     return summary
 
 
