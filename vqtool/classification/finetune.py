@@ -32,6 +32,7 @@ from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, u
 from vqtool.models.surgery import HEADS
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
+from vqtool.runs.catalog import job_status
 from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
 
 AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
@@ -198,8 +199,9 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume, param_groups=groups,
-                 on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
-    summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
+    with job_status(run_dir, model=config.model, dataset=setup.dataset.name):
+        result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
+                     param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
+        summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
             "feature_cache": tune.uses_cache(setup.freeze)}

@@ -20,7 +20,6 @@ from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.compute.device import resolve_device
 from vqtool.metrics import confusion_document, confusion_matrix
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import mark_finished, mark_running
 from vqtool.runs.folder import read_json
 from vqtool.runs.tracking import TENSORBOARD, RunIdentity, TrackingOptions, open_trackers
 
@@ -30,10 +29,9 @@ FINAL_METRICS = ("best_epoch", "train_loss", "train_top1", "val_loss", "val_top1
 
 def start_run(run_dir: Path, meta: dict, tracking: TrackingOptions | None, *, dataset_name: str,
               resume: ResumeState | None, reporter: Reporter, network=None) -> TrainingRun:
-    """The TrainingRun of a starting (or resumed) job, marked running, with its trackers open."""
+    """The TrainingRun of a starting (or resumed) job, with its trackers open."""
     run_dir = Path(run_dir)
     model = meta["train_args"]["model"]
-    mark_running(run_dir, model=model, dataset=dataset_name)
     identity = RunIdentity(run_dir, read_json(run_dir / "args.json")["command"], model, dataset_name)
     trackers = open_trackers(tracking, identity, experiment_default=dataset_name,
                              logged_epoch=resume.epoch if resume else 0, reporter=reporter)
@@ -63,7 +61,7 @@ def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, ba
 
 
 def finish_run(run: TrainingRun, summary: dict, figures: dict[str, Path]) -> None:
-    """After the final commit: the trackers get the final metrics, figures and files; the run is finished."""
+    """After the final commit: the trackers get the final metrics, figures and files."""
     try:
         curves = {"curves": run.run_dir / "curves.png"} if (run.run_dir / "curves.png").is_file() else {}
         run.trackers.finish({key: summary[key] for key in FINAL_METRICS if summary.get(key) is not None},
@@ -71,5 +69,4 @@ def finish_run(run: TrainingRun, summary: dict, figures: dict[str, Path]) -> Non
     finally:
         for folder in {path.parent for path in figures.values()}:
             shutil.rmtree(folder, ignore_errors=True)
-    mark_finished(run.run_dir)
 

@@ -29,6 +29,7 @@ from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split, pixel_st
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
+from vqtool.runs.catalog import job_status
 from vqtool.runs.folder import new_run_dir, read_json, write_args
 from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
 
@@ -166,9 +167,10 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
-    result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                 reporter=reporter, run=run, resume=resume)
-    return finish(model, result, dataset, splits, preprocess, config, run, started)
+    with job_status(run_dir, model=config.model, dataset=dataset.name):
+        result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
+                     reporter=reporter, run=run, resume=resume)
+        return finish(model, result, dataset, splits, preprocess, config, run, started)
 
 
 def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:

@@ -33,7 +33,7 @@ from vqtool.detection.tracking import ultralytics_tracking
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
-from vqtool.runs.catalog import mark_finished, mark_running
+from vqtool.runs.catalog import job_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
 from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
@@ -169,12 +169,12 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
     recorder = EpochRecorder(run_dir, reporter)
     recorder.attach(model)
-    mark_running(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name)
     tracked = ultralytics_tracking(model, run_dir, tracking, experiment_default=dataset.name, reporter=reporter)
-    with keeping_threads(), no_valid_images_as_error(dataset), tracked:
-        model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
-                    **args)
-    return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
+    with job_status(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name):
+        with keeping_threads(), no_valid_images_as_error(dataset), tracked:
+            model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
+                        exist_ok=True, **args)
+        return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
 def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptions | None = None) -> dict:
@@ -192,17 +192,19 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     _check_resumed_files(last, data)
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
+    status = job_status(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
     if training_finished(model.ckpt):
         reporter.log(f"resuming {run_dir}: training ended after epoch {len(recorder.history)}; "
                      f"writing {RUN_CHECKPOINT}")
-        return _finish_trained(run, recorder, data, started, record)
+        with status:
+            return _finish_trained(run, recorder, data, started, record)
     recorder.attach(model)
     reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
-    mark_running(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
     tracked = ultralytics_tracking(model, run, tracking, experiment_default=record["dataset"], reporter=reporter)
-    with keeping_threads(), tracked:
-        model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
-    return _trained(run, recorder, model, started, record)
+    with status:
+        with keeping_threads(), tracked:
+            model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
+        return _trained(run, recorder, model, started, record)
 
 
 def _check_resumed_files(last: Path, data: str | None) -> None:
@@ -263,7 +265,6 @@ def _finish(run_dir: Path, epochs: int, best_epoch, metrics: dict, started: floa
     """Copy the best weights to the top of the run folder; the summary document (metrics of those weights)."""
     best = best_weights(run_dir)
     atomic_save(run_dir / RUN_CHECKPOINT, lambda tmp: shutil.copyfile(best, tmp))
-    mark_finished(run_dir)
     return {"run_dir": str(run_dir), "checkpoint": str(run_dir / RUN_CHECKPOINT), **record, "epochs": epochs,
             "best_epoch": best_epoch, **metrics, "seconds": round(time.perf_counter() - started, 2),
             "vqtool_version": __version__}

@@ -1,14 +1,16 @@
 """What run folders hold, one row each: the library side of ``vqtool runs`` and ``vqtool runs compare``.
 
-Every training job writes ``RUN/status.json`` when it starts (``running``, with
-its process id and host) and when it ends (``finished``). A run whose process
-is gone without finishing (killed, Ctrl-C, an error) reads as ``interrupted``.
+Every training job writes ``RUN/status.json`` (:func:`job_status`) when it
+starts (``running``, with its process id and host) and when it ends
+(``finished``, or ``interrupted`` by Ctrl-C, SIGTERM or an error). A run still
+``running`` whose process is gone (SIGKILL, a crash) reads as ``interrupted``.
 Everything else is read from the run's last committed epoch
 (:func:`~vqtool.runs.commit.committed`), so a run being written reads as one epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
 import os
@@ -31,22 +33,25 @@ COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_t
 FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "test_top1", "seconds", "status")
 
 
-def mark_running(run_dir: Path, *, model: str, dataset: str) -> None:
-    """Record that this process trains the run now (rank 0 only; a resumed run keeps its first start date)."""
+@contextlib.contextmanager
+def job_status(run_dir: Path, *, model: str, dataset: str):
+    """``running`` while the block trains the run, then ``finished``, or ``interrupted`` when it raises
+    (Ctrl-C, SIGTERM, an error); rank 0 writes it. A resumed run keeps its first start date."""
     if not distributed.is_main():
+        yield
         return
     path = Path(run_dir) / STATUS_FILE
     previous = read_json(path) if path.is_file() else {}
-    write_json(path, {"status": RUNNING, "model": model, "dataset": dataset,
-                      "started": previous.get("started", _now()), "pid": os.getpid(), "host": socket.gethostname()})
-
-
-def mark_finished(run_dir: Path) -> None:
-    if not distributed.is_main():
-        return
-    path = Path(run_dir) / STATUS_FILE
-    previous = read_json(path) if path.is_file() else {}
-    write_json(path, {**previous, "status": FINISHED, "finished": _now()})
+    record = {"status": RUNNING, "model": previous.get("model") or model, "dataset": previous.get("dataset") or dataset,
+              "started": previous.get("started", _now()),
+              "pid": os.getpid(), "host": socket.gethostname()}
+    write_json(path, record)
+    try:
+        yield
+    except BaseException:
+        write_json(path, {**record, "status": INTERRUPTED, "stopped": _now()})
+        raise
+    write_json(path, {**record, "status": FINISHED, "finished": _now()})
 
 
 def _now() -> str:
@@ -135,8 +140,8 @@ def _detector_scores(run_dir: Path, rows: list[dict]) -> dict:
 
 def run_status(run_dir: Path, status: dict, detector: bool) -> str:
     """finished, running (its process is alive, or on another host: it cannot be told), else interrupted."""
-    if status.get("status") == FINISHED:
-        return FINISHED
+    if status.get("status") in (FINISHED, INTERRUPTED):
+        return status["status"]
     if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or _alive(status.get("pid"))):
         return RUNNING
     if not status and _finished_without_status(run_dir, detector):  # a run from before status.json
