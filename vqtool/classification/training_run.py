@@ -10,6 +10,8 @@ After every epoch one commit (:mod:`vqtool.runs.commit`) replaces, together:
 
 so a run killed at any moment reads as its last committed epoch, and
 :meth:`TrainingRun.load_state` (the one reader of state.pt) continues from it.
+After each commit the run's trackers (``--log``, :mod:`vqtool.runs.tracking`)
+get the epochs they have not seen yet, so they never hold an epoch the folder lacks.
 """
 
 from __future__ import annotations

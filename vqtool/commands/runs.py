@@ -42,7 +42,12 @@ def list_runs(folders, sort_key, reverse, filters, out):
 
     Columns: name, command, model, dataset, epochs, best epoch, val top-1 (or
     mAP50-95 for detectors), test top-1, training seconds, date, status
-    (finished, interrupted or running).
+    (finished, interrupted or running). `vqtool runs` alone is `vqtool runs list`.
+
+    \b
+    Examples:
+      vqtool runs list runs/ --sort val_top1 --reverse
+      vqtool runs list --filter command=finetune --json
     """
     from vqtool.runs.catalog import COLUMNS, describe, find_runs, select
 
@@ -66,7 +71,13 @@ def _cell(row: dict, column: str):
 @click.option("--png", type=click.Path(dir_okay=False), help="Also draw the runs' val curves overlaid into this PNG.")
 @output_options
 def compare_runs(run_dirs, png, out):
-    """The arguments that differ between RUN_DIRS, and their final metrics, side by side."""
+    """The arguments that differ between RUN_DIRS, and their final metrics, side by side.
+
+    \b
+    Examples:
+      vqtool runs compare runs/train-a runs/train-b
+      vqtool runs compare runs/lr-* --png val-curves.png --json
+    """
     from pathlib import Path
 
     from vqtool.errors import VQError
