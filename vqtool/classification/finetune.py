@@ -33,7 +33,7 @@ from vqtool.models.surgery import HEADS
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import job_status
-from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
 
@@ -133,7 +133,7 @@ def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = No
     """Continue an interrupted fine-tuning run from its last completed epoch (and the trackers it was logged to)."""
     started = time.perf_counter()
     recorded, config, state = resumable(run_dir, "finetune", epochs)
-    check_trackers((*(tracking.names if tracking else ()), *recorded_trackers(Path(run_dir))))
+    check_resumed(tracking, Path(run_dir))
     tune = FinetuneOptions.from_dict(recorded["finetune"])
     setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter)
     reporter.log(resuming(run_dir, state, config))

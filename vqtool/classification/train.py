@@ -31,7 +31,7 @@ from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import job_status
 from vqtool.runs.folder import new_run_dir, read_json, write_args
-from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
 def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
@@ -146,7 +146,7 @@ def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
     started = time.perf_counter()
     run_path = Path(run_dir)
     recorded, config, state = resumable(run_dir, "train", epochs)
-    check_trackers((*(tracking.names if tracking else ()), *recorded_trackers(run_path)))
+    check_resumed(tracking, run_path)
     distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",

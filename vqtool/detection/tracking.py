@@ -17,7 +17,7 @@ from vqtool.detection.ultralytics_env import integrations
 from vqtool.reporter import Reporter
 from vqtool.runs.folder import read_json, write_json
 from vqtool.runs.tracking import (MLFLOW, MLFLOW_FILE, MLFLOW_QUICK_FAILURE, TrackingOptions, check_trackers,
-                                  quiet_mlflow, recorded_trackers)
+                                  quiet_mlflow, requested_trackers)
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def ultralytics_tracking(model, run_dir: Path, tracking: TrackingOptions | None,
                          reporter: Reporter):
     """Ultralytics' integrations that ``tracking`` asks for (and those the run folder was logged to) for the
     trainings inside."""
-    names = tuple(dict.fromkeys((*(tracking.names if tracking else ()), *recorded_trackers(run_dir))))
+    names = requested_trackers(tracking, run_dir)
     experiment = (tracking.experiment if tracking else None) or experiment_default
     if not names:
         yield

@@ -36,7 +36,7 @@ from vqtool.plots import plot_panels
 from vqtool.runs.catalog import job_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
-from vqtool.runs.tracking import TrackingOptions, check_trackers, recorded_trackers
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 from vqtool.errors import VQError
 from vqtool.reporter import Reporter
 
@@ -181,7 +181,7 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     """Continue an interrupted detector run from its last completed epoch (Ultralytics' own resume)."""
     started = time.perf_counter()
     run = Path(run_dir)
-    check_trackers((*(tracking.names if tracking else ()), *recorded_trackers(run)))
+    check_resumed(tracking, run)
     last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
     if not last.is_file():
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)

@@ -79,6 +79,16 @@ def recorded_trackers(run_dir: Path) -> tuple[str, ...]:
     return tuple(name for name in TRACKERS if logged[name])
 
 
+def requested_trackers(options: TrackingOptions | None, run_dir: Path) -> tuple[str, ...]:
+    """What ``--log`` asks for, and the trackers the run folder was already logged to (a resume continues them)."""
+    return tuple(dict.fromkeys((*(options.names if options else ()), *recorded_trackers(run_dir))))
+
+
+def check_resumed(options: TrackingOptions | None, run_dir: Path) -> None:
+    """:func:`check_trackers` for a run about to be resumed (before its data is loaded)."""
+    check_trackers(requested_trackers(options, run_dir))
+
+
 def flatten(document: dict, prefix: str = "") -> dict:
     """``{"config": {"lr": 0.1}}`` -> ``{"config.lr": 0.1}`` (lists kept as values)."""
     flat = {}
@@ -103,11 +113,15 @@ def scalar_tag(column: str) -> str:
     return f"lr/{column}" if section == "lr" else f"epoch/{column}"
 
 
+def numbers(values: dict) -> dict[str, float]:
+    """The entries of ``values`` that trackers can take: numbers, not NaN (empty cells and text left out)."""
+    return {key: float(value) for key, value in values.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value}
+
+
 def epoch_values(record: dict) -> dict[str, float]:
-    """The numbers of one metrics.csv row that trackers log (empty cells left out)."""
-    return {key: float(value) for key, value in record.items()
-            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool)
-            and value == value}
+    """The numbers of one metrics.csv row that trackers log (the epoch is their step)."""
+    return {key: value for key, value in numbers(record).items() if key != "epoch"}
 
 
 @dataclass(frozen=True)
@@ -146,9 +160,8 @@ class Trackers:
 
     def finish(self, metrics: dict, images: dict[str, Path], artifacts: list[Path]) -> None:
         """The end of a run: final ``metrics``, ``images`` (name -> PNG) and the run's files as ``artifacts``."""
-        final = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))
-                 and not isinstance(value, bool) and value == value}
-        self._each(lambda tracker: tracker.finish(final, images, [path for path in artifacts if path.is_file()]))
+        final, present = numbers(metrics), [path for path in artifacts if path.is_file()]
+        self._each(lambda tracker: tracker.finish(final, images, present))
 
     def _each(self, call) -> None:
         for tracker in list(self.trackers):
@@ -166,7 +179,7 @@ class Trackers:
 def open_trackers(options: TrackingOptions | None, identity: RunIdentity, *, experiment_default: str,
                   logged_epoch: int, reporter: Reporter) -> Trackers:
     """The trackers ``options`` asks for plus those the run folder was already logged to (rank 0 only)."""
-    names = tuple(dict.fromkeys((*(options.names if options else ()), *recorded_trackers(identity.run_dir))))
+    names = requested_trackers(options, identity.run_dir)
     if not names or not distributed.is_main():
         return Trackers([], reporter, logged_epoch)
     check_trackers(names)
