@@ -209,6 +209,26 @@ def test_a_detector_run_with_log_tensorboard_leaves_event_files(detector_run):
 
 
 @pytest.mark.slow
+def test_a_detector_run_with_log_mlflow_is_one_mlflow_run(tmp_path):
+    import mlflow
+
+    from test_detect import make_yolo_dataset
+
+    data = make_yolo_dataset(tmp_path / "shapes", train=4, val=2, size=32)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    process = vqtool_process("train", data, "--epochs", "1", "--imgsz", "32", "--out", tmp_path / "run",
+                             "--log", "mlflow", "--experiment", "shapes", "-q", cwd=tmp_path,
+                             env={"VQTOOL_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": uri})
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("shapes").experiment_id])
+    assert found.info.run_name == "run" and found.info.status == "FINISHED"
+    assert "metrics/mAP50-95B" in found.data.metrics
+    assert json.loads((tmp_path / "run" / "mlflow.json").read_text())["run_id"] == found.info.run_id
+
+
+@pytest.mark.slow
 def test_runs_lists_a_finished_an_interrupted_and_a_detector_run(run_cli, class_tree, detector_run):
     detector_run = detector_run[0]
     runs = detector_run.parent
@@ -241,6 +261,12 @@ def test_runs_reports_running_and_interrupted_by_the_status_file(run_cli, class_
     gone.wait()
     Path("runs/a/status.json").write_text(json.dumps({**status, "status": "running", "pid": gone.pid}))
     assert json.loads(run_cli("runs", "--json").stdout)[0]["status"] == "interrupted"
+    Path("runs/broken").mkdir()
+    Path("runs/broken/args.json").write_text("{ damaged")
+    Path("runs/broken/state.pt").write_bytes(b"")
+    result = run_cli("runs", "--json")
+    assert [row["name"] for row in json.loads(result.stdout)] == ["a"]
+    assert "runs/broken: left out, cannot be read" in result.stderr
 
 
 def test_ctrl_c_marks_a_run_interrupted(run_cli, class_tree, monkeypatch):

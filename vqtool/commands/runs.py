@@ -49,9 +49,9 @@ def list_runs(folders, sort_key, reverse, filters, out):
       vqtool runs list runs/ --sort val_top1 --reverse
       vqtool runs list --filter command=finetune --json
     """
-    from vqtool.runs.catalog import COLUMNS, describe, find_runs, select
+    from vqtool.runs.catalog import COLUMNS, describe_all, find_runs, select
 
-    rows = select([describe(run) for run in find_runs(folders or ("runs",))], list(filters), sort_key, reverse)
+    rows = select(describe_all(find_runs(folders or ("runs",)), out), list(filters), sort_key, reverse)
     if out.json:
         out.emit(rows)
         return

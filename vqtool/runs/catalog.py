@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from vqtool.compute import distributed
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+from vqtool.reporter import Reporter
 from vqtool.runs.commit import committed
 from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
 from vqtool.runs.tracking import flatten
@@ -166,6 +167,17 @@ def _finished_without_status(run_dir: Path, detector: bool) -> bool:
         return (run_dir / "model.pt").is_file()
     model_json = committed(run_dir, "model.json")
     return model_json.is_file() and "test_top1" in read_json(model_json).get("metrics", {})
+
+
+def describe_all(run_dirs, reporter: Reporter) -> list[dict]:
+    """:func:`describe` of each run folder; one that cannot be read is a warning, and left out."""
+    rows = []
+    for run in run_dirs:
+        try:
+            rows.append(describe(run))
+        except (VQError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # a damaged file
+            reporter.warn(f"{run}: left out, cannot be read ({first_line(error)})")
+    return rows
 
 
 def select(rows: list[dict], filters: list[str], sort: str | None = None, reverse: bool = False) -> list[dict]:

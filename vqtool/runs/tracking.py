@@ -184,15 +184,14 @@ def open_trackers(options: TrackingOptions | None, identity: RunIdentity, *, exp
         return Trackers([], reporter, logged_epoch)
     check_trackers(names)
     experiment = (options.experiment if options else None) or experiment_default
+    openers = {TENSORBOARD: lambda: TensorBoardTracker(identity),
+               MLFLOW: lambda: MlflowTracker(identity, experiment, reporter)}
     trackers = Trackers([], reporter, logged_epoch)
     for name in names:
         try:
-            tracker = TensorBoardTracker(identity) if name == TENSORBOARD else MlflowTracker(identity, experiment,
-                                                                                               reporter)
-        except Exception as error:
+            trackers.trackers.append(openers[name]())
+        except Exception as error:  # a server that does not answer, a folder that cannot be written
             reporter.warn(f"{name}: {first_line(error)}; training goes on without it (metrics.csv keeps the record)")
-            continue
-        trackers.trackers.append(tracker)
     if trackers.trackers:
         reporter.log(f"logging to {', '.join(tracker.where for tracker in trackers.trackers)}")
     return trackers
