@@ -3,8 +3,10 @@
 TensorBoard's event files land in ``RUN/ultralytics/`` (Ultralytics writes them
 into its save folder). MLflow gets a run named after the run folder in the
 experiment ``--experiment`` (default the dataset's name) at
-``MLFLOW_TRACKING_URI``; its id is kept in ``RUN/mlflow.json`` so that
-``--resume`` continues the same MLflow run.
+``MLFLOW_TRACKING_URI``; its id is kept in ``RUN/mlflow.json``. A resumed detector
+run is a new MLflow run of the same name and experiment: Ultralytics logs its
+arguments again when training starts, and MLflow refuses to change a run's params
+(``resume`` among them), so continuing the old run would fail.
 """
 
 from __future__ import annotations
@@ -42,14 +44,17 @@ def ultralytics_tracking(model, run_dir: Path, tracking: TrackingOptions | None,
 
 
 def mlflow_environment(run_dir: Path, experiment: str) -> dict[str, str]:
-    """The variables Ultralytics' MLflow callback reads: experiment and run name, or the run to continue."""
+    """The variables Ultralytics' MLflow callback reads: the experiment (a resumed run's own, at its tracking
+    URI) and the run's name."""
     for variable, value in MLFLOW_QUICK_FAILURE.items():
         os.environ.setdefault(variable, value)
+    environment = {"MLFLOW_EXPERIMENT_NAME": experiment, "MLFLOW_RUN": run_dir.name}
     saved = run_dir / MLFLOW_FILE
     if saved.is_file():
         record = read_json(saved)
-        return {"MLFLOW_RUN_ID": record["run_id"], "MLFLOW_TRACKING_URI": record["tracking_uri"]}
-    return {"MLFLOW_EXPERIMENT_NAME": experiment, "MLFLOW_RUN": run_dir.name}
+        environment.update(MLFLOW_EXPERIMENT_NAME=record.get("experiment") or experiment,
+                           MLFLOW_TRACKING_URI=record["tracking_uri"])
+    return environment
 
 
 def remember_mlflow_run(run_dir: Path) -> None:
@@ -57,6 +62,7 @@ def remember_mlflow_run(run_dir: Path) -> None:
     import mlflow
 
     active = mlflow.active_run()
-    if active is not None and not (run_dir / MLFLOW_FILE).is_file():
+    if active is not None:
         write_json(run_dir / MLFLOW_FILE, {"run_id": active.info.run_id, "experiment_id": active.info.experiment_id,
+                                           "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME"),
                                            "tracking_uri": mlflow.get_tracking_uri()})
