@@ -28,7 +28,8 @@ test-all: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# Regenerate the shell completion scripts and the packaged model-name list they complete from.
+# Regenerate the shell completion scripts, the packaged model-name list they complete from, and the catalog
+# `vqtool models` and `datasets` list from without importing torch.
 completions: $(VENV)/.installed-dev
-	VQTOOL_PLUGINS=none $(BIN)/python -c "from vqtool.commands.completion import write_model_names; write_model_names('vqtool/model_names.txt')"
+	VQTOOL_PLUGINS=none $(BIN)/python -c "from vqtool.commands.completion import write_model_names; write_model_names('vqtool/model_names.txt'); from vqtool.commands.completion import write_catalog; write_catalog('vqtool/catalog.json')"
 	for shell in bash zsh fish; do _VQTOOL_COMPLETE=$${shell}_source $(BIN)/vqtool > completions/vqtool.$$shell; done

@@ -25,6 +25,29 @@ def test_model_names_list_is_current():
     assert listed == live, "run `make completions`"
 
 
+def test_catalog_is_current():
+    from vqtool.catalog import packaged
+    from vqtool.commands.listing import live_dataset_rows, live_model_rows
+
+    catalog = packaged()
+    assert catalog["models"] == [r for r in live_model_rows() if r["source"] in ("builtin", "torchvision", "timm")], \
+        "run `make completions`"
+    assert catalog["datasets"] == [r for r in live_dataset_rows() if r["source"] == "builtin"], "run `make completions`"
+
+
+def test_listings_answer_without_importing_torch():
+    code = """
+import sys
+from click.testing import CliRunner
+from vqtool.cli import cli
+outputs = [CliRunner().invoke(cli, [*command, "--json"]).output for command in (["models"], ["datasets"], ["plugins"])]
+print("torch" in sys.modules or "timm" in sys.modules or "torchvision" in sys.modules, '"smallcnn"' in outputs[0],
+      '"fashion-mnist"' in outputs[1])
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "True", "True"], result.stderr
+
+
 def test_completing_models_and_datasets_is_fast_and_never_imports_torch():
     code = """
 import json, sys

@@ -550,3 +550,31 @@ def test_detector_confusion_on_a_data_yaml_of_other_names(run_cli, detector, sha
     check_outcome(result, Case("", None, 2, ("classes (red, blue) differ", "(cat, dog)")), tmp_path)
     evaluated = run_cli("eval", detector, shapes, "--json")
     assert evaluated.exit_code == 0 and "differ" in evaluated.stderr
+
+
+def test_a_truncated_jpeg_in_a_detection_dataset_is_refused_and_left_as_it_was(run_cli, detector, shapes, tmp_path):
+    from PIL import Image
+
+    image = shapes.parent / "images" / "val" / "0.jpg"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image, "JPEG")
+    (shapes.parent / "images" / "val" / "0.png").unlink()
+    truncated = image.read_bytes()[:-2]  # decodable, but without the end-of-image marker
+    image.write_bytes(truncated)
+    result = run_cli("eval", detector, shapes)
+    check_outcome(result, Case("", None, 1, ("1 val JPEG file(s) lack their end marker", "0.jpg",
+                                             "rewrite them in place")), tmp_path)
+    assert image.read_bytes() == truncated
+
+
+def test_library_noise_about_a_damaged_jpeg_stays_off_stderr(run_cli, detector, tmp_path, capfd):
+    image = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image, quality=90)
+    data = image.read_bytes()
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(data[:len(data) // 2] + b"\xff\xd9")  # libjpeg decodes it, complaining on fd 2
+    result = run_cli("detect", damaged, "-w", detector, "--imgsz", "64", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(damaged)
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    run_cli("--debug", "detect", damaged, "-w", detector, "--imgsz", "64", "-q")
+    assert "Corrupt JPEG" in capfd.readouterr().err  # --debug shows what the libraries say

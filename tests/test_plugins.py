@@ -25,9 +25,10 @@ def vqtool(*args, env=None, pythonpath=None):
 @needs_example
 def test_example_plugin_is_listed_and_trains(run_cli, class_tree):
     models = {m["name"]: m for m in json.loads(run_cli("models", "--json").stdout)}
-    assert models["tinyvgg"]["source"] == "vqtool-tinyvgg" and models["tinyvgg"]["input_size"] == 64
-    plugins = {p["name"]: p for p in json.loads(run_cli("plugins", "--json").stdout)}
-    assert plugins["vqtool-tinyvgg"]["models"] == ["tinyvgg"] and plugins["vqtool-tinyvgg"]["version"] == "0.1.0"
+    assert models["tinyvgg"]["source"] == "vqtool-tinyvgg"
+    for listing in (run_cli("plugins", "--json"), run_cli("plugins", "--check", "--json")):  # declared, imported
+        plugins = {p["name"]: p for p in json.loads(listing.stdout)}
+        assert plugins["vqtool-tinyvgg"]["models"] == ["tinyvgg"] and plugins["vqtool-tinyvgg"]["version"] == "0.1.0"
     result = run_cli("train", class_tree, "--model", "tinyvgg", "--epochs", "1", "--json", "-q", "--out", "tv")
     assert result.exit_code == 0, result.output
     assert json.loads(open("tv/model.json").read())["preprocess"]["size"] == 64
@@ -48,9 +49,9 @@ def test_a_broken_plugin_is_reported_once_and_vqtool_keeps_working(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[vqtool.models]\nbroken = broken_plugin_module\n")
     (tmp_path / "broken_plugin_module.py").write_text("raise ImportError('needs a library that is missing')\n")
-    result = vqtool("models", "smallcnn", "--json", pythonpath=tmp_path)
+    result = vqtool("models", "smallcnn", "--json", pythonpath=tmp_path)  # listed without importing plugins
     assert result.returncode == 0
     assert [m["name"] for m in json.loads(result.stdout)] == ["smallcnn"]
-    assert result.stderr.count("plugin broken-plugin failed to load: needs a library that is missing") == 1
-    listed = json.loads(vqtool("plugins", "--json", pythonpath=tmp_path).stdout)
-    assert any(p["name"] == "broken-plugin" and "ImportError" in p["error"] for p in listed)
+    checked = vqtool("plugins", "--check", "--json", pythonpath=tmp_path)
+    assert checked.stderr.count("plugin broken-plugin failed to load: needs a library that is missing") == 1
+    assert any(p["name"] == "broken-plugin" and "ImportError" in p["error"] for p in json.loads(checked.stdout))

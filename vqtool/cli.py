@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
+import traceback
 import warnings
 
 import click
 
 from vqtool import __version__
-from vqtool.commands import debug_option
-from vqtool.errors import VQError, VQWarning, debug_enabled
+from vqtool.commands import StdoutClosed, debug_option
+from vqtool.errors import VQError, VQWarning, debug_enabled, first_line
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -82,17 +84,49 @@ class LazyGroup(click.Group):
         try:
             with sigterm_unwinds():
                 return super().invoke(ctx)
-        except VQError as error:
-            if debug_enabled():
-                raise
-            click.echo(f"Error: {error}", err=True)
-            ctx.exit(error.exit_code)
+        except click.UsageError as error:  # Click's own checks (option types, missing arguments): one line too
+            where = error.ctx.command_path if error.ctx else "vqtool"
+            _fail(ctx, f"{error.format_message()} (see '{where} --help')", 2)
+        except VQError as error:  # one line even when a library's text slipped into the message
+            _fail(ctx, first_line(error), error.exit_code)
+        except StdoutClosed:  # `vqtool ... | head -1`: the reader has what it wanted, as with any Unix filter
+            _silence_stdout()
+            ctx.exit(0)
         except KeyboardInterrupt as interrupt:
             if debug_enabled():
                 raise
             terminated = isinstance(interrupt, Terminated)
             click.echo("Terminated." if terminated else "Aborted.", err=True)
             ctx.exit(143 if terminated else 130)
+
+
+def _fail(ctx, message: str, exit_code: int):
+    """One ``Error:`` line and the exit code; --debug prints the traceback first and keeps the exit code."""
+    if debug_enabled():
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+    ctx.exit(exit_code)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what the closed pipe refused says nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _keep_standard_streams_open() -> None:
+    """A stdout or stderr closed by the caller (``>&-``) becomes /dev/null: otherwise the next file opened gets
+    its number, and whatever writes to the stream (C libraries included) writes into that file."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, "w", closefd=False))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +157,7 @@ def _show_vqtool_warnings() -> None:
 
 
 def main():
+    _keep_standard_streams_open()
     _show_vqtool_warnings()
     cli(prog_name="vqtool")
 

@@ -1,6 +1,8 @@
 """The one exception type for errors a user can cause, and whether the user asked to see everything."""
 
+import contextlib
 import os
+import sys
 
 
 class VQError(Exception):
@@ -44,3 +46,25 @@ def first_line(error: BaseException) -> str:
     """
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def native_stderr_hidden():
+    """Outside --debug, what C libraries print straight to file descriptor 2 during the block (libjpeg's
+    "Corrupt JPEG data", libpng's and OpenCV's warnings) goes to /dev/null; vqtool reports the outcome itself.
+
+    For short calls on the main thread: the whole process's stderr is redirected meanwhile.
+    """
+    if debug_enabled():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

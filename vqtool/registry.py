@@ -9,7 +9,6 @@ resolved by name on demand rather than enumerated up front.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import os
 import warnings
@@ -17,16 +16,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable
 
+from vqtool.catalog import ENTRY_POINT_GROUPS, allowed_entry_points, matching
 from vqtool.errors import VQError, VQWarning, suggest
 
-BUILTIN_MODULES = (
-    "vqtool.models.small",
-    "vqtool.models.torchvision_family",
-    "vqtool.models.timm_family",
-    "vqtool.data.sources",
-    "vqtool.detection.data",
-)
-ENTRY_POINT_GROUPS = ("vqtool.models", "vqtool.datasets")
+# The modules that register the built-ins, by registry: dataset sources import no torch at import time, so
+# `task_of` and dataset checks answer before torch loads; models import it.
+BUILTIN_MODULES = {
+    "datasets": ("vqtool.data.sources", "vqtool.detection.data"),
+    "models": ("vqtool.models.small", "vqtool.models.torchvision_family", "vqtool.models.timm_family"),
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ _MODELS: dict[str, ModelEntry] = {}
 _FAMILIES: dict[str, ModelFamily] = {}
 _DATASETS: dict[str, DatasetSource] = {}
 _PLUGINS: dict[str, dict] = {}
-_loaded = False
+_loaded: set[str] = set()  # the registries ("models", "datasets") whose built-ins and plugins are imported
 
 
 def register_model(name: str | None = None, **meta):
@@ -150,30 +148,23 @@ def _plugin(dist: str) -> dict:
 
 def load_all() -> None:
     """Import the built-ins, then every allowed plugin (once per process)."""
-    global _loaded
-    if _loaded:
+    for kind in BUILTIN_MODULES:
+        load(kind)
+
+
+def load(kind: str) -> None:
+    """Import the built-ins and the allowed plugins of one registry ("models" or "datasets"), once."""
+    if kind in _loaded:
         return
-    _loaded = True
-    for module in BUILTIN_MODULES:
+    _loaded.add(kind)
+    for module in BUILTIN_MODULES[kind]:
         importlib.import_module(module)
-    for dist, entry_point in _plugin_entry_points():
+    for dist, entry_point in allowed_entry_points(ENTRY_POINT_GROUPS[kind]):
         try:
             entry_point.load()
         except Exception as error:  # a broken plugin must not break vqtool
             _plugin(dist)["error"] = f"{type(error).__name__}: {error}"
             warnings.warn(f"plugin {dist} failed to load: {error}", VQWarning, stacklevel=2)
-
-
-def _plugin_entry_points():
-    from importlib.metadata import entry_points
-
-    allowed = os.environ.get("VQTOOL_PLUGINS")
-    wanted = None if allowed is None else {p.strip() for p in allowed.split(",") if p.strip()} - {"none"}
-    for group in ENTRY_POINT_GROUPS:
-        for entry_point in entry_points(group=group):
-            dist = entry_point.dist.name if entry_point.dist else entry_point.name
-            if wanted is None or dist in wanted or entry_point.name in wanted:
-                yield dist, entry_point
 
 
 def _dist_version(dist: str) -> str | None:
@@ -185,6 +176,12 @@ def _dist_version(dist: str) -> str | None:
         return None
 
 
+def loaded(kind: str) -> bool:
+    """Whether a registry's built-ins and plugins are imported (then listings show it live, in-process
+    registrations included)."""
+    return kind in _loaded
+
+
 def plugins() -> dict[str, dict]:
     load_all()
     return dict(_PLUGINS)
@@ -192,7 +189,7 @@ def plugins() -> dict[str, dict]:
 
 def get_model(name: str) -> ModelEntry:
     """The entry for ``name``; a VQError with close matches when unknown."""
-    load_all()
+    load("models")
     if name in _MODELS:
         return _MODELS[name]
     for prefix in sorted(_FAMILIES, key=len, reverse=True):
@@ -204,14 +201,11 @@ def get_model(name: str) -> ModelEntry:
 
 def model_names(pattern: str | None = None) -> list[str]:
     """Every registered model name, families included, optionally filtered by a wildcard."""
-    load_all()
+    load("models")
     names = list(_MODELS)
     for prefix, family in _FAMILIES.items():
         names.extend(prefix + n for n in family.names())
-    if pattern:
-        pattern = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return names
+    return matching(names, pattern)
 
 
 def model_source(name: str) -> str:
@@ -224,7 +218,7 @@ def model_source(name: str) -> str:
 
 
 def registered_models() -> dict[str, ModelEntry]:
-    load_all()
+    load("models")
     return dict(_MODELS)
 
 
@@ -234,13 +228,13 @@ def create_model(name: str, num_classes: int, in_channels: int | None = None):
 
 
 def dataset_sources() -> dict[str, DatasetSource]:
-    load_all()
+    load("datasets")
     return dict(_DATASETS)
 
 
 def get_dataset_source(spec: str) -> DatasetSource:
     """The source for a dataset name or path."""
-    load_all()
+    load("datasets")
     if spec in _DATASETS and _DATASETS[spec].matches is None:
         return _DATASETS[spec]
     for source in _DATASETS.values():

@@ -33,6 +33,23 @@ def _is_detection_target(spec: str) -> bool:
         for source in dataset_sources().values())
 
 
+def require_detector(weights: str) -> None:
+    """A usage error, in one line, when ``weights`` given where a detector is needed hold a classifier."""
+    from vqtool.classification.checkpoint_files import resolve_checkpoint
+    from vqtool.classification.export_metadata import is_exported_classifier
+    from vqtool.errors import VQError
+
+    if is_exported_classifier(weights):
+        kind = "an exported vqtool classifier"
+    else:
+        try:
+            resolve_checkpoint(weights)
+        except VQError:
+            return
+        kind = "a vqtool classifier checkpoint"
+    raise VQError(f"{weights}: {kind}, not a detector; classify images with vqtool predict", usage=True)
+
+
 def export(checkpoint: str, options, reporter) -> dict:
     """Export a classification checkpoint or YOLO weights; the summary ``vqtool export`` prints."""
     from vqtool.classification.export_metadata import is_exported
@@ -45,6 +62,11 @@ def export(checkpoint: str, options, reporter) -> dict:
         from vqtool.detection.export import export_detector
 
         return export_detector(checkpoint, options, reporter)
+    from vqtool.classification.checkpoint_files import check_model_path
+    from vqtool.classification.export_metadata import check_options
+
+    check_options(options)  # usage errors before torch loads
+    check_model_path(checkpoint)
     from vqtool.classification.export import export_classifier
 
     return export_classifier(checkpoint, options, reporter)

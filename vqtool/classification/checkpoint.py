@@ -19,14 +19,13 @@ import torch
 
 from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
-from vqtool.runs.commit import commit, committed
+from vqtool.classification.checkpoint_files import META_FILE, WEIGHTS_FILE, resolve_checkpoint
+from vqtool.runs.commit import commit
 from vqtool.runs.folder import json_text, read_json
 from vqtool.errors import VQError, first_line
 
 FORMAT = "vqtool-checkpoint"
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
 EPOCH_KEY = "vqtool_epoch"  # safetensors metadata: the epoch whose weights the file holds
 
 
@@ -62,22 +61,6 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, meta: dict) -> Path:
     """Write weights and metadata as one change; returns the weights path."""
     commit(run_dir, checkpoint_files(model, meta))
     return Path(run_dir) / WEIGHTS_FILE
-
-
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """(weights, metadata) paths for a run folder, a .safetensors file or its .json."""
-    path = Path(path)
-    if not path.exists():
-        raise VQError(f"{path}: no such file or folder", usage=True)
-    if path.is_dir():
-        weights, meta = committed(path, WEIGHTS_FILE), committed(path, META_FILE)
-    elif path.suffix == ".json":
-        weights, meta = committed(path.parent, f"{path.stem}.safetensors"), committed(path.parent, path.name)
-    else:
-        weights, meta = committed(path.parent, path.name), committed(path.parent, f"{path.stem}.json")
-    if not weights.is_file() or not meta.is_file():
-        raise VQError(f"{path}: not a vqtool checkpoint (expected {WEIGHTS_FILE} and {META_FILE})", usage=True)
-    return weights, meta
 
 
 def read_meta(path: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """What shapes a classifier's training run, and the optimizer and LR schedule made from it.
 
-TrainConfig imports no torch, so commands can check options before paying for it.
+TrainConfig and FinetuneOptions import no torch, so commands check options before paying for it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from dataclasses import dataclass, fields
 
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.errors import VQError
+from vqtool.models.options import HEADS, FreezeSpec
+
+AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
 
 
 @dataclass
@@ -75,3 +78,46 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs:
         # least two steps long, so a single step trains near the peak.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(2, total)), True
     return None, False
+
+
+@dataclass
+class FinetuneOptions:
+    """What `finetune` adds to the training options; stored in args.json for --resume."""
+
+    weights: str | None = None  # None: the architecture's default pretrained weights
+    freeze: str = "backbone"
+    head: str = "linear"
+    backbone_lr: float | None = None  # None: lr / 10
+    unfreeze_at: int = 0  # epoch at which --unfreeze stages start training (0: never)
+    unfreeze: int = 1
+    cache: bool = True
+    cache_views: int | None = None
+    allow_partial_weights: bool = False  # a weights file that fills less than half of the backbone
+
+    def check(self, config: TrainConfig) -> FreezeSpec:
+        spec = FreezeSpec.parse(self.freeze)
+        if self.head not in HEADS:
+            raise VQError(f"--head {self.head}: choose from {', '.join(HEADS)}", usage=True)
+        if self.unfreeze_at and not 1 < self.unfreeze_at <= config.epochs:
+            raise VQError(f"--unfreeze-at {self.unfreeze_at}: must be an epoch after the first, "
+                          f"up to --epochs {config.epochs}", usage=True)
+        if self.unfreeze_at and spec.mode == "none":
+            raise VQError("--unfreeze-at needs something frozen first (--freeze backbone or N)", usage=True)
+        return spec
+
+    def backbone_learning_rate(self, config: TrainConfig) -> float:
+        return self.backbone_lr if self.backbone_lr is not None else config.lr / 10
+
+    def uses_cache(self, spec: FreezeSpec) -> bool:
+        """The cache serves runs whose backbone stays frozen throughout."""
+        return self.cache and spec.mode == "backbone" and not self.unfreeze_at
+
+    def views(self, config: TrainConfig) -> int:
+        if self.cache_views is not None:
+            return self.cache_views
+        return 1 if config.augment == "none" else AUGMENTED_VIEWS
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FinetuneOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -11,7 +11,7 @@ from vqtool.data.pipeline import decode_split
 from vqtool.compute.device import resolve_device
 from vqtool.classification.inference import logits_of
 from vqtool.metrics import classification_report
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.reporter import SILENT, Reporter
 
 WHOLE = "all"  # the split name of a dataset evaluated whole
@@ -93,7 +93,7 @@ def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) ->
     try:
         return load_dataset(target, options)
     except VQError as error:
-        raise VQError(f"cannot load the model's own dataset ({error}); name one: vqtool eval MODEL DATASET") from error
+        raise VQError(f"cannot load the model's own dataset ({first_line(error)}); name one: vqtool eval MODEL DATASET") from error
 
 
 def _default_split(dataset: Dataset) -> str:

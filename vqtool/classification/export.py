@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import json
 import time
 import warnings
@@ -20,14 +21,14 @@ from pathlib import Path
 import torch
 
 from vqtool.classification.checkpoint import load_checkpoint
-from vqtool.runs.folder import atomic_save, check_output
+from vqtool.runs.folder import atomic_save
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings, require
-from vqtool.classification.export_metadata import EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, describe, embed_in_onnx
+from vqtool.classification.export_metadata import (EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, check_options, describe,
+                                                   embed_in_onnx, output_path)
 from vqtool.classification.verify import verify_classifier
 
-SUFFIXES = {"onnx": (".onnx",), "torchscript": (".ts", ".pt")}  # eval and confusion pick the runtime by suffix
 DEFAULT_OPSET = 17
 TRACE_BATCH = 2  # not 1, so that no size-1 batch is specialised into the graph
 
@@ -67,30 +68,6 @@ def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> 
     return summary
 
 
-def check_options(options: ExportOptions) -> None:
-    if options.format not in SUFFIXES:
-        raise VQError(f"--format {options.format}: a classification checkpoint exports to "
-                      f"{' or '.join(SUFFIXES)}", usage=True)
-    if options.format == "torchscript" and options.opset is not None:
-        raise VQError("--opset applies to ONNX exports", usage=True)
-    if options.format == "torchscript" and not options.dynamic_batch:
-        raise VQError("--static applies to ONNX exports; a TorchScript model takes any batch size", usage=True)
-
-
-def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
-    """-o, or model.onnx / model.ts beside the checkpoint; refused where it would replace a file unasked."""
-    suffixes = SUFFIXES[options.format]
-    if options.output is None:
-        path = checkpoint_dir / f"model{suffixes[0]}"
-        check_output(path, overwrite=options.overwrite, option="the export")
-        return path
-    if options.output.suffix.lower() not in suffixes:
-        raise VQError(f"-o {options.output}: a {options.format} file must end in {' or '.join(suffixes)} "
-                      f"(eval and confusion choose the runtime by the suffix)", usage=True)
-    check_output(options.output, overwrite=options.overwrite)
-    return options.output
-
-
 def write_onnx(model, example, path: Path, document: dict, options: ExportOptions) -> None:
     require("onnx", "exporting to ONNX")
 
@@ -120,7 +97,11 @@ def write_torchscript(model, example, path: Path, document: dict, options: Expor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", export_warnings())
             traced = torch.jit.trace(model, example)
-            torch.jit.save(traced, tmp, _extra_files={EXTRA_FILE: json.dumps(document)})
+            # Into memory, then to the file: torch's zip writer, failing to write (a full disk) as it closes,
+            # throws from a C++ destructor and aborts the interpreter; Python's write raises an OSError.
+            archive = io.BytesIO()
+            torch.jit.save(traced, archive, _extra_files={EXTRA_FILE: json.dumps(document)})
+        Path(tmp).write_bytes(archive.getvalue())
 
     _writing(path, save, document["architecture"], "TorchScript", options.overwrite)
 

@@ -7,7 +7,8 @@ channels, mean and std, resize and interpolation), the input and output
 tensors (the output is logits), and the dataset the model was trained on.
 
 Reading it needs no torch: the commands use :func:`read_metadata` to tell an
-exported classifier from YOLO weights before anything heavy is imported.
+exported classifier from YOLO weights before anything heavy is imported, and
+:func:`check_options` and :func:`output_path` refuse what cannot be exported first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from vqtool import __version__
 from vqtool.errors import VQError
+from vqtool.exporting import ExportOptions
+from vqtool.runs.folder import check_output
 
 FORMAT = "vqtool-export"
 FORMAT_VERSION = 1
@@ -27,6 +30,7 @@ EXTRA_FILE = "vqtool.json"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": TORCHSCRIPT_SUFFIXES}  # eval and confusion pick the runtime by suffix
 
 
 def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, precision: str, exported_as: str) -> dict:
@@ -124,3 +128,27 @@ def embed_in_onnx(path: Path, document: dict) -> None:
 def is_exported(path: str | Path) -> bool:
     """An already exported model (ONNX, or TorchScript with vqtool metadata), which cannot be exported again."""
     return Path(path).is_file() and (Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None)
+
+
+def check_options(options: ExportOptions) -> None:
+    if options.format not in SUFFIXES:
+        raise VQError(f"--format {options.format}: a classification checkpoint exports to "
+                      f"{' or '.join(SUFFIXES)}", usage=True)
+    if options.format == "torchscript" and options.opset is not None:
+        raise VQError("--opset applies to ONNX exports", usage=True)
+    if options.format == "torchscript" and not options.dynamic_batch:
+        raise VQError("--static applies to ONNX exports; a TorchScript model takes any batch size", usage=True)
+
+
+def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
+    """-o, or model.onnx / model.ts beside the checkpoint; refused where it would replace a file unasked."""
+    suffixes = SUFFIXES[options.format]
+    if options.output is None:
+        path = checkpoint_dir / f"model{suffixes[0]}"
+        check_output(path, overwrite=options.overwrite, option="the export")
+        return path
+    if options.output.suffix.lower() not in suffixes:
+        raise VQError(f"-o {options.output}: a {options.format} file must end in {' or '.join(suffixes)} "
+                      f"(eval and confusion choose the runtime by the suffix)", usage=True)
+    check_output(options.output, overwrite=options.overwrite)
+    return options.output

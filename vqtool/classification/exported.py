@@ -69,7 +69,7 @@ def _classifier(model, document: dict) -> Classifier:
     try:
         preprocess = Preprocess.from_dict(document.get("preprocess"))
     except ValueError as error:
-        raise VQError(f"the exported model's metadata: {error}", usage=True) from error
+        raise VQError(f"the exported model's metadata: {first_line(error)}", usage=True) from error
     return Classifier(model, classes, preprocess, document)
 
 

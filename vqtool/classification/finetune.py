@@ -10,7 +10,7 @@ fitted on them (:mod:`vqtool.classification.features`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -21,64 +21,18 @@ from vqtool.compute.device import resolve_device
 from vqtool.classification.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
-from vqtool.classification.config import TrainConfig
+from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.loop import fit
 from vqtool.classification.train import (finish, global_batch, image_inputs, prepare_splits, refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
 from vqtool.classification.tracking import start_run
 from vqtool.classification.training_run import ResumeState
-from vqtool.errors import VQError
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
-from vqtool.models.surgery import HEADS
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import job_status
 from vqtool.runs.tracking import TrackingOptions, check_resumed
 
-AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
-
-
-@dataclass
-class FinetuneOptions:
-    """What `finetune` adds to the training options; stored in args.json for --resume."""
-
-    weights: str | None = None  # None: the architecture's default pretrained weights
-    freeze: str = "backbone"
-    head: str = "linear"
-    backbone_lr: float | None = None  # None: lr / 10
-    unfreeze_at: int = 0  # epoch at which --unfreeze stages start training (0: never)
-    unfreeze: int = 1
-    cache: bool = True
-    cache_views: int | None = None
-    allow_partial_weights: bool = False  # a weights file that fills less than half of the backbone
-
-    def check(self, config: TrainConfig) -> FreezeSpec:
-        spec = FreezeSpec.parse(self.freeze)
-        if self.head not in HEADS:
-            raise VQError(f"--head {self.head}: choose from {', '.join(HEADS)}", usage=True)
-        if self.unfreeze_at and not 1 < self.unfreeze_at <= config.epochs:
-            raise VQError(f"--unfreeze-at {self.unfreeze_at}: must be an epoch after the first, "
-                          f"up to --epochs {config.epochs}", usage=True)
-        if self.unfreeze_at and spec.mode == "none":
-            raise VQError("--unfreeze-at needs something frozen first (--freeze backbone or N)", usage=True)
-        return spec
-
-    def backbone_learning_rate(self, config: TrainConfig) -> float:
-        return self.backbone_lr if self.backbone_lr is not None else config.lr / 10
-
-    def uses_cache(self, spec: FreezeSpec) -> bool:
-        """The cache serves runs whose backbone stays frozen throughout."""
-        return self.cache and spec.mode == "backbone" and not self.unfreeze_at
-
-    def views(self, config: TrainConfig) -> int:
-        if self.cache_views is not None:
-            return self.cache_views
-        return 1 if config.augment == "none" else AUGMENTED_VIEWS
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneOptions":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

@@ -30,7 +30,7 @@ from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import job_status
-from vqtool.runs.folder import new_run_dir, read_json, write_args
+from vqtool.runs.folder import new_run_dir, run_arguments, write_args
 from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
@@ -111,12 +111,7 @@ def start_run_dir(command: str, out_dir: str | None, args: dict) -> Path:
 def resumable(run_dir: str, command: str, epochs: int | None) -> tuple[dict, TrainConfig, ResumeState]:
     """(recorded arguments, config with ``epochs`` applied, resume state) of an interrupted ``command`` run."""
     run_path = Path(run_dir)
-    if not (run_path / "args.json").is_file():
-        raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
-    document = read_json(run_path / "args.json")
-    if document.get("command") != command:
-        raise VQError(f"{run_dir}: a {document.get('command')} run; continue it with vqtool "
-                      f"{document.get('command')} --resume {run_dir}", usage=True)
+    document = run_arguments(run_dir, command)
     config = TrainConfig.from_dict(document["args"]["config"])
     config.epochs = epochs or config.epochs
     state = TrainingRun(run_path, {}).load_state()

@@ -7,7 +7,12 @@ from functools import wraps
 
 import click
 
+from vqtool.commands.types import FiniteFloat
 from vqtool.pickles import TRUST_ENV
+
+
+class StdoutClosed(Exception):
+    """The reader of stdout went away (``| head -1``); the CLI ends quietly with exit code 0."""
 
 
 def _environment_flag(variable: str):
@@ -63,7 +68,7 @@ def data_options(command):
 
     @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR",
                   help="Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]")
-    @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=None,
+    @click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=None,
                   help="Fraction held out for validation when the data has no val split "
                        "(default 0.2 for one tree, else 0.1).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, init and shuffling.")

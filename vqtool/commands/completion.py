@@ -46,6 +46,19 @@ def write_model_names(path) -> int:
     return len(names)
 
 
+def write_catalog(path) -> None:
+    """Regenerate the packaged catalog (vqtool.catalog) from the live registry, plugins left out."""
+    import json
+
+    from vqtool.commands.listing import live_dataset_rows, live_model_rows
+
+    document = {"models": [row for row in live_model_rows() if not _from_plugin(row["name"])],
+                "datasets": [row for row in live_dataset_rows() if row["source"] == "builtin"]}
+    lines = [f'"{key}": [\n' + ",\n".join(json.dumps(row) for row in rows) + "\n]" for key, rows in document.items()]
+    with open(path, "w") as f:  # one row a line: diffs show what changed
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
+
+
 def _from_plugin(name: str) -> bool:
     from vqtool.registry import model_source
 

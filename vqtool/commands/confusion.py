@@ -7,6 +7,7 @@ import click
 from vqtool.commands import data_options, output_options, trust_pickle_option, typed_options
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
+from vqtool.commands.types import OutputPath
 
 
 @click.command()
@@ -14,8 +15,8 @@ from vqtool.commands.evaluate import evaluation_options
 @click.argument("dataset", required=False, shell_complete=complete_dataset)
 @click.option("--normalize", is_flag=True, help="Rows as fractions of each true class.")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="How many confused pairs.")
-@click.option("--png", type=click.Path(dir_okay=False), help="Save the matrix as a heatmap PNG.")
-@click.option("--examples", type=click.Path(dir_okay=False), help="Save a grid of misclassified images (PNG).")
+@click.option("--png", type=OutputPath(), help="Save the matrix as a heatmap PNG.")
+@click.option("--examples", type=OutputPath(), help="Save a grid of misclassified images (PNG).")
 @evaluation_options
 @data_options
 @trust_pickle_option
@@ -31,8 +32,7 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     """
     from pathlib import Path
 
-    from vqtool.classification.confusion import confusion_report, plot_confusion, plot_misclassified
-    from vqtool.classification.evaluate import evaluate
+    from vqtool.classification.checkpoint_files import check_model_path
     from vqtool.tasks import DETECTION, task_of
 
     if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
@@ -45,9 +45,15 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
         report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
                                      batch_size=typed_options().get("batch_size"), reporter=out)
     else:
+        check_model_path(checkpoint)  # before the evaluation imports torch
+        from vqtool.classification.confusion import confusion_report
+        from vqtool.classification.evaluate import evaluate
+
         evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
                               reporter=out)
         report = confusion_report(evaluation, top=top, normalize=normalize)
+    from vqtool.classification.confusion import plot_confusion, plot_misclassified
+
     if png:
         plot_confusion(report, Path(png))
         out.log(f"wrote {png}")

@@ -6,6 +6,7 @@ import click
 
 from vqtool.commands import output_options, trust_pickle_option
 from vqtool.commands.completion import complete_model
+from vqtool.commands.types import OutputPath
 
 KERNEL_HELP = ("sobel-x, sobel-y, vertical-edge, horizontal-edge, laplacian, blur, sharpen, emboss, "
                "or rows of numbers like '[[-1,0,1],[-1,0,1],[-1,0,1]]'. Repeatable.")
@@ -23,7 +24,7 @@ def model_options(command):
 
 
 def out_option(command):
-    return click.option("--out", "out_dir", type=click.Path(file_okay=False),
+    return click.option("--out", "out_dir", type=OutputPath(folder=True),
                         help="Folder for the PNGs (default runs/conv-<command>-<timestamp>).")(command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vqtool.commands import device_option, output_options, trust_pickle_option
+from vqtool.commands.types import FiniteFloat, OutputPath
 
 FORMATS = ("jsonl", "csv", "table")
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
@@ -16,8 +17,8 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
 @click.option("--weights", "-w", required=True,
               help="Ultralytics .pt checkpoint, exported .onnx, detector run folder, or an official name "
                    "(yolov8n.pt) looked up in $VQTOOL_WEIGHTS_DIR (default ~/.cache/vqtool/weights).")
-@click.option("--conf", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Minimum confidence.")
-@click.option("--iou", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+@click.option("--conf", type=FiniteFloat(0, 1), default=0.25, show_default=True, help="Minimum confidence.")
+@click.option("--iou", type=FiniteFloat(0, 1), default=0.7, show_default=True,
               help="IoU threshold of non-maximum suppression.")
 @click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True, help="Inference size in pixels.")
 @click.option("--classes", metavar="NAME,...", help="Keep only these classes (names, or ids).")
@@ -29,7 +30,7 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="jsonl: one JSON object per image; csv: one row per detection; table: for reading "
                    "(default: table on a terminal, else jsonl).")
-@click.option("--save-dir", type=click.Path(file_okay=False),
+@click.option("--save-dir", type=OutputPath(folder=True),
               help="Write annotated images here. Refused when it is, contains or lies inside a source folder "
                    "(the copies would replace the inputs or be read as inputs next time).")
 @click.option("--save-txt", is_flag=True, help="Also write YOLO label files to SAVE_DIR/labels.")
@@ -60,6 +61,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
 
     from vqtool.detection.predict import DetectOptions, DetectSummary, Failure, detect as run_detection, plural
     from vqtool.errors import VQError
+    from vqtool.tasks import require_detector
 
     if out.json and fmt not in (None, "jsonl"):
         raise VQError(f"--json prints JSON lines; it cannot be combined with --format {fmt}", usage=True)
@@ -69,6 +71,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
                             vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
+    require_detector(weights)
     stream = run_detection(sources, weights, options)
     write = WRITERS[fmt](out)
     summary = DetectSummary()

@@ -51,6 +51,9 @@ def evaluate(checkpoint, dataset, split, batch_size, device, data, out):
         else:
             show_detector_report(out, report)
         return
+    from vqtool.classification.checkpoint_files import check_model_path
+
+    check_model_path(checkpoint)  # before torch loads
     from vqtool.classification.evaluate import evaluate as run_evaluation
 
     report = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,

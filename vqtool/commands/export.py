@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vqtool.commands import output_options, print_summary, trust_pickle_option
+from vqtool.commands.types import FiniteFloat, OutputPath
 
 FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
 
@@ -25,14 +26,14 @@ def complete_format(ctx, param, incomplete):
 @click.option("--imgsz", type=click.IntRange(1), default=None,
               help="Input side in pixels (default: the checkpoint's).")
 @click.option("--half", is_flag=True, help="fp16 weights and compute (inputs and outputs stay float32).")
-@click.option("-o", "--output", type=click.Path(), default=None,
+@click.option("-o", "--output", type=OutputPath(folder=None), default=None,
               help="Where to write (default: model.onnx / model.ts beside the checkpoint, or the weights' name "
                    "with the format's suffix beside YOLO weights); an existing file is refused without --overwrite.")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing file at the output path (a run folder's own files are never replaced).")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare the export with the original model afterwards; exit 1 beyond --tolerance.")
-@click.option("--tolerance", type=click.FloatRange(0), default=None,
+@click.option("--tolerance", type=FiniteFloat(0), default=None,
               help="Largest max abs diff that passes: logits for classifiers (default 1e-4, 5e-2 with --half), "
                    "box corners in pixels for YOLO (default 0.05, 2 with --half).")
 @click.option("--data", "sample_data", metavar="DATASET", default=None,

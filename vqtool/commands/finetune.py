@@ -6,8 +6,9 @@ import click
 
 from vqtool.commands import (CLASSIFIER_ONLY, data_options, detector_training, output_options, print_summary,
                              tracking_options, trust_pickle_option)
-from vqtool.commands.train import config_from_options, training_options, typed_epochs
+from vqtool.commands.train import check_before_torch, config_from_options, training_options, typed_epochs
 from vqtool.commands.completion import complete_dataset, complete_model
+from vqtool.commands.types import FiniteFloat
 
 
 @click.command()
@@ -23,7 +24,7 @@ from vqtool.commands.completion import complete_dataset, complete_model
               help="What stays frozen: all but the head, nothing, all but the last N stages, or up to LAYER.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True,
               help="The new classifier: one linear layer, or two with ReLU and dropout.")
-@click.option("--backbone-lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--backbone-lr", type=FiniteFloat(0, min_open=True), default=None,
               help="LR of the unfrozen backbone layers (default: --lr / 10).")
 @click.option("--unfreeze-at", type=click.IntRange(0), default=0, metavar="EPOCH",
               help="Staged fine-tuning: unfreeze --unfreeze stages at this epoch (0: never).")
@@ -61,15 +62,18 @@ def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, 
         print_summary(out, _finetune_detector(dataset, weights, freeze, resume, out_dir, tracking, out),
                       title="fine-tuning summary")
         return
-    from vqtool.classification.finetune import FinetuneOptions, finetune_job, lr_find_job, resume_finetune
+    from vqtool.classification.config import FinetuneOptions
+
+    config = config_from_options(model_name, data)
+    tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr, unfreeze_at=unfreeze_at,
+                           unfreeze=unfreeze, cache=cache, cache_views=cache_views,
+                           allow_partial_weights=allow_partial_weights)
+    check_before_torch("finetune", dataset, resume, config, tune)
+    from vqtool.classification.finetune import finetune_job, lr_find_job, resume_finetune
 
     if resume:
         summary = resume_finetune(resume, reporter=out, epochs=typed_epochs(epochs), tracking=tracking)
     else:
-        tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr,
-                               unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views,
-                               allow_partial_weights=allow_partial_weights)
-        config = config_from_options(model_name, data)
         if lr_find:
             summary = lr_find_job(dataset, data, config, tune, reporter=out, out_dir=out_dir)
         else:

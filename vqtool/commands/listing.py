@@ -21,6 +21,19 @@ def models(pattern, out):
       vqtool models
       vqtool models 'timm/efficientnet*' --json
     """
+    from vqtool import catalog, registry
+
+    rows = live_model_rows(pattern) if registry.loaded("models") else catalog.model_rows(pattern)
+    if out.json:
+        out.emit(rows)
+        return
+    out.table(["name", "source", "input", "description"],
+              [[r["name"], r["source"], r.get("input_size"), r.get("description", "")] for r in rows])
+    out.log(f"{len(rows)} models")
+
+
+def live_model_rows(pattern: str | None = None) -> list[dict]:
+    """Rows of `vqtool models` from the imported registry (what catalog.json is written from)."""
     from vqtool.registry import model_names, model_source, registered_models
 
     registered = registered_models()
@@ -32,12 +45,15 @@ def models(pattern, out):
             row.update(input_size=entry.input_size, fixed_size=entry.fixed_size, in_channels=entry.in_channels,
                        description=entry.description)
         rows.append(row)
-    if out.json:
-        out.emit(rows)
-        return
-    out.table(["name", "source", "input", "description"],
-              [[r["name"], r["source"], r.get("input_size"), r.get("description", "")] for r in rows])
-    out.log(f"{len(rows)} models")
+    return rows
+
+
+def live_dataset_rows() -> list[dict]:
+    """Rows of `vqtool datasets` from the imported registry."""
+    from vqtool.registry import dataset_sources
+
+    return [{"name": s.name, "kind": "path" if s.matches else "name", "task": s.task, "source": s.source,
+             "description": s.description} for s in dataset_sources().values()]
 
 
 @click.command()
@@ -50,10 +66,9 @@ def datasets(out):
       vqtool datasets
       vqtool datasets --json
     """
-    from vqtool.registry import dataset_sources
+    from vqtool import catalog, registry
 
-    rows = [{"name": s.name, "kind": "path" if s.matches else "name", "task": s.task, "source": s.source,
-             "description": s.description} for s in dataset_sources().values()]
+    rows = live_dataset_rows() if registry.loaded("datasets") else catalog.dataset_rows()
     if out.json:
         out.emit(rows)
         return
@@ -62,19 +77,23 @@ def datasets(out):
 
 
 @click.command()
+@click.option("--check", is_flag=True,
+              help="Import each plugin: list what it registered, and any error (imports torch: slower).")
 @output_options
-def plugins(out):
-    """List installed plugins, their versions and what each registered.
+def plugins(check, out):
+    """List installed plugins, their versions and the models and datasets they declare.
 
     Set VQTOOL_PLUGINS=none (or a comma-separated list) to restrict which load.
 
     \b
     Examples:
-      vqtool plugins --json
+      vqtool plugins
+      vqtool plugins --check --json
     """
-    from vqtool.registry import plugins as installed
+    from vqtool import catalog, registry
 
-    rows = [{"name": name, **info} for name, info in installed().items()]
+    found = registry.plugins() if check or registry.loaded("models") else catalog.declared_plugins()
+    rows = [{"name": name, **info} for name, info in found.items()]
     if out.json:
         out.emit(rows)
         return

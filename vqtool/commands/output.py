@@ -17,6 +17,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from vqtool.commands import StdoutClosed
+from vqtool.errors import VQError, first_line
+
 
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
@@ -57,11 +60,13 @@ class Output:
 
         if self.silent:
             return
-        click.echo(json.dumps(finite(document), default=_jsonable, allow_nan=False))
+        with stdout_writes():
+            click.echo(json.dumps(finite(document), default=_jsonable, allow_nan=False))
 
     def text(self, message: str = "") -> None:
         if not self.silent:
-            click.echo(message)
+            with stdout_writes():
+                click.echo(message)
 
     def table(self, columns: list[str], rows: list[list], title: str | None = None) -> None:
         """A result table on stdout."""
@@ -73,13 +78,26 @@ class Output:
             table.add_column(name, justify="right" if numeric and i > 0 else "left")
         for row in rows:
             table.add_row(*(format_cell(v) for v in row))
-        _console(stderr=False).print(table)
+        with stdout_writes():
+            _console(stderr=False).print(table)
 
     def progress(self, description: str, total: int | None):
         """A context manager yielding ``advance(n=1)``; a no-op when not interactive."""
         if not self.interactive:
             return contextlib.nullcontext(lambda n=1: None)
         return _rich_progress(description, total)
+
+
+@contextlib.contextmanager
+def stdout_writes():
+    """Results written to stdout: a reader that went away (``| head -1``) ends the command quietly
+    (StdoutClosed); a stdout that cannot take them (``> /dev/full``) is one error line."""
+    try:
+        yield
+    except BrokenPipeError as error:
+        raise StdoutClosed() from error
+    except OSError as error:
+        raise VQError(f"cannot write the results to stdout ({error.strerror or first_line(error)})") from error
 
 
 @contextlib.contextmanager

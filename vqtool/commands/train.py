@@ -8,6 +8,7 @@ from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.commands import (data_options, detector_training, device_option, output_options, print_summary,
                              tracking_options, trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset, complete_model
+from vqtool.commands.types import FiniteFloat, OutputPath
 
 
 def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3):
@@ -17,21 +18,21 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
     for decorator in reversed([
         click.option("--epochs", type=click.IntRange(1), default=epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True,
+        click.option("--lr", type=FiniteFloat(0, min_open=True), default=lr, show_default=True,
                      help="Learning rate."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True),
-        click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
+        click.option("--weight-decay", type=FiniteFloat(0), default=0.0, show_default=True),
         click.option("--scheduler", type=click.Choice(SCHEDULERS), default="onecycle", show_default=True),
         click.option("--augment", type=click.Choice(AUGMENT_POLICIES), default="none", show_default=True,
                      help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels."),
-        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+        click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=0.0,
                      show_default=True),
         click.option("--early-stop", type=click.IntRange(0), default=0, metavar="N",
                      help="Stop after N epochs without val improvement (0: never)."),
         click.option("--imgsz", type=click.IntRange(1), default=None,
                      help="Input side in pixels (default: the model's or the data's)."),
         device_option,
-        click.option("--out", "out_dir", type=click.Path(file_okay=False),
+        click.option("--out", "out_dir", type=OutputPath(folder=True, empty=True),
                      help="Run folder (default runs/<command>-<timestamp>); must not exist."),
         click.option("--resume", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR",
                      help="Continue an interrupted run from its last completed epoch."),
@@ -73,13 +74,15 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     if task_of(dataset, resume) == DETECTION:  # a YOLO data.yaml or detector run
         print_summary(out, _train_detector(dataset, resume, out_dir, tracking, out), title="training summary")
         return
+    config = config_from_options(model_name, data)
+    check_before_torch("train", dataset, resume, config)
     from vqtool.classification.train import resume_job, train_job
 
     if resume:
         summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs), tracking=tracking)
     else:
-        summary = train_job(dataset, data, config_from_options(model_name, data), reporter=out, out_dir=out_dir,
-                            lr_find=lr_find, tracking=tracking)
+        summary = train_job(dataset, data, config, reporter=out, out_dir=out_dir, lr_find=lr_find,
+                            tracking=tracking)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
@@ -88,6 +91,20 @@ def config_from_options(model_name: str, data):
     from vqtool.classification.config import TrainConfig
 
     return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
+
+
+def check_before_torch(command: str, dataset: str, resume: str | None, config, tune=None) -> None:
+    """The usage errors that need no data, raised before the job imports torch: a moment, not seconds."""
+    from vqtool.registry import get_dataset_source
+    from vqtool.runs.folder import run_arguments
+
+    if resume:
+        run_arguments(resume, command)
+        return
+    config.check()
+    if tune is not None:
+        tune.check(config)
+    get_dataset_source(dataset)
 
 
 def typed_epochs(epochs: int) -> int | None:

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -35,4 +35,4 @@ def _named_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError as error:
-        raise VQError(f"--device {name}: {error}", usage=True) from error
+        raise VQError(f"--device {name}: {first_line(error)}", usage=True) from error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from vqtool.data.images import UnreadableImage, read_image
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 
 SAMPLE_PHOTO = "china.jpg"
 
@@ -19,7 +19,7 @@ def read_photo(path: str | None, channels: int) -> tuple[Image.Image, str]:
     except UnreadableImage as error:
         if isinstance(error.__cause__, FileNotFoundError):
             raise VQError(f"{path}: no such image file", usage=True) from error
-        raise VQError(f"{path}: not an image vqtool can read ({error})", usage=True) from error
+        raise VQError(f"{path}: not an image vqtool can read ({first_line(error)})", usage=True) from error
 
 
 def sample_photo(channels: int) -> Image.Image:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads when data does, not when the sources register (task_of runs before it)
+    import torch
 
 
 @dataclass
@@ -82,6 +84,8 @@ def load_dataset(spec: str, options: DataOptions | None = None) -> Dataset:
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded split keeping each class's share: (kept indices, held-out indices)."""
+    import torch  # here, not at the top: registering the sources (and so task_of) must not load torch
+
     generator = torch.Generator().manual_seed(seed)
     kept, held = [], []
     for cls in torch.unique(labels).tolist():

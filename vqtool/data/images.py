@@ -14,12 +14,15 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from vqtool.errors import VQError, debug_enabled, first_line
+
+if TYPE_CHECKING:  # torch loads when images are decoded, not when the sources register
+    import torch
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 RESAMPLING = {
@@ -249,6 +252,8 @@ def fit_square(image: Image.Image, size: int, resize: int | None = None, interpo
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
+    import torch  # here, not at the top: registering the sources (and so task_of) must not load torch
+
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -273,6 +278,8 @@ def decode_files(files: list[str], size: int, channels: int, resize: int | None 
             return load_image(path, size, channels, resize, interpolation), None
         except UnreadableImage as error:
             return None, str(error)
+
+    import torch
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with pillow_limits(), ThreadPoolExecutor(workers) as pool:

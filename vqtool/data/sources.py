@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vqtool.data import DataOptions, Dataset, Split, split_off
 from vqtool.data.images import class_folders, common_square_size, scan_class_tree
@@ -90,11 +89,15 @@ def _refuse_mixed_layout(root: Path, train_dir: Path | None) -> None:
 
 
 def _tree_split(folder: Path) -> tuple[list[str], Split]:
+    import torch  # imported when a source loads: registering the sources must not load it
+
     classes, files, labels, unreadable = scan_class_tree(folder)
     return classes, Split(labels=torch.tensor(labels, dtype=torch.long), files=files, skipped=unreadable)
 
 
 def _class_split(folder: Path, classes: list[str]) -> Split:
+    import torch
+
     found, split = _tree_split(folder)
     if set(found) != set(classes):
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
@@ -110,6 +113,8 @@ def _class_split(folder: Path, classes: list[str]) -> Split:
 
 @register_dataset("digits", description="scikit-learn's bundled 8x8 handwritten digits (1,797 images), no network")
 def load_digits(spec: str, options: DataOptions) -> Dataset:
+    import torch
+
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
@@ -154,6 +159,8 @@ def _find_file(folders: list[Path], stem: str) -> Path | None:
 
 def _idx_dataset(name: str, torchvision_name: str, classes: list[str], mean: float, std: float):
     def load(spec: str, options: DataOptions) -> Dataset:
+        import torch
+
         root = Path(options.data_dir or default_data_dir())
         folders = [root, root / torchvision_name / "raw", root / torchvision_name, root / name]
         if _find_file(folders, IDX_FILES["train"][0]) is None:
@@ -239,6 +246,8 @@ def _read_batch(path: Path, *keys: str) -> dict:
 
 
 def _cifar_split(paths) -> Split:
+    import torch
+
     parts = [_read_batch(p, "data", "labels") for p in paths]
     try:
         pixels = np.concatenate([p["data"] for p in parts]).reshape(-1, 3, 32, 32)

@@ -147,12 +147,24 @@ def image_problem(image: str, label_file: str, num_classes: int) -> str | None:
     try:
         with Image.open(image) as opened:
             width, height = opened.size
+            image_format = opened.format
     except Exception as error:  # noqa: BLE001 - whatever Pillow raises, Ultralytics drops the image
         return f"unreadable image ({first_line(error)})"
+    if image_format == "JPEG" and not _ends_with_jpeg_marker(image):
+        return TRUNCATED_JPEG
     if width < 10 or height < 10:
         return f"image of {width}x{height} pixels (Ultralytics needs at least 10x10)"
     problem = label_problem(label_file, num_classes)
     return f"{label_file}: {problem}" if problem else None
+
+
+TRUNCATED_JPEG = "JPEG without its end marker"
+
+
+def _ends_with_jpeg_marker(image: str) -> bool:
+    with open(image, "rb") as file:
+        file.seek(-2, 2)
+        return file.read() == b"\xff\xd9"
 
 
 def label_problem(label_file: str, num_classes: int) -> str | None:
@@ -209,13 +221,28 @@ def usable_images(dataset: YoloDataset, split: str, reporter) -> LabelCheck:
         raise VQError(f"{dataset.yaml}: no image files in the {split} split ({', '.join(dataset.splits[split])})")
     if not check.invalid:
         return check
-    listed = "; ".join(f"{image} ({why})" for image, why in list(check.invalid.items())[:5])
-    more = f" and {len(check.invalid) - 5} more" if len(check.invalid) > 5 else ""
+    _refuse_truncated_jpegs(dataset, check)
+    listed, more = _listing(check.invalid)
     if check.usable == 0:
         raise VQError(f"{dataset.yaml}: none of the {check.images} {split} images can be used: {listed}{more}")
     reporter.warn(f"skipped {len(check.invalid)} of {check.images} {split} images with invalid labels or unreadable "
                   f"files: {listed}{more}")
     return check
+
+
+def _refuse_truncated_jpegs(dataset: YoloDataset, check: LabelCheck) -> None:
+    """Ultralytics "restores" such a JPEG by re-encoding it over the user's file; vqtool never changes a dataset."""
+    truncated = {image: why for image, why in check.invalid.items() if why == TRUNCATED_JPEG}
+    if truncated:
+        listed, more = _listing(truncated)
+        raise VQError(f"{dataset.yaml}: {len(truncated)} {check.split} JPEG file(s) lack their end marker "
+                      f"(truncated or damaged) and Ultralytics would rewrite them in place: {listed}{more}; "
+                      "re-save or remove them")
+
+
+def _listing(problems: dict[str, str]) -> tuple[str, str]:
+    listed = "; ".join(f"{image} ({why})" for image, why in list(problems.items())[:5])
+    return listed, f" and {len(problems) - 5} more" if len(problems) > 5 else ""
 
 
 @contextlib.contextmanager

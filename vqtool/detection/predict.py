@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 from vqtool.detection.saving import check_save_dir, save_outputs
 from vqtool.detection.ultralytics_env import keeping_threads
 from vqtool.detection.weights import load_detector
-from vqtool.errors import VQError, suggest
+from vqtool.errors import VQError, native_stderr_hidden, suggest
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,8 @@ def _image_frame(item: Input) -> Frame | Failure:
     import cv2
     from ultralytics.utils.patches import imread
 
-    image = imread(item.path, cv2.IMREAD_COLOR)
+    with native_stderr_hidden():  # libjpeg's "Corrupt JPEG data", libpng's warnings: the outcome is reported
+        image = imread(item.path, cv2.IMREAD_COLOR)
     if image is None:
         return Failure(item.path, "cannot read the image (unreadable, empty or not really an image)")
     return Frame(item, image)
@@ -212,13 +213,15 @@ def _video_frames(item: Input, stride: int) -> Iterator[Frame | Failure]:
     """Every ``stride``-th frame, read the way Ultralytics reads videos (grab ``stride`` frames, decode the last)."""
     import cv2
 
-    capture = cv2.VideoCapture(item.path)
+    with native_stderr_hidden():
+        capture = cv2.VideoCapture(item.path)
     index, count = -1, 0
     try:
         while capture.isOpened():
-            grabbed = all(capture.grab() for _ in range(stride))
+            with native_stderr_hidden():  # the decoder's complaints about damaged frames
+                grabbed = all(capture.grab() for _ in range(stride))
+                ok, image = capture.retrieve() if grabbed else (False, None)
             index += stride
-            ok, image = capture.retrieve() if grabbed else (False, None)
             if not ok or image is None:
                 break
             count += 1

@@ -37,7 +37,7 @@ from vqtool.runs.catalog import job_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
 from vqtool.runs.tracking import TrackingOptions, check_resumed
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 
 DEFAULT_MODEL = "yolov8n.yaml"
@@ -90,7 +90,7 @@ def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name:
         with keeping_threads():
             model = ultralytics.YOLO(model_name, task="detect")
     except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
-        raise VQError(f"--model {model_name}: not a YOLO model yaml ({error})", usage=True) from error
+        raise VQError(f"--model {model_name}: not a YOLO model yaml ({first_line(error)})", usage=True) from error
     return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name}, tracking)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics, weights_dir
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.online import reachable
 from vqtool.pickles import TRUST_HINT, YOLO_CHECKPOINT, UnsafeFile, check, trusted
 
@@ -65,7 +65,7 @@ def _download_official(name: str, target: Path) -> Path:
     try:
         attempt_download_asset(str(target))
     except Exception as error:  # requests, OS and Ultralytics' own errors all mean the same here
-        raise VQError(f"downloading {name} into {target.parent} failed ({error})") from error
+        raise VQError(f"downloading {name} into {target.parent} failed ({first_line(error)})") from error
     if not target.is_file():
         raise VQError(f"downloading {name} into {target.parent} failed")
     return target
@@ -82,7 +82,7 @@ def load_detector(spec: str):
         with keeping_threads():
             model = ultralytics.YOLO(str(path), task=None if checkpoint else "detect")
     except Exception as error:  # unpickling an arbitrary file can raise nearly anything
-        raise VQError(f"{path}: cannot load as an Ultralytics model ({type(error).__name__}: {error})") from error
+        raise VQError(f"{path}: cannot load as an Ultralytics model ({type(error).__name__}: {first_line(error)})") from error
     if model.task != "detect":
         raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
                       usage=True)

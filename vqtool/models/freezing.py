@@ -9,38 +9,13 @@ children, and runs of single layers (a stem's conv and norm) kept together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from vqtool.errors import VQError, suggest
+from vqtool.models.options import FreezeSpec
 
 TRUNK_SHARE = 0.5  # a top-level container holding more than this share of the backbone is split
 TRUNK_MIN_CHILDREN = 4
-
-
-@dataclass(frozen=True)
-class FreezeSpec:
-    """``backbone`` (only the head trains), ``none``, the last ``stages`` trainable, or frozen ``until`` a layer."""
-
-    mode: str  # "backbone" | "none" | "stages" | "until"
-    stages: int = 0
-    until: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> "FreezeSpec":
-        text = str(text).strip()
-        if text in ("backbone", "none"):
-            return cls(text)
-        if text.isdigit():
-            return cls("stages", stages=int(text))
-        if text.startswith("until:") and text.removeprefix("until:"):
-            return cls("until", until=text.removeprefix("until:"))
-        raise VQError(f"--freeze {text}: use backbone, none, a number of trailing stages to train, "
-                      f"or until:LAYER", usage=True)
-
-    def __str__(self) -> str:
-        return {"stages": str(self.stages), "until": f"until:{self.until}"}.get(self.mode, self.mode)
 
 
 def stages(model: nn.Module, head: str) -> list[list[str]]:

@@ -64,7 +64,6 @@ def find_head(model: nn.Module) -> str:
     return last
 
 
-HEADS = ("linear", "mlp")
 MLP_HIDDEN = 512
 
 

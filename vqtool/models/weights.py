@@ -70,7 +70,7 @@ def pretrained_classifier(name: str, weights: str | None = None, num_classes: in
         try:
             pretrained.head = replace_head(pretrained.model, num_classes, head)
         except ValueError as error:
-            raise VQError(f"--head {head}: {error}", usage=True) from error
+            raise VQError(f"--head {head}: {first_line(error)}", usage=True) from error
     return pretrained
 
 

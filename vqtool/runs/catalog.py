@@ -18,7 +18,6 @@ import socket
 import time
 from pathlib import Path
 
-from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.runs.commit import committed
@@ -38,6 +37,8 @@ FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95",
 def job_status(run_dir: Path, *, model: str, dataset: str):
     """``running`` while the block trains the run, then ``finished``, or ``interrupted`` when it raises
     (Ctrl-C, SIGTERM, an error); rank 0 writes it. A resumed run keeps its first start date."""
+    from vqtool.compute import distributed
+
     if not distributed.is_main():
         yield
         return

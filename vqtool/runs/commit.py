@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from vqtool.errors import VQError, first_line
-from vqtool.runs.folder import RUN_FILES, TEMP_MARK, settle, umask
+from vqtool.errors import VQError
+from vqtool.runs.folder import RUN_FILES, TEMP_MARK, settle, umask, write_failure
 
 COMMIT_DIR = ".commit"
 STAGING_PREFIX = ".staging-"
@@ -52,22 +52,14 @@ def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
         _sync_folder(staging)
         _switch(staging, run_dir / COMMIT_DIR)
     except BaseException as error:
+        reason = write_failure(error, run_dir) if isinstance(error, Exception) else None
         shutil.rmtree(staging, ignore_errors=True)
-        if _write_failure(error):
-            raise VQError(f"{run_dir}: cannot save the epoch's files ({_reason(error)}); "
-                          f"the run folder keeps its previous epoch") from error
+        if reason is not None:
+            kept = "keeps its previous epoch" if committed(run_dir, "state.pt").exists() else "holds no epoch yet"
+            raise VQError(f"{run_dir}: cannot save the epoch's files ({reason}); the run folder {kept}") from error
         raise
     _sync_folder(run_dir)
     install_commit(run_dir)
-
-
-def _write_failure(error: BaseException) -> bool:
-    """A full disk or a permission error: OSError, or torch.save's RuntimeError from its zip writer."""
-    return isinstance(error, OSError) or (isinstance(error, RuntimeError) and "inline_container" in str(error))
-
-
-def _reason(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or first_line(error)
 
 
 def _stage(path: Path, save: Callable[[Path], None]) -> None:

@@ -38,11 +38,62 @@ RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of
 def new_run_dir(command: str, out: str | None) -> Path:
     """Create the run folder; an existing non-empty folder is never reused silently."""
     path = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise VQError(f"{path} already exists; choose another --out, or continue it with --resume {path}",
-                      usage=True)
-    path.mkdir(parents=True, exist_ok=True)
+    problem = output_problem(path, folder=True, empty=True)
+    if problem:
+        raise VQError(f"--out {path}: {problem}", usage=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise VQError(f"--out {path}: cannot create it ({error.strerror or first_line(error)})") from error
     return path
+
+
+def output_problem(path, *, folder: bool | None = False, empty: bool = False) -> str | None:
+    """Why vqtool could not write the file ``path`` (or, with ``folder``, create and fill that folder; with
+    ``folder=None``, either), or None.
+
+    Checked when the option is parsed, before torch is imported, so a bad ``--out`` costs a moment, not a
+    model load or an epoch. ``empty``: an existing folder must hold nothing (a run folder is never reused).
+    """
+    text = os.fspath(path)
+    if not text:
+        return "an empty path"
+    if "\0" in text:
+        return "a path with a NUL character"
+    if os.path.lexists(text) and not os.path.exists(text):
+        return f"a symbolic link to {os.readlink(text)}, which does not exist"
+    if os.path.exists(text):
+        if folder is not None and folder != os.path.isdir(text):
+            return "exists and is a folder" if os.path.isdir(text) else "exists and is not a folder"
+        if empty and any(Path(text).iterdir()):
+            return _taken_folder(Path(text))
+        return _write_problem(text if folder else os.path.dirname(os.path.abspath(text)))
+    ancestor = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(ancestor):
+        if os.path.lexists(ancestor):
+            return f"{ancestor} is a symbolic link to {os.readlink(ancestor)}, which does not exist"
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, not a folder"
+    return _write_problem(ancestor)
+
+
+def _taken_folder(path: Path) -> str:
+    if any((path / marker).is_file() for marker in RUN_MARKERS):
+        return f"already holds a run; choose another --out, or continue it with --resume {path}"
+    return "already exists and holds files; choose another --out (nothing is overwritten)"
+
+
+def _write_problem(folder: str) -> str | None:
+    """Why no file can be created in the existing ``folder``, or None."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only filesystem"
+    except OSError as error:
+        return f"cannot reach {folder} ({error.strerror})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in {folder}"
+    return None
 
 
 def check_output(path: Path, *, overwrite: bool, option: str = "-o") -> None:
@@ -86,10 +137,36 @@ def atomic_save(path: Path, save, *, replace: bool = True) -> None:
         save(str(tmp))
         settle(tmp)
         install(tmp, path, replace=replace)
-    except OSError as error:
-        raise VQError(f"{path}: cannot write it ({error.strerror or first_line(error)})") from error
+    except Exception as error:
+        reason = write_failure(error, path.parent)
+        if reason is None:
+            raise
+        raise VQError(f"{path}: cannot write it ({reason})") from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL_BELOW = 1 << 20  # bytes free under which a filesystem whose write just failed counts as full
+
+
+def write_failure(error: BaseException, folder) -> str | None:
+    """Why writing into ``folder`` failed, in a few words, when ``error`` is a failed write; None otherwise.
+
+    An OSError says it (a full disk, no permission). Writers in C++ do not: torch's zip writer raises
+    "enforce fail at inline_container.cc ... unexpected pos", exporters wrap it in their own errors. So the
+    filesystem is asked (before the partial file is removed) whether it is full.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        usage = os.statvfs(folder)
+        if usage.f_bavail * usage.f_frsize < FULL_BELOW:
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    if isinstance(error, OSError) or "inline_container" in str(error):
+        return first_line(error)
+    return None
 
 
 def atomic_write(path: Path, data: bytes | str, *, replace: bool = True) -> None:
@@ -156,7 +233,21 @@ def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8, or not JSON
-        raise VQError(f"{path}: cannot read ({error})") from error
+        raise VQError(f"{path}: cannot read ({first_line(error)})") from error
+
+
+def run_arguments(run_dir, command: str) -> dict:
+    """The args.json document of a ``command`` run folder that --resume continues (a usage error otherwise)."""
+    path = Path(run_dir) / "args.json"
+    if not path.is_file():
+        raise VQError(f"{run_dir}: not a vqtool run folder (no args.json)", usage=True)
+    document = read_json(path)
+    recorded = document.get("command") if isinstance(document, dict) else None
+    if recorded != command:
+        raise VQError(f"{run_dir}: a {recorded} run; continue it with vqtool {recorded} --resume {run_dir}"
+                      if recorded in ("train", "finetune") else f"{run_dir}: its args.json records no vqtool "
+                      f"training command", usage=True)
+    return document
 
 
 def write_args(run_dir: Path, command: str, args: dict) -> None:

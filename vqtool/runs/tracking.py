@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool import __version__
-from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import SILENT, Reporter
 from vqtool.runs.folder import read_json, write_json
@@ -179,6 +178,8 @@ class Trackers:
 def open_trackers(options: TrackingOptions | None, identity: RunIdentity, *, experiment_default: str,
                   logged_epoch: int, reporter: Reporter) -> Trackers:
     """The trackers ``options`` asks for plus those the run folder was already logged to (rank 0 only)."""
+    from vqtool.compute import distributed
+
     names = requested_trackers(options, identity.run_dir)
     if not names or not distributed.is_main():
         return Trackers([], reporter, logged_epoch)

@@ -1,0 +1,310 @@
+"""Hostile and unusual inputs, command-line side (issue 14): option values, outputs, streams, full disks.
+
+Each case builds its inputs in tmp_path and checks the exit code, exactly one
+``Error:`` line saying what is wrong, no traceback, and nothing left behind.
+Usage errors that need no data must come before torch is imported, which the
+subprocess tests check. Full and read-only filesystems are small tmpfs mounts,
+made where the tests run as root (skipped with the reason otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import make_class_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ("--model", "cnn-bn", "--imgsz", "32", "--epochs", "1", "-q")
+
+
+@dataclass
+class Case:
+    id: str
+    build: Callable[[Path], list]  # makes the inputs in tmp_path, returns the command line
+    exit_code: int
+    says: tuple[str, ...]  # each in the one Error line
+    absent: tuple[str, ...] = ()  # must not exist afterwards (relative to tmp_path)
+    lacks: tuple[str, ...] = ()  # must not be in the Error line (misleading advice)
+
+
+def argv(*args) -> Callable[[Path], list]:
+    return lambda folder: list(args)
+
+
+def with_file(name: str, *args) -> Callable[[Path], list]:
+    """The command line after creating the regular file ``name``."""
+    def build(folder: Path) -> list:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+        return list(args)
+    return build
+
+
+def with_dangling_link(*args) -> Callable[[Path], list]:
+    def build(folder: Path) -> list:
+        if not (folder / "link").is_symlink():
+            (folder / "link").symlink_to(folder / "nowhere")
+        return list(args)
+    return build
+
+
+def with_run_folder(*args) -> Callable[[Path], list]:
+    def build(folder: Path) -> list:
+        (folder / "old").mkdir(exist_ok=True)
+        (folder / "old" / "args.json").write_text('{"command": "train", "args": {}}')
+        return list(args)
+    return build
+
+
+NOT_FINITE = "is not a finite number"
+
+USAGE_CASES = [
+    Case("--lr nan", argv("train", "--lr", "nan"), 2, ("--lr", NOT_FINITE)),
+    Case("--lr inf", argv("train", "--lr", "inf"), 2, ("--lr", NOT_FINITE)),
+    Case("--weight-decay inf", argv("train", "--weight-decay", "inf"), 2, ("--weight-decay", NOT_FINITE)),
+    Case("--label-smoothing nan", argv("train", "--label-smoothing", "nan"), 2, (NOT_FINITE,)),
+    Case("--val-split nan", argv("train", "--val-split", "nan"), 2, ("--val-split", NOT_FINITE)),
+    Case("finetune --backbone-lr -inf", argv("finetune", "--backbone-lr", "-inf"), 2, (NOT_FINITE,)),
+    Case("detect --conf nan", argv("detect", "x.jpg", "-w", "y.pt", "--conf", "nan"), 2, ("--conf", NOT_FINITE)),
+    Case("detect --iou nan", argv("detect", "x.jpg", "-w", "y.pt", "--iou", "nan"), 2, ("--iou", NOT_FINITE)),
+    Case("export --tolerance inf", argv("export", "run", "--tolerance", "inf"), 2, (NOT_FINITE,)),
+    Case("--out ''", argv("train", "--out", ""), 2, ("--out", "an empty path")),
+    Case("--out under a regular file", with_file("plain", "train", "--out", "plain/run"), 2,
+         ("plain is a file, not a folder",)),
+    Case("--out a regular file", with_file("plain", "train", "--out", "plain"), 2, ("exists and is not a folder",),
+         lacks=("--resume",)),
+    Case("--out /dev/null", argv("train", "--out", "/dev/null"), 2, ("exists and is not a folder",),
+         lacks=("--resume",)),
+    Case("--out a dangling symlink", with_dangling_link("train", "--out", "link"), 2,
+         ("a symbolic link to", "which does not exist")),
+    Case("--out an existing folder with files", with_file("taken/f", "train", "--out", "taken"), 2,
+         ("already exists and holds files",), lacks=("--resume",)),
+    Case("--out an existing run", with_run_folder("train", "--out", "old"), 2, ("already holds a run", "--resume old")),
+    Case("--save-dir under a file", with_file("plain", "detect", "x.jpg", "-w", "y.pt", "--save-dir", "plain/d"), 2,
+         ("plain is a file, not a folder",)),
+    Case("confusion --png on a dangling link", with_dangling_link("confusion", "run", "--png", "link"), 2,
+         ("--png", "which does not exist")),
+    Case("export -o under a file", with_file("plain", "export", "run", "-o", "plain/m.onnx"), 2,
+         ("plain is a file, not a folder",)),
+    Case("conv apply --out under a file", with_file("plain", "conv", "apply", "--out", "plain/maps"), 2,
+         ("plain is a file, not a folder",)),
+    Case("finetune --unfreeze-at after the last epoch", argv("finetune", "--unfreeze-at", "9", "--epochs", "2"), 2,
+         ("--unfreeze-at 9", "up to --epochs 2")),
+    Case("finetune --unfreeze-at with nothing frozen", argv("finetune", "--unfreeze-at", "2", "--freeze", "none"), 2,
+         ("needs something frozen first",)),
+    Case("export --opset of a TorchScript export", argv("export", "run", "--format", "torchscript", "--opset", "12"),
+         2, ("--opset applies to ONNX exports",)),
+    Case("export --static of a TorchScript export", argv("export", "run", "--format", "torchscript", "--static"),
+         2, ("--static applies to ONNX exports",)),
+    Case("eval of a missing path", argv("eval", "missing"), 2, ("missing: no such file or folder",)),
+    Case("confusion of a missing path", argv("confusion", "missing"), 2, ("missing: no such file or folder",)),
+    Case("export of a missing path", argv("export", "missing"), 2, ("missing: no such file or folder",)),
+    Case("--resume of a folder that is no run", argv("train", "--resume", "."), 2, ("not a vqtool run folder",)),
+    Case("an unknown dataset", argv("train", "no-such-data"), 2, ("no dataset or path named 'no-such-data'",)),
+    Case("an unknown subcommand", argv("trian"), 2, ("No such command 'trian'",)),
+]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def check(case: Case, code: int, stderr: str, folder: Path) -> None:
+    assert code == case.exit_code, stderr
+    assert "Traceback" not in stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and stderr.strip() == errors[0], stderr  # one line, and only that line
+    assert all(fragment in errors[0] for fragment in case.says), errors[0]
+    assert not any(fragment in errors[0] for fragment in case.lacks), errors[0]
+    for path in case.absent:
+        assert not (folder / path).exists(), path
+
+
+@pytest.mark.parametrize("case", USAGE_CASES, ids=lambda case: case.id)
+def test_usage_error(case, run_cli, tmp_path):
+    (tmp_path / "run").mkdir()  # a folder that is no checkpoint, for the export/confusion cases
+    result = run_cli(*case.build(tmp_path))
+    check(case, result.exit_code, result.stderr, tmp_path)
+
+
+def test_usage_errors_come_before_torch_is_imported(tmp_path):
+    """Every usage case above, in one fresh interpreter: none of them imports torch."""
+    (tmp_path / "run").mkdir()
+    commands = [case.build(tmp_path) for case in USAGE_CASES]
+    code = f"""
+import json, sys
+from click.testing import CliRunner
+from vqtool.cli import cli
+codes = [CliRunner().invoke(cli, command).exit_code for command in {commands!r}]
+print(json.dumps({{"codes": codes, "torch": "torch" in sys.modules}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    outcome = json.loads(result.stdout)
+    assert outcome["codes"] == [case.exit_code for case in USAGE_CASES]
+    assert outcome["torch"] is False
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(run_cli):
+    result = run_cli("--debug", "train", "--lr", "nan")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+# --- stdout that goes away or fills up ------------------------------------------------------------
+
+
+def shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+
+
+VQTOOL = f"{sys.executable} -m vqtool"
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    result = shell(f"{VQTOOL} models | head -1", tmp_path)  # a listing far longer than a pipe's buffer
+    assert result.returncode == 0, result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert result.stdout.count("\n") == 1
+
+
+def test_a_full_stdout_is_one_line(tmp_path):
+    result = shell(f"{VQTOOL} datasets > /dev/full", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: cannot write the results to stdout (No space left on device)"
+
+
+def test_a_closed_stdout_is_no_crash(tmp_path):
+    result = shell(f"{VQTOOL} conv shape --input 32 --kernel 3 >&-", tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+
+
+# --- full and read-only filesystems --------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+
+
+def mount_tmpfs(folder: Path, *options: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=1m", *options)), "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    return folder
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB filesystem with 8 KiB left."""
+    folder = mount_tmpfs(tmp_path / "full")
+    (folder / "filler").write_bytes(b"\0" * (1016 << 10))
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)])
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    folder = mount_tmpfs(tmp_path / "ro", "ro")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A one-epoch cnn-bn run folder to export and evaluate."""
+    from click.testing import CliRunner
+
+    from vqtool.cli import cli
+
+    folder = tmp_path_factory.mktemp("trained")
+    data = make_class_tree(folder / "data", per_class=6, size=16)
+    result = CliRunner().invoke(cli, ["train", str(data), *QUICK, "--out", str(folder / "run")])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files a failed write must not leave: temporary files and truncated outputs."""
+    return [str(path.relative_to(folder)) for path in folder.rglob("*")
+            if path.name != "filler" and (".tmp" in path.name or path.is_file() and path.stat().st_size == 0)]
+
+
+@needs_root
+@pytest.mark.parametrize("command, written", [
+    (lambda run, full: ["export", run, "--format", "torchscript", "-o", full / "m.ts", "--no-verify"], "m.ts"),
+    (lambda run, full: ["export", run, "--format", "onnx", "-o", full / "m.onnx", "--no-verify"], "m.onnx"),
+    (lambda run, full: ["confusion", run, "--png", full / "cm.png", "-q"], "cm.png"),
+    (lambda run, full: ["conv", "apply", "--out", full / "maps", "-q"], None),
+], ids=["export torchscript", "export onnx", "confusion --png", "conv apply PNGs"])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(command, written, run_cli, trained_run, full_disk):
+    result = run_cli(*command(trained_run, full_disk))
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.stderr) == result.stderr.strip().splitlines()[-1:]
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert "cannot be exported" not in result.stderr  # the disk is full, the model is fine
+    assert leftovers(full_disk) == []
+    assert written is None or not (full_disk / written).exists()
+
+
+@needs_root
+def test_training_onto_a_full_disk_is_one_line(run_cli, tmp_path, full_disk):
+    data = make_class_tree(tmp_path / "data", per_class=6, size=16)
+    result = run_cli("train", data, *QUICK, "--out", full_disk / "run")
+    assert result.exit_code == 1
+    assert error_lines(result.stderr) == [f"Error: {full_disk / 'run'}: cannot save the epoch's files (No space left "
+                                          f"on device); the run folder holds no epoch yet"]
+    assert leftovers(full_disk) == []
+
+
+@needs_root
+def test_an_lr_range_test_onto_a_full_disk_is_one_line(run_cli, tmp_path, full_disk):
+    data = make_class_tree(tmp_path / "data", per_class=6, size=16)
+    result = run_cli("train", data, "--model", "cnn-bn", "--imgsz", "32", "--lr-find", "-q", "--out", full_disk / "lr")
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in error_lines(result.stderr)[0]
+    assert leftovers(full_disk) == []
+
+
+@needs_root
+@pytest.mark.parametrize("command", [
+    lambda ro: ["train", "--out", ro / "run"],
+    lambda ro: ["confusion", "run", "--png", ro / "cm.png"],
+    lambda ro: ["detect", "x.jpg", "-w", "y.pt", "--save-dir", ro / "annotated"],
+    lambda ro: ["export", "run", "-o", ro / "m.onnx"],
+], ids=["train --out", "confusion --png", "detect --save-dir", "export -o"])
+def test_an_output_on_a_read_only_filesystem_is_refused_first(command, run_cli, read_only):
+    result = run_cli(*command(read_only))
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == [result.stderr.strip()]
+    assert f"{read_only} is on a read-only filesystem" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into folders without write permission")
+def test_an_output_without_permission_is_refused_first(run_cli, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_cli("train", "--out", locked / "run")
+    assert result.exit_code == 2 and f"no permission to write in {locked}" in result.stderr
+
+
+@pytest.mark.parametrize("weights", ["run", "run/model.safetensors", "run/model.json", "model.onnx"])
+def test_detect_given_a_classifier_says_so_in_one_line(weights, run_cli, trained_run, tmp_path):
+    if weights == "model.onnx":
+        assert run_cli("export", trained_run, "-o", tmp_path / weights, "--no-verify", "-q").exit_code == 0
+        path = tmp_path / weights
+    else:
+        path = trained_run.parent / weights
+    (tmp_path / "x.png").write_bytes(b"")
+    result = run_cli("detect", tmp_path / "x.png", "-w", path)
+    assert result.exit_code == 2
+    assert error_lines(result.stderr) == [result.stderr.strip()]
+    assert "classifier" in result.stderr and "not a detector" in result.stderr and "vqtool predict" in result.stderr
