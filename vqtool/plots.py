@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from vqtool.errors import VQError
 from vqtool.runs.folder import atomic_save
 
 
@@ -57,5 +58,31 @@ def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]
             axis.set_xlabel("epoch")
             axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             axis.set_ylabel(label)
+            axis.grid(alpha=0.3)
+            axis.legend()
+
+
+# metrics.csv column -> axis label of the val curves `vqtool runs compare --png` overlays
+VAL_CURVES = {"val_loss": "val loss", "val_top1": "val top-1", "map50_95": "val mAP50-95"}
+
+
+def plot_val_curves(path: Path, histories: dict[str, list[dict]]) -> None:
+    """Each run's val curves (``histories``: run name -> metrics.csv rows) overlaid, a panel per metric."""
+    import matplotlib.ticker
+
+    panels = [column for column in VAL_CURVES
+              if any(row.get(column) is not None for rows in histories.values() for row in rows)]
+    if not panels:
+        raise VQError("--png: none of these runs has a val curve (no val_loss, val_top1 or map50_95 in metrics.csv)",
+                      usage=True)
+    with png_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (figure, axes):
+        for axis, column in zip(axes[0], panels):
+            for name, rows in histories.items():
+                points = [(row["epoch"], row[column]) for row in rows if row.get(column) is not None]
+                if points:
+                    axis.plot(*zip(*points), marker="o", label=name)
+            axis.set_xlabel("epoch")
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            axis.set_ylabel(VAL_CURVES[column])
             axis.grid(alpha=0.3)
             axis.legend()

@@ -23,12 +23,16 @@ from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.loop import fit
-from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits, refuse_distributed_lr_find,
+from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits,
+                                         refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
-from vqtool.classification.training_run import ResumeState, TrainingRun
+from vqtool.classification.tracking import start_run
+from vqtool.classification.training_run import ResumeState
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
+from vqtool.runs.catalog import job_status
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
 
@@ -68,23 +72,27 @@ def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fine
 
 
 def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
-                 reporter: Reporter, out_dir: str | None = None) -> dict:
+                 reporter: Reporter, out_dir: str | None = None, tracking: TrackingOptions | None = None) -> dict:
     """Fine-tune, test and save; returns the summary document (the keys of `train`'s, and more)."""
     started = time.perf_counter()
+    if tracking:
+        tracking.check()
     setup = set_up(dataset_spec, data, config, tune, reporter)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("finetune", out_dir, {
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune)}))
-    return _train(setup, config, tune, run_dir, reporter, started, resume=None)
+    return _train(setup, config, tune, run_dir, reporter, started, resume=None, tracking=tracking)
 
 
-def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -> dict:
-    """Continue an interrupted fine-tuning run from its last completed epoch."""
+def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
+                    tracking: TrackingOptions | None = None) -> dict:
+    """Continue an interrupted fine-tuning run from its last completed epoch (and the trackers it was logged to)."""
     started = time.perf_counter()
     recorded, config, state = resumable(run_dir, "finetune", epochs)
+    check_resumed(tracking, Path(run_dir))
     tune = FinetuneOptions.from_dict(recorded["finetune"])
     setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter)
     reporter.log(resuming(run_dir, state, config))
-    return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state)
+    return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state, tracking=tracking)
 
 
 def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
@@ -108,9 +116,9 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
             f"--freeze {setup.freeze}: {trainable:,} trainable, {frozen:,} frozen parameters; {global_batch(config)}")
     if not tune.uses_cache(setup.freeze):
         head_ids = {id(p) for p in model.get_submodule(setup.head).parameters()}
-        groups = [{"params": [p for p in model.parameters() if id(p) in head_ids], "lr": config.lr},
+        groups = [{"params": [p for p in model.parameters() if id(p) in head_ids], "lr": config.lr, "name": "head"},
                   {"params": [p for p in model.parameters() if id(p) not in head_ids],
-                   "lr": tune.backbone_learning_rate(config)}]
+                   "lr": tune.backbone_learning_rate(config), "name": "backbone"}]
         return model, splits["train"], splits.get("val"), images, groups
     model.to(device, memory_format=torch.channels_last)
     views = tune.views(config)
@@ -134,13 +142,14 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
 
 
 def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, reporter: Reporter, started: float,
-           resume: ResumeState | None) -> dict:
+           resume: ResumeState | None, tracking: TrackingOptions | None) -> dict:
     meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
             "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.record(), "train_args": asdict(config),
             "weights": setup.pretrained.source, "finetune": asdict(tune),
             "model_options": {"head": tune.head} if tune.head != "linear" else {}}
-    run = TrainingRun(run_dir, meta, network=setup.model)
+    run = start_run(run_dir, meta, tracking, dataset_name=setup.dataset.name, resume=resume, reporter=reporter,
+                    network=setup.model)
     module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
 
     def unfreeze_on_schedule(epoch, model, optimizer):
@@ -150,9 +159,10 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume, param_groups=groups,
-                 on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
-    summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
+    with job_status(run_dir, model=config.model, dataset=setup.dataset.name):
+        result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
+                     param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
+        summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     if getattr(inputs, "head_only", False):
         summary.update(cached_throughput(result.history, inputs.backbone_seconds))
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),

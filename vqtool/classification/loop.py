@@ -144,12 +144,13 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
               reporter: Reporter) -> dict:
     """Train one epoch, validate, step an epoch-wise schedule; the epoch's metrics record."""
     started = time.perf_counter()
-    lr = trainer.optimizer.param_groups[0]["lr"]  # the head's, when the backbone has a group of its own
+    # the epoch's starting rates: "lr" the first group's (the head's, when the backbone has a group of its own)
+    lrs = {"lr": trainer.optimizer.param_groups[0]["lr"], **other_group_lrs(trainer.optimizer)}
     train_loss, train_top1 = _train_epoch(trainer, network, _epoch_batches(train, config, trainer, epoch),
                                           reporter, f"epoch {epoch}/{config.epochs}")
     seconds = time.perf_counter() - started
     images = distributed.world_size() * trainer.steps * config.batch_size if trainer.drop_last else len(train)
-    record = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_top1": train_top1,
+    record = {"epoch": epoch, **lrs, "train_loss": train_loss, "train_top1": train_top1,
               "val_loss": None, "val_top1": None, "seconds": round(seconds, 3),
               "images_per_second": round(images / seconds, 1)}
     if getattr(trainer.inputs, "head_only", False):  # on cached features: say whose time and speed these are
@@ -166,6 +167,11 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
         else:
             trainer.scheduler.step()
     return record
+
+
+def other_group_lrs(optimizer) -> dict:
+    """The epoch's learning rates of the parameter groups after the first, as ``lr_<group name>`` columns."""
+    return {f"lr_{group.get('name', index)}": group["lr"] for index, group in enumerate(optimizer.param_groups[1:], 1)}
 
 
 def _trainable_ids(model: nn.Module) -> frozenset:

@@ -20,6 +20,7 @@ from vqtool.classification.config import TrainConfig
 from vqtool.classification.hints import diagnose
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
+from vqtool.classification.tracking import final_figures, finish_run, start_run
 from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
@@ -28,7 +29,9 @@ from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split, pixel_st
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
+from vqtool.runs.catalog import job_status
 from vqtool.runs.folder import new_run_dir, run_arguments, write_args
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
 def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
@@ -59,12 +62,14 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
 
 
 def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, reporter: Reporter,
-              out_dir: str | None = None, lr_find: bool = False) -> dict:
+              out_dir: str | None = None, lr_find: bool = False, tracking: TrackingOptions | None = None) -> dict:
     """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``)."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
     config.check()
+    if tracking:
+        tracking.check()
     if lr_find:
         refuse_distributed_lr_find()
     distributed.join(resolve_device(config.device))
@@ -87,7 +92,8 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.record(), "train_args": asdict(config)}
-    return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None)
+    return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None,
+                tracking=tracking)
 
 
 def refuse_distributed_lr_find() -> None:
@@ -126,14 +132,16 @@ def resuming(run_dir, state: ResumeState, config: TrainConfig) -> str:
     return f"resuming {run_dir}: training ended after epoch {state.epoch}; writing the final checkpoint"
 
 
-def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -> dict:
-    """Continue an interrupted run from its last completed epoch."""
+def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
+               tracking: TrackingOptions | None = None) -> dict:
+    """Continue an interrupted run from its last completed epoch (and the trackers it was logged to)."""
     from vqtool.classification.checkpoint import read_meta
     from vqtool.registry import get_model
 
     started = time.perf_counter()
     run_path = Path(run_dir)
     recorded, config, state = resumable(run_dir, "train", epochs)
+    check_resumed(tracking, run_path)
     distributed.join(resolve_device(config.device))
     data = DataOptions(**recorded["data"])
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",
@@ -144,18 +152,20 @@ def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None) -
     splits = prepare_splits(dataset, preprocess, data, reporter)
     model = get_model(config.model).build(meta["num_classes"], meta["in_channels"])
     reporter.log(resuming(run_dir, state, config))
-    return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state)
+    return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state,
+                tracking=tracking)
 
 
-def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume):
-    run = TrainingRun(run_dir, meta)
+def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume, tracking):
+    run = start_run(run_dir, meta, tracking, dataset_name=dataset.name, resume=resume, reporter=reporter)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
-    result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                 reporter=reporter, run=run, resume=resume)
-    return finish(model, result, dataset, splits, preprocess, config, run, started)
+    with job_status(run_dir, model=config.model, dataset=dataset.name):
+        result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
+                     reporter=reporter, run=run, resume=resume)
+        return finish(model, result, dataset, splits, preprocess, config, run, started)
 
 
 def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:
@@ -174,16 +184,18 @@ def global_batch(config: TrainConfig) -> str:
 def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
            config: TrainConfig, run: TrainingRun, started: float) -> dict:
     """Test the best weights when there is a test split, commit the final checkpoint; the summary document."""
-    summary = summarize(result, config, run.run_dir)
+    summary, logits = summarize(result, config, run.run_dir), None
     if "test" in splits:
         device = resolve_device(config.device)
         logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
         report = classification_report(logits, splits["test"].labels, dataset.classes)
         summary["test_top1"], summary["test_loss"] = report["top1"], report["loss"]
+    figures = final_figures(run, model, dataset, splits, preprocess, config.batch_size, config.device, logits)
     result.state.finished = True  # a resume of this run has nothing left to do
     run.commit(result.state, best_model=model.cpu(),
                metrics={**result.best, **{k: summary[k] for k in ("test_top1",) if k in summary}})
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    finish_run(run, summary, figures)
     return summary
 
 

@@ -10,6 +10,8 @@ After every epoch one commit (:mod:`vqtool.runs.commit`) replaces, together:
 
 so a run killed at any moment reads as its last committed epoch, and
 :meth:`TrainingRun.load_state` (the one reader of state.pt) continues from it.
+After each commit the run's trackers (``--log``, :mod:`vqtool.runs.tracking`)
+get the epochs they have not seen yet, so they never hold an epoch the folder lacks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vqtool.errors import VQError, first_line
 from vqtool.plots import plot_curves
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
+from vqtool.runs.tracking import Trackers
 
 STATE_FILE = "state.pt"
 CURVES_FILE = "curves.png"
@@ -93,10 +96,11 @@ def _better(record: dict, best: dict) -> bool:
 class TrainingRun:
     """The run folder of a training job: its one writer (:meth:`commit`) and reader (:meth:`load_state`)."""
 
-    def __init__(self, run_dir: Path, meta: dict, network: nn.Module | None = None):
+    def __init__(self, run_dir: Path, meta: dict, network: nn.Module | None = None, trackers: Trackers | None = None):
         self.run_dir = Path(run_dir)
         self.meta = meta
         self.network = network  # what the checkpoint holds, when only a part of it (a head) is being fitted
+        self.trackers = trackers or Trackers()  # told each committed epoch (--log tensorboard, mlflow)
         self.curves_drawn = time.monotonic()
 
     def commit(self, state: ResumeState, *, best_model: nn.Module | None = None, metrics: dict | None = None,
@@ -115,6 +119,7 @@ class TrainingRun:
             files[CURVES_FILE] = lambda path: plot_curves(path, state.history)
             self.curves_drawn = time.monotonic()
         commit(self.run_dir, files)
+        self.trackers.log_epochs(state.history)  # after the commit: trackers hold what metrics.csv holds
 
     def load_state(self) -> ResumeState | None:
         """The last committed epoch's state (None before the first); rank 0 first cleans up after a killed writer

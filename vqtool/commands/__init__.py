@@ -101,6 +101,36 @@ def device_option(command):
                              "(Ultralytics' DDP); classifiers scale out with torchrun.")(command)
 
 
+TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
+
+
+def _tracker_names(ctx, param, values) -> tuple[str, ...]:
+    """--log given several times, or comma-separated (as VQTOOL_LOG=tensorboard,mlflow is)."""
+    names = [name.strip() for value in values or () for name in value.replace(",", " ").split()]
+    for name in names:
+        if name not in TRACKER_NAMES:
+            raise click.BadParameter(f"{name!r}: choose from {', '.join(TRACKER_NAMES)}", ctx, param)
+    return tuple(dict.fromkeys(names))
+
+
+def tracking_options(command):
+    """``--log tensorboard|mlflow`` (repeatable) and ``--experiment``; passes ``tracking: TrackingOptions``."""
+
+    @click.option("--log", "log", multiple=True, metavar="tensorboard|mlflow", envvar="VQTOOL_LOG",
+                  callback=_tracker_names,
+                  help="Also log the run to TensorBoard (event files in RUN/tb/) or MLflow (at $MLFLOW_TRACKING_URI); "
+                       "repeatable. Needs pip install 'vqtool[tensorboard]' or 'vqtool[mlflow]'.  "
+                       "[env: VQTOOL_LOG=tensorboard,mlflow]")
+    @click.option("--experiment", metavar="NAME", help="MLflow experiment (default: the dataset's name).")
+    @wraps(command)
+    def wrapper(*args, log, experiment, **kwargs):
+        from vqtool.runs.tracking import TrackingOptions
+
+        return command(*args, tracking=TrackingOptions(names=log, experiment=experiment), **kwargs)
+
+    return wrapper
+
+
 def print_summary(out, summary: dict, title: str) -> None:
     """A result document as JSON or as a two-column table."""
     if out.json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from vqtool.commands import (CLASSIFIER_ONLY, data_options, detector_training, output_options, print_summary,
-                             trust_pickle_option)
+                             tracking_options, trust_pickle_option)
 from vqtool.commands.train import check_before_torch, config_from_options, training_options, typed_epochs
 from vqtool.commands.completion import complete_dataset, complete_model
 from vqtool.commands.types import FiniteFloat
@@ -36,11 +36,12 @@ from vqtool.commands.types import FiniteFloat
               help="Augmented views cached per training image (default 1, or 4 with --augment).")
 @training_options(epochs=5, batch_size=32, lr=3e-3)  # a few hundred images: enough steps for the head
 @data_options
+@tracking_options
 @trust_pickle_option
 @output_options
 def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, backbone_lr, unfreeze_at, unfreeze,
              cache, cache_views, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing,
-             early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
+             early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out):
     """Fine-tune pretrained weights on DATASET with a new head.
 
     By default only the new head trains, on backbone features computed once;
@@ -58,7 +59,7 @@ def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, 
     from vqtool.tasks import DETECTION, task_of
 
     if task_of(dataset, resume) == DETECTION:
-        print_summary(out, _finetune_detector(dataset, weights, freeze, resume, out_dir, out),
+        print_summary(out, _finetune_detector(dataset, weights, freeze, resume, out_dir, tracking, out),
                       title="fine-tuning summary")
         return
     from vqtool.classification.config import FinetuneOptions
@@ -71,20 +72,22 @@ def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, 
     from vqtool.classification.finetune import finetune_job, lr_find_job, resume_finetune
 
     if resume:
-        summary = resume_finetune(resume, reporter=out, epochs=typed_epochs(epochs))
+        summary = resume_finetune(resume, reporter=out, epochs=typed_epochs(epochs), tracking=tracking)
     else:
-        job = lr_find_job if lr_find else finetune_job
-        summary = job(dataset, data, config, tune, reporter=out, out_dir=out_dir)
+        if lr_find:
+            summary = lr_find_job(dataset, data, config, tune, reporter=out, out_dir=out_dir)
+        else:
+            summary = finetune_job(dataset, data, config, tune, reporter=out, out_dir=out_dir, tracking=tracking)
     print_summary(out, summary, title="LR range test" if lr_find else "fine-tuning summary")
 
 
-def _finetune_detector(dataset, weights, freeze, resume, out_dir, out) -> dict:
+def _finetune_detector(dataset, weights, freeze, resume, out_dir, tracking, out) -> dict:
     from vqtool.detection.train import finetune_detector, resume_detector
     from vqtool.errors import VQError
 
     if resume:
-        return resume_detector(resume, reporter=out)
+        return resume_detector(resume, reporter=out, tracking=tracking)
     training = detector_training(refused=("model_name", *CLASSIFIER_ONLY))
     if not weights:
         raise VQError("fine-tuning a detector needs --weights W.pt (a YOLO checkpoint)", usage=True)
-    return finetune_detector(dataset, weights, freeze, training, out_dir=out_dir, reporter=out)
+    return finetune_detector(dataset, weights, freeze, training, out_dir=out_dir, reporter=out, tracking=tracking)

@@ -6,7 +6,7 @@ import click
 
 from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.commands import (data_options, detector_training, device_option, output_options, print_summary,
-                             trust_pickle_option, typed_options)
+                             tracking_options, trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset, complete_model
 from vqtool.commands.types import FiniteFloat, OutputPath
 
@@ -49,10 +49,11 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
               help="Architecture (see vqtool models).")
 @training_options
 @data_options
+@tracking_options
 @trust_pickle_option
 @output_options
 def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
-          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
+          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out):
     """Train a CNN from scratch on DATASET (default: the embedded digits).
 
     DATASET is a registered name (vqtool datasets) or a folder of class folders;
@@ -64,22 +65,24 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
       vqtool train --resume runs/cifar
+      vqtool train ./cifar10 --log tensorboard --log mlflow --experiment cifar
       vqtool train ./cifar10 --model resnet18 --lr-find
       vqtool train data.yaml --model yolov8n.yaml --epochs 50 --imgsz 640
     """
     from vqtool.tasks import DETECTION, task_of
 
     if task_of(dataset, resume) == DETECTION:  # a YOLO data.yaml or detector run
-        print_summary(out, _train_detector(dataset, resume, out_dir, out), title="training summary")
+        print_summary(out, _train_detector(dataset, resume, out_dir, tracking, out), title="training summary")
         return
     config = config_from_options(model_name, data)
     check_before_torch("train", dataset, resume, config)
     from vqtool.classification.train import resume_job, train_job
 
     if resume:
-        summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs))
+        summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs), tracking=tracking)
     else:
-        summary = train_job(dataset, data, config, reporter=out, out_dir=out_dir, lr_find=lr_find)
+        summary = train_job(dataset, data, config, reporter=out, out_dir=out_dir, lr_find=lr_find,
+                            tracking=tracking)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
@@ -109,10 +112,10 @@ def typed_epochs(epochs: int) -> int | None:
     return epochs if "epochs" in typed_options() else None
 
 
-def _train_detector(dataset: str, resume: str | None, out_dir: str | None, out) -> dict:
+def _train_detector(dataset: str, resume: str | None, out_dir: str | None, tracking, out) -> dict:
     from vqtool.detection.train import resume_detector, train_detector
 
     if resume:
-        return resume_detector(resume, reporter=out)
+        return resume_detector(resume, reporter=out, tracking=tracking)
     return train_detector(dataset, detector_training(), model_name=typed_options().get("model_name"),
-                          out_dir=out_dir, reporter=out)
+                          out_dir=out_dir, reporter=out, tracking=tracking)

@@ -29,11 +29,14 @@ from vqtool import __version__
 from vqtool.detection.data import YoloDataset, no_valid_images_as_error, usable_images
 from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
+from vqtool.detection.tracking import ultralytics_tracking
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
+from vqtool.runs.catalog import job_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
+from vqtool.runs.tracking import TrackingOptions, check_resumed
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 
@@ -69,9 +72,11 @@ class DetectorTraining:
 
 
 def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name: str | None = None,
-                   out_dir: str | None = None, reporter: Reporter) -> dict:
+                   out_dir: str | None = None, reporter: Reporter, tracking: TrackingOptions | None = None) -> dict:
     """``vqtool train DATA.yaml [--model yolov8n.yaml]``: a detector from scratch."""
     model_name = model_name or DEFAULT_MODEL
+    if tracking:
+        tracking.check()
     if not model_name.lower().endswith((".yaml", ".yml")):
         raise VQError(f"--model {model_name}: training a detector from scratch takes a model yaml such as "
                       f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
@@ -86,19 +91,21 @@ def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name:
             model = ultralytics.YOLO(model_name, task="detect")
     except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
         raise VQError(f"--model {model_name}: not a YOLO model yaml ({first_line(error)})", usage=True) from error
-    return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name})
+    return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name}, tracking)
 
 
 def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, training: DetectorTraining, *,
-                      out_dir: str | None = None, reporter: Reporter) -> dict:
+                      out_dir: str | None = None, reporter: Reporter, tracking: TrackingOptions | None = None) -> dict:
     """``vqtool finetune DATA.yaml --weights W.pt --freeze backbone|N``."""
+    if tracking:
+        tracking.check()
     if str(weights).lower().endswith(".onnx"):
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
     args = ultralytics_train_args(training)
     model = load_detector(weights)
     args["freeze"] = frozen_layers(model, freeze)
     return _train(model, dataset_spec, args, out_dir, reporter, "finetune",
-                  {"weights": str(model.ckpt_path), "freeze": args["freeze"]})
+                  {"weights": str(model.ckpt_path), "freeze": args["freeze"]}, tracking)
 
 
 def frozen_layers(model, freeze) -> int:
@@ -146,7 +153,7 @@ def safe_amp(device: str):
 
 
 def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: Reporter, command: str,
-           record: dict) -> dict:
+           record: dict, tracking: TrackingOptions | None) -> dict:
     from vqtool.data import load_dataset
 
     started = time.perf_counter()
@@ -162,16 +169,19 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
     recorder = EpochRecorder(run_dir, reporter)
     recorder.attach(model)
-    with keeping_threads(), no_valid_images_as_error(dataset):
-        model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR, exist_ok=True,
-                    **args)
-    return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
+    tracked = ultralytics_tracking(model, run_dir, tracking, experiment_default=dataset.name, reporter=reporter)
+    with job_status(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name):
+        with keeping_threads(), no_valid_images_as_error(dataset), tracked:
+            model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
+                        exist_ok=True, **args)
+        return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
-def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
+def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptions | None = None) -> dict:
     """Continue an interrupted detector run from its last completed epoch (Ultralytics' own resume)."""
     started = time.perf_counter()
     run = Path(run_dir)
+    check_resumed(tracking, run)
     last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
     if not last.is_file():
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
@@ -182,15 +192,19 @@ def resume_detector(run_dir: str, *, reporter: Reporter) -> dict:
     _check_resumed_files(last, data)
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
+    status = job_status(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
     if training_finished(model.ckpt):
         reporter.log(f"resuming {run_dir}: training ended after epoch {len(recorder.history)}; "
                      f"writing {RUN_CHECKPOINT}")
-        return _finish_trained(run, recorder, data, started, record)
+        with status:
+            return _finish_trained(run, recorder, data, started, record)
     recorder.attach(model)
     reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
-    with keeping_threads():
-        model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
-    return _trained(run, recorder, model, started, record)
+    tracked = ultralytics_tracking(model, run, tracking, experiment_default=record["dataset"], reporter=reporter)
+    with status:
+        with keeping_threads(), tracked:
+            model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
+        return _trained(run, recorder, model, started, record)
 
 
 def _check_resumed_files(last: Path, data: str | None) -> None:

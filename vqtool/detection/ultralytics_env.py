@@ -165,3 +165,29 @@ def keeping_threads():
     finally:
         if _state["threads"]:
             torch.set_num_threads(_state["threads"])
+
+
+@contextlib.contextmanager
+def integrations(names, *, environment: dict[str, str]):
+    """Ultralytics' own integrations ``names`` (tensorboard, mlflow) on for the trainings run inside, with
+    ``environment`` set (MLflow's experiment and run); only in memory, so its settings file stays as it is.
+
+    Ultralytics reads these settings when it creates a trainer. Its DDP workers (a detector on several GPUs)
+    read the settings file instead, so they log nothing."""
+    from ultralytics.utils import SETTINGS
+
+    saved = {name: SETTINGS.get(name) for name in names}
+    previous = {variable: os.environ.get(variable) for variable in environment}
+    for name in names:
+        dict.__setitem__(SETTINGS, name, True)  # dict's own: SETTINGS[name] = ... would rewrite the file
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            dict.__setitem__(SETTINGS, name, value)
+        for variable, value in previous.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value

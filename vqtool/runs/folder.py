@@ -30,7 +30,8 @@ from vqtool.errors import VQError, first_line
 
 TEMP_MARK = ".tmp"  # in every temporary file's name: .model.json.123-ab12.tmp.json
 # A run folder's own files: never the target of an export or any other output, whatever --overwrite says.
-RUN_FILES = ("model.safetensors", "model.json", "model.pt", "state.pt", "args.json", "metrics.csv", "curves.png")
+RUN_FILES = ("model.safetensors", "model.json", "model.pt", "state.pt", "args.json", "metrics.csv", "curves.png",
+             "status.json", "mlflow.json")
 RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of these is a run folder
 
 
@@ -254,9 +255,10 @@ def write_args(run_dir: Path, command: str, args: dict) -> None:
 
 
 def metrics_csv(history: list[dict]) -> str:
-    """One row per epoch, the columns of the first."""
+    """One row per epoch; the columns of every row, in the order they first appear (a resumed run's new columns
+    are empty in the epochs before)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]) if history else [])
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in history for key in row)))
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()

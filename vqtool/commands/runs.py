@@ -1,0 +1,105 @@
+"""vqtool runs: the run folders under runs/ (or the folders given) as one table; runs compare: side by side."""
+
+from __future__ import annotations
+
+import click
+
+from vqtool.commands import output_options
+
+
+class ListByDefault(click.Group):
+    """``vqtool runs [DIR...]`` lists; ``vqtool runs compare ...`` compares (a first word that is no subcommand
+    goes to ``list``)."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=ListByDefault)
+def runs():
+    """List training run folders, or compare some (runs compare).
+
+    \b
+    Examples:
+      vqtool runs
+      vqtool runs runs/ nightly/ --sort val_top1 --reverse --filter status=finished
+      vqtool runs --filter 'model=resnet*' --json
+      vqtool runs compare runs/train-a runs/train-b --png compare.png
+    """
+
+
+@runs.command("list")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--sort", "sort_key", metavar="KEY", help="Sort by a column (name, date, val_top1, seconds, ...).")
+@click.option("--reverse", is_flag=True, help="Sort from the largest.")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Keep runs whose KEY equals VALUE (* and ? match any text); repeatable.")
+@output_options
+def list_runs(folders, sort_key, reverse, filters, out):
+    """One row per run folder found in FOLDERS (default runs/), below them too.
+
+    Columns: name, command, model, dataset, epochs, best epoch, val top-1 (or
+    mAP50-95 for detectors), test top-1, training seconds, date, status
+    (finished, interrupted or running). `vqtool runs` alone is `vqtool runs list`.
+
+    \b
+    Examples:
+      vqtool runs list runs/ --sort val_top1 --reverse
+      vqtool runs list --filter command=finetune --json
+    """
+    from vqtool.runs.catalog import COLUMNS, describe_all, find_runs, select
+
+    rows = select(describe_all(find_runs(folders or ("runs",)), out), list(filters), sort_key, reverse)
+    if out.json:
+        out.emit(rows)
+        return
+    shown = [column for column in COLUMNS if any(row[column] is not None for row in rows)] or list(COLUMNS)
+    out.table(shown, [[_cell(row, column) for column in shown] for row in rows])
+    out.log(f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
+
+
+def _cell(row: dict, column: str):
+    if column == "date" and row["date"]:
+        return row["date"][:16].replace("T", " ")  # the minute is enough for a table; --json has it all
+    return row[column]
+
+
+@runs.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--png", type=click.Path(dir_okay=False), help="Also draw the runs' val curves overlaid into this PNG.")
+@output_options
+def compare_runs(run_dirs, png, out):
+    """The arguments that differ between RUN_DIRS, and their final metrics, side by side.
+
+    \b
+    Examples:
+      vqtool runs compare runs/train-a runs/train-b
+      vqtool runs compare runs/lr-* --png val-curves.png --json
+    """
+    from pathlib import Path
+
+    from vqtool.errors import VQError
+
+    if len(run_dirs) < 2:
+        raise VQError("runs compare needs at least two run folders", usage=True)
+    from vqtool.runs.catalog import compare, history
+    from vqtool.runs.folder import check_output
+
+    comparison = compare(run_dirs)
+    if png:
+        from vqtool.plots import plot_val_curves
+
+        check_output(Path(png), overwrite=True, option="--png")
+        plot_val_curves(Path(png), {name: history(Path(run)) for name, run in zip(comparison["runs"],
+                                                                                 comparison["paths"])})
+        comparison["png"] = png
+    if out.json:
+        out.emit(comparison)
+        return
+    names = comparison["runs"]
+    differing = [[key, *values] for key, values in comparison["differing_args"].items()]
+    out.table(["argument", *names], differing or [["(none differ)", *[""] * len(names)]], title="arguments")
+    out.table(["metric", *names], [[key, *values] for key, values in comparison["metrics"].items()],
+              title="final metrics")

@@ -1,0 +1,218 @@
+"""What run folders hold, one row each: the library side of ``vqtool runs`` and ``vqtool runs compare``.
+
+Every training job writes ``RUN/status.json`` (:func:`job_status`) when it
+starts (``running``, with its process id and host) and when it ends
+(``finished``, or ``interrupted`` by Ctrl-C, SIGTERM or an error). A run still
+``running`` whose process is gone (SIGKILL, a crash) reads as ``interrupted``.
+Everything else is read from the run's last committed epoch
+(:func:`~vqtool.runs.commit.committed`), so a run being written reads as one epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fnmatch
+import os
+import socket
+import time
+from pathlib import Path
+
+from vqtool.errors import VQError, first_line
+from vqtool.reporter import Reporter
+from vqtool.runs.commit import committed
+from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
+from vqtool.runs.tracking import flatten
+
+STATUS_FILE = "status.json"
+RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+# The columns of `vqtool runs`, in order (its JSON rows add val_loss and path). val_top1 for classifiers,
+# val_map50_95 for detectors.
+COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95",
+           "test_top1", "seconds", "date", "status")
+FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "test_top1", "seconds", "status")
+
+
+@contextlib.contextmanager
+def job_status(run_dir: Path, *, model: str, dataset: str):
+    """``running`` while the block trains the run, then ``finished``, or ``interrupted`` when it raises
+    (Ctrl-C, SIGTERM, an error); rank 0 writes it. A resumed run keeps its first start date."""
+    from vqtool.compute import distributed
+
+    if not distributed.is_main():
+        yield
+        return
+    path = Path(run_dir) / STATUS_FILE
+    previous = read_json(path) if path.is_file() else {}
+    record = {"status": RUNNING, "model": previous.get("model") or model, "dataset": previous.get("dataset") or dataset,
+              "started": previous.get("started", _now()),
+              "pid": os.getpid(), "host": socket.gethostname()}
+    write_json(path, record)
+    try:
+        yield
+    except BaseException:
+        write_json(path, {**record, "status": INTERRUPTED, "stopped": _now()})
+        raise
+    write_json(path, {**record, "status": FINISHED, "finished": _now()})
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def find_runs(folders) -> list[Path]:
+    """The run folders among ``folders`` and below them (not inside a run folder), in name order."""
+    found = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise VQError(f"{folder}: no such folder", usage=True)
+        found.extend(_runs_under(folder))
+    return sorted(dict.fromkeys(found), key=lambda path: (str(path.parent), path.name))
+
+
+def _runs_under(folder: Path) -> list[Path]:
+    if is_run(folder):
+        return [folder]
+    return [run for child in sorted(folder.iterdir()) if child.is_dir() and not child.name.startswith(".")
+            for run in _runs_under(child)]
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / "args.json").is_file() and any((folder / marker).exists() for marker in RUN_MARKERS)
+
+
+def history(run_dir: Path) -> list[dict]:
+    """The committed metrics.csv as rows of numbers (empty cells None)."""
+    path = committed(run_dir, "metrics.csv")
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _number(text: str | None):
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def describe(run_dir: Path) -> dict:
+    """One run folder's row: what was trained, how far, how well, and whether it finished."""
+    run_dir = Path(run_dir)
+    document = read_json(run_dir / "args.json")
+    args, status = document.get("args", {}), _status_record(run_dir)
+    rows = history(run_dir)
+    detector = "map50_95" in (rows[0] if rows else {}) or "ultralytics" in args
+    row = {"name": run_dir.name, "command": document.get("command"),
+           "model": status.get("model") or _recorded_model(args),
+           "dataset": status.get("dataset") or Path(str(args.get("dataset", ""))).stem or None,
+           "epochs": len(rows), **(_detector_scores(run_dir, rows) if detector else _classifier_scores(run_dir, rows)),
+           "seconds": round(sum(r.get("seconds") or 0 for r in rows), 2),
+           "date": status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                          time.localtime((run_dir / "args.json").stat().st_mtime)),
+           "status": run_status(run_dir, status, detector)}
+    return {column: row.get(column) for column in (*COLUMNS, "val_loss")} | {"path": str(run_dir)}
+
+
+def _recorded_model(args: dict) -> str | None:
+    return (args.get("config") or {}).get("model") or args.get("model") or args.get("weights")
+
+
+def _status_record(run_dir: Path) -> dict:
+    path = run_dir / STATUS_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def _classifier_scores(run_dir: Path, rows: list[dict]) -> dict:
+    model_json = committed(run_dir, "model.json")
+    metrics = read_json(model_json).get("metrics", {}) if model_json.is_file() else {}
+    return {"best_epoch": metrics.get("best_epoch"), "val_top1": metrics.get("val_top1"),
+            "val_loss": metrics.get("val_loss"), "test_top1": metrics.get("test_top1")}
+
+
+def _detector_scores(run_dir: Path, rows: list[dict]) -> dict:
+    """Ultralytics keeps the epoch of best fitness, which is mAP50-95."""
+    best = max(rows, key=lambda r: r.get("map50_95") or 0, default={})
+    return {"best_epoch": best.get("epoch"), "val_map50_95": best.get("map50_95")}
+
+
+def run_status(run_dir: Path, status: dict, detector: bool) -> str:
+    """finished, running (its process is alive, or on another host: it cannot be told), else interrupted."""
+    if status.get("status") in (FINISHED, INTERRUPTED):
+        return status["status"]
+    if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or _alive(status.get("pid"))):
+        return RUNNING
+    if not status and _finished_without_status(run_dir, detector):  # a run from before status.json
+        return FINISHED
+    return INTERRUPTED
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _finished_without_status(run_dir: Path, detector: bool) -> bool:
+    if detector:
+        return (run_dir / "model.pt").is_file()
+    model_json = committed(run_dir, "model.json")
+    return model_json.is_file() and "test_top1" in read_json(model_json).get("metrics", {})
+
+
+def describe_all(run_dirs, reporter: Reporter) -> list[dict]:
+    """:func:`describe` of each run folder; one that cannot be read is a warning, and left out."""
+    rows = []
+    for run in run_dirs:
+        try:
+            rows.append(describe(run))
+        except (VQError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:  # a damaged file
+            reporter.warn(f"{run}: left out, cannot be read ({first_line(error)})")
+    return rows
+
+
+def select(rows: list[dict], filters: list[str], sort: str | None = None, reverse: bool = False) -> list[dict]:
+    """Rows matching every ``KEY=VALUE`` filter (VALUE may hold * and ? wildcards), sorted by ``sort``."""
+    for expression in filters:
+        key, equals, wanted = expression.partition("=")
+        if not equals or key not in COLUMNS:
+            raise VQError(f"--filter {expression}: use KEY=VALUE with KEY one of {', '.join(COLUMNS)}", usage=True)
+        rows = [row for row in rows if fnmatch.fnmatchcase(_text(row[key]), wanted)]
+    if sort is not None:
+        if sort not in COLUMNS:
+            raise VQError(f"--sort {sort}: choose from {', '.join(COLUMNS)}", usage=True)
+        present = [row for row in rows if row[sort] is not None]
+        present.sort(key=lambda row: (isinstance(row[sort], str), row[sort]), reverse=reverse)
+        rows = present + [row for row in rows if row[sort] is None]  # empty cells last either way
+    return rows
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def compare(run_dirs) -> dict:
+    """The arguments that differ between runs, and their final metrics, side by side (lists in run order)."""
+    run_dirs = [Path(run) for run in run_dirs]
+    for run in run_dirs:
+        if not is_run(run):
+            raise VQError(f"{run}: not a vqtool run folder (no args.json)", usage=True)
+    arguments = [flatten(read_json(run / "args.json").get("args", {})) for run in run_dirs]
+    keys = list(dict.fromkeys(key for args in arguments for key in args))
+    missing = object()
+    differing = {key: [args.get(key) for args in arguments] for key in keys
+                 if len({repr(args.get(key, missing)) for args in arguments}) > 1}
+    rows = [describe(run) for run in run_dirs]
+    return {"runs": [row["name"] for row in rows], "paths": [str(run) for run in run_dirs],
+            "differing_args": differing, "metrics": {key: [row.get(key) for row in rows] for key in FINAL_METRICS}}
+
