@@ -164,16 +164,15 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
                      param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
         summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     if getattr(inputs, "head_only", False):
-        summary.update(cached_throughput(result.history, inputs.backbone_seconds))
+        summary.update(cached_throughput(result.history, inputs.backbone_seconds, len(setup.splits["train"])))
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
             "feature_cache": tune.uses_cache(setup.freeze)}
 
 
-def cached_throughput(history: list[dict], backbone_seconds: float) -> dict:
+def cached_throughput(history: list[dict], backbone_seconds: float, train_images: int) -> dict:
     """A feature-cache run's speed: training images per second of the whole job (the backbone pass included),
     and of the head's epochs alone."""
     head_seconds = sum(record["head_seconds"] for record in history)
-    images = sum(record["head_seconds"] * record["head_images_per_second"] for record in history)
-    return {"images_per_second": round(images / (backbone_seconds + head_seconds), 1),
+    return {"images_per_second": round(len(history) * train_images / (backbone_seconds + head_seconds), 1),
             "head_images_per_second": mean_of(history, "head_images_per_second"),
             "backbone_seconds": round(backbone_seconds, 2), "head_seconds": round(head_seconds, 2)}
