@@ -126,7 +126,9 @@ def tracking_options(command):
     def wrapper(*args, log, experiment, **kwargs):
         from vqtool.runs.tracking import TrackingOptions
 
-        return command(*args, tracking=TrackingOptions(names=log, experiment=experiment), **kwargs)
+        tracking = TrackingOptions(names=log, experiment=experiment)
+        tracking.check()  # a missing extra is a usage error before anything is loaded
+        return command(*args, tracking=tracking, **kwargs)
 
     return wrapper
 
