@@ -127,7 +127,7 @@ def tracking_options(command):
         from vqtool.runs.tracking import TrackingOptions
 
         tracking = TrackingOptions(names=log, experiment=experiment)
-        tracking.check()  # a missing extra is a usage error before anything else is looked at
+        tracking.check()  # a missing extra is a usage error before anything is loaded
         return command(*args, tracking=tracking, **kwargs)
 
     return wrapper
@@ -138,10 +138,7 @@ def print_summary(out, summary: dict, title: str) -> None:
     if out.json:
         out.emit(summary)
         return
-    from vqtool.commands.output import format_field
-
-    rows = [[key, format_field(key, value)] for key, value in summary.items()
-            if key != "hint" and not isinstance(value, (dict, list))]
+    rows = [[key, value] for key, value in summary.items() if key != "hint" and not isinstance(value, (dict, list))]
     out.table(["", "value"], rows, title=title)
     if summary.get("hint"):
         out.warn(summary["hint"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vqtool.commands import output_options
+from vqtool.commands.types import OutputPath
 
 
 class ListByDefault(click.Group):
@@ -68,7 +69,7 @@ def _cell(row: dict, column: str):
 
 @runs.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--png", type=click.Path(dir_okay=False), help="Also draw the runs' val curves overlaid into this PNG.")
+@click.option("--png", type=OutputPath(), help="Also draw the runs' val curves overlaid into this PNG.")
 @output_options
 def compare_runs(run_dirs, png, out):
     """The arguments that differ between RUN_DIRS, and their final metrics, side by side.

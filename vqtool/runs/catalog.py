@@ -45,15 +45,23 @@ def job_status(run_dir: Path, *, model: str, dataset: str):
     path = Path(run_dir) / STATUS_FILE
     previous = read_json(path) if path.is_file() else {}
     record = {"status": RUNNING, "model": previous.get("model") or model, "dataset": previous.get("dataset") or dataset,
-              "started": previous.get("started", _now()),
-              "pid": os.getpid(), "host": socket.gethostname()}
-    write_json(path, record)
+              "started": previous.get("started", _now()), "pid": os.getpid(), "host": socket.gethostname()}
+    _write_status(path, record)
     try:
         yield
     except BaseException:
-        write_json(path, {**record, "status": INTERRUPTED, "stopped": _now()})
+        _write_status(path, {**record, "status": INTERRUPTED, "stopped": _now()})
         raise
-    write_json(path, {**record, "status": FINISHED, "finished": _now()})
+    _write_status(path, {**record, "status": FINISHED, "finished": _now()})
+
+
+def _write_status(path: Path, record: dict) -> None:
+    """Best effort: a disk too full for status.json never fails a run, nor hides the error that stopped it
+    (the run then reads as interrupted or running, as its last status says)."""
+    try:
+        write_json(path, record)
+    except VQError:
+        pass
 
 
 def _now() -> str:

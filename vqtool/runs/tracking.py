@@ -22,7 +22,7 @@ is one warning, and the run goes on without it.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import os
 import time
@@ -36,8 +36,8 @@ from vqtool.runs.folder import read_json, write_json
 
 TENSORBOARD, MLFLOW = "tensorboard", "mlflow"
 TRACKERS = (TENSORBOARD, MLFLOW)
-# tracker -> the module it needs (the extra of the same name installs it)
-REQUIRED_MODULE = {TENSORBOARD: "torch.utils.tensorboard", MLFLOW: "mlflow"}
+# tracker -> the package it needs (the extra of the same name installs it)
+REQUIRED_MODULE = {TENSORBOARD: "tensorboard", MLFLOW: "mlflow"}
 TB_DIR = "tb"
 TB_EVENTS = "events.out.tfevents."  # how TensorBoard's event files are named
 MLFLOW_FILE = "mlflow.json"
@@ -59,15 +59,18 @@ class TrackingOptions:
 
 
 def check_trackers(names) -> None:
-    """A usage error naming the extra to install when a requested tracker's library is missing."""
+    """A usage error naming the extra to install when a requested tracker's library is missing (found without
+    importing it, so the check costs nothing and comes before torch)."""
     for name in names:
         if name not in TRACKERS:
             raise VQError(f"--log {name}: choose from {', '.join(TRACKERS)}", usage=True)
         try:
-            importlib.import_module(REQUIRED_MODULE[name])
-        except ImportError as error:
+            found = importlib.util.find_spec(REQUIRED_MODULE[name]) is not None
+        except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import refused)
+            found = False
+        if not found:
             raise VQError(f"--log {name} needs {name}, which is not installed: pip install 'vqtool[{name}]'",
-                          usage=True) from error
+                          usage=True)
 
 
 def recorded_trackers(run_dir: Path) -> tuple[str, ...]:
