@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "vqtool.models.torchvision_family",
     "vqtool.models.timm_family",
     "vqtool.data.sources",
+    "vqtool.data.label_files",
     "vqtool.detection.data",
 )
 ENTRY_POINT_GROUPS = ("vqtool.models", "vqtool.datasets")

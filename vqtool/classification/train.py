@@ -54,7 +54,8 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
         split = dataset.split(name) if name == "train" else getattr(dataset, name)  # no train split: one line
         if split is not None:
             prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
-                                          name=name, classes=dataset.classes, every_class=name == "train")
+                                          name=name, classes=dataset.classes, every_class=name == "train",
+                                          store=data.cache_store)
     return prepared
 
 
