@@ -18,7 +18,7 @@ import torch
 from vqtool.data import DataOptions, Dataset, load_dataset
 from vqtool.data.pipeline import Preprocess
 from vqtool.compute.device import resolve_device
-from vqtool.classification.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
+from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import TrainConfig
@@ -88,6 +88,7 @@ class Setup:
     head: str
     freeze: FreezeSpec
     splits: dict
+    store: bool = True  # backbone features kept in the store on disk (and read back from it)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -110,7 +111,7 @@ def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fine
     head = pretrained.head
     apply_freeze(pretrained.model, head, freeze)
     splits = prepare_splits(dataset, preprocess, data, reporter)
-    return Setup(dataset, pretrained, preprocess, head, freeze, splits)
+    return Setup(dataset, pretrained, preprocess, head, freeze, splits, store=data.cache_store)
 
 
 def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
@@ -161,16 +162,15 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
     model.to(device, memory_format=torch.channels_last)
     views = tune.views(config)
     augment = config.augment != "none"
-    reporter.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
+    reporter.log(f"frozen-backbone features: {views} view{'s' if views > 1 else ''} per train image"
             f"{' (augmented)' if augment else ''}")
-    sample = images.eval(splits["train"].pixels[:cache_batch(device)])
-    with frozen_backbone(model, setup.head, sample, reporter) as backbone:
-        train = cache_features(backbone, splits["train"], images, views, augment=augment, reporter=reporter,
-                               description="caching train features")
-        val = None
-        if "val" in splits:
-            val = cache_features(backbone, splits["val"], images, 1, augment=False, reporter=reporter,
-                                 description="caching val features")
+    wanted = {"train": Wanted(splits["train"], views, augment)}
+    if "val" in splits:
+        wanted["val"] = Wanted(splits["val"], 1, False)
+    recipe = {"preprocess": setup.preprocess.to_dict(), "augment": config.augment, "seed": config.seed,
+              "flips": setup.dataset.flips, "data": setup.dataset.name}
+    features = features_of(model, setup.head, wanted, images, recipe, reporter, store=setup.store)
+    train, val = features["train"], features.get("val")
     return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed), None
 
 

@@ -30,6 +30,7 @@ class _Mapping:
             self.mmap = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
         array = np.frombuffer(self.mmap, dtype=dtype, count=math.prod(shape)).reshape(shape)
         self.tensor = torch.from_numpy(array)
+        self.path = path
         self.read = 0
         self.lock = threading.Lock()
 
@@ -62,6 +63,11 @@ class MappedRows:
     @property
     def shape(self) -> torch.Size:
         return torch.Size((len(self), *self._mapping.tensor.shape[1:]))
+
+    @property
+    def source(self) -> str:
+        """The file the rows are mapped from."""
+        return self._mapping.path
 
     @property
     def dtype(self) -> torch.dtype:

@@ -211,6 +211,33 @@ def _common_folder(files: list[str]) -> str:
         return ""
 
 
+# --- arrays computed elsewhere (frozen-backbone features) --------------------------------------------
+
+
+def save_array(entry: Entry, array: torch.Tensor, index: dict, reporter: Reporter, what: str) -> None:
+    """Store ``array`` (N×..., on the CPU) as ``entry``, unless another process did meanwhile."""
+    with entry.locked(reporter, f"storing {what}"):
+        if entry.index() is not None:
+            return
+        row_bytes = max(1, array[0].numel() * array.element_size()) if len(array) else 1
+        entry.reserve(len(array) * row_bytes)
+        with open(entry.data, "r+b") as file:
+            for chunk in array.split(max(1, CHUNK_BYTES // row_bytes)):
+                file.write(chunk.contiguous().numpy().tobytes())
+            file.flush()
+            os.fsync(file.fileno())
+        entry.complete({**index, "format": FORMAT_VERSION, "dtype": str(array.numpy().dtype),
+                        "shape": list(array.shape), "created": time.time(), "what": what})
+
+
+def content_key(pixels) -> str:
+    """What identifies a split's pixels: the store entry and rows they are mapped from, or their bytes."""
+    if isinstance(pixels, MappedRows):
+        rows = pixels.rows if pixels.rows is not None else torch.arange(len(pixels))
+        return hashlib.sha256(pixels.source.encode() + rows.numpy().tobytes()).hexdigest()
+    return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()
+
+
 # --- listing and clearing -------------------------------------------------------------------------
 
 
