@@ -23,7 +23,13 @@ def cache():
 @cache.command("list")
 @output_options
 def list_entries(out):
-    """List the store's entries: what data each holds, its size and last use."""
+    """List the store's entries: what data each holds, its size and last use.
+
+    \b
+    Examples:
+      vqtool cache list
+      vqtool cache list --json
+    """
     from vqtool.data.store import cache_root, entries
 
     rows = entries()
@@ -41,7 +47,13 @@ def list_entries(out):
               help="Only entries not used for DAYS days (default: all).")
 @output_options
 def clear(older_than, out):
-    """Remove entries of the store (entries being built by another process are left)."""
+    """Remove entries of the store (entries being built by another process are left).
+
+    \b
+    Examples:
+      vqtool cache clear
+      vqtool cache clear --older-than 30
+    """
     from vqtool.data.store import cache_root, clear as clear_store
 
     removed = clear_store(older_than)

@@ -181,17 +181,20 @@ def _build(entry: Entry, files, labels, shape, recipe, workers, reporter, what) 
     start, bad = progress["done"], {int(k): v for k, v in progress["bad"].items()}
     if start:
         reporter.log(f"store: continuing an interrupted decoding of {what} at image {start + 1} of {len(files)}")
-    pixels = np.memmap(entry.data, dtype=np.uint8, mode="r+", shape=shape)
     chunk, started = max(1, CHUNK_BYTES // image_bytes), time.perf_counter()
-    with decoding_pool(workers) as pool, reporter.progress(f"decoding {what}", len(files) - start) as advance:
+    buffer = np.empty((min(chunk, len(files)), *shape[1:]), dtype=np.uint8)  # one chunk in memory, reused
+    with open(entry.data, "r+b") as file, decoding_pool(workers) as pool, \
+            reporter.progress(f"decoding {what}", len(files) - start) as advance:
         for begin in range(start, len(files), chunk):
             stop = min(len(files), begin + chunk)
-            found = decode_into(pool, files[begin:stop], pixels[begin:stop], shape[2], shape[1], *recipe)
+            rows = buffer[:stop - begin]
+            found = decode_into(pool, files[begin:stop], rows, shape[2], shape[1], *recipe)
+            for position in found:
+                rows[position] = 0  # an unreadable file's row: zeros, never kept
+            _write_at(file, rows, begin * image_bytes)
             bad.update({begin + i: reason for i, reason in found.items()})
-            pixels.flush()  # the rows are on disk before progress.json says they are
-            entry.record(PROGRESS_FILE, {"shape": list(shape), "done": stop, "bad": bad})
+            entry.record(PROGRESS_FILE, {"shape": list(shape), "done": stop, "bad": bad})  # after the rows are durable
             advance(stop - begin)
-    del pixels
     seconds = time.perf_counter() - started
     reporter.log(f"store: decoded {len(files) - start} images of {what} into {entry.folder} "
                  f"({len(files) * image_bytes / 1e6:.1f} MB, {(len(files) - start) / max(seconds, 1e-9):.0f} images/s)")
@@ -202,6 +205,15 @@ def _build(entry: Entry, files, labels, shape, recipe, workers, reporter, what) 
              "created": time.time(), "decoded": {"pid": os.getpid(), "images": len(files) - start, "resumed_at": start}}
     entry.complete(index)
     return index
+
+
+def _write_at(file, rows: np.ndarray, offset: int) -> None:
+    """``rows`` written at ``offset`` and made durable (the space was reserved, so this does not run out of it)."""
+    view = memoryview(rows).cast("B")
+    while view:
+        written = os.pwrite(file.fileno(), view, offset)
+        view, offset = view[written:], offset + written
+    os.fsync(file.fileno())
 
 
 def _common_folder(files: list[str]) -> str:
