@@ -125,7 +125,8 @@ def test_the_ranks_of_torchrun_share_one_decoding(tmp_path):
     from test_distributed import torchrun
 
     make_class_tree(tmp_path / "stripes")
-    summary_of(torchrun("train", "stripes", "--imgsz", "32", "--epochs", "1", "--out", "run", "--json", cwd=tmp_path))
+    summary_of(torchrun("train", "stripes", "--model", "cnn-bn", "--imgsz", "32", "--epochs", "1", "--out", "run",
+                        "--json", cwd=tmp_path))
     indexes = [json.loads(path.read_text()) for path in (tmp_path / "store" / "pixels").glob("*/index.json")]
     assert sorted(index["what"] for index in indexes) == ["the train split", "the val split"]
     assert all(index["decoded"]["images"] == 24 for index in indexes)  # each by one rank, the other waited
