@@ -171,9 +171,10 @@ def pixel_stats(pixels) -> tuple[tuple[float, ...], tuple[float, ...]]:
     that memory does not grow with the image size."""
     sample = torch.arange(0, len(pixels), max(1, len(pixels) // 10000))
     sums = torch.zeros(2, pixels.shape[1], dtype=torch.float64)
-    for index in sample.split(256):
-        chunk = pixels[index].double().div_(255)
-        sums += torch.stack([chunk.sum(dim=(0, 2, 3)), chunk.square().sum(dim=(0, 2, 3))])
+    for index in sample.split(256):  # float32 means per chunk (accurate), weighted in float64
+        chunk = pixels[index].float().div_(255)
+        weight = len(index) * pixels.shape[2] * pixels.shape[3]
+        sums += torch.stack([chunk.mean(dim=(0, 2, 3)), chunk.square().mean(dim=(0, 2, 3))]).double() * weight
     count = len(sample) * pixels.shape[2] * pixels.shape[3]
     mean = sums[0] / count
     std = (sums[1] / count - mean.square()).clamp_min(0).mul(count / max(count - 1, 1)).sqrt().clamp_min(1e-3)

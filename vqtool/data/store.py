@@ -242,6 +242,22 @@ def save_array(entry: Entry, array: torch.Tensor, index: dict, reporter: Reporte
                         "shape": list(array.shape), "created": time.time(), "what": what})
 
 
+def remembered(pixels, name: str, compute):
+    """``compute(pixels)`` (a JSON-able value), kept beside the store entry that mapped ``pixels`` come from, so that
+    the next run on the same rows reads it instead (the pixel statistics of a training split, for example)."""
+    if not isinstance(pixels, MappedRows):
+        return compute(pixels)
+    path = Path(pixels.source).parent / f"{name}-{content_key(pixels)[:16]}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    value = compute(pixels)
+    with contextlib.suppress(OSError):  # a read-only store still trains
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(value))
+        os.replace(temporary, path)
+    return value
+
+
 def content_key(pixels) -> str:
     """What identifies a split's pixels: the store entry and rows they are mapped from, or their bytes."""
     if isinstance(pixels, MappedRows):
