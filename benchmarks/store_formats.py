@@ -43,14 +43,20 @@ def memmap_epoch(split, batch_size: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
+class Item:
+    """litdata's optimize pickles its function into a worker process: a picklable one over an in-memory copy."""
+
+    def __init__(self, split):
+        self.pixels, self.labels = split.pixels[:].numpy(), split.labels.numpy()
+
+    def __call__(self, i):
+        return {"image": self.pixels[i], "label": int(self.labels[i])}
+
+
 def litdata_write(split, folder: Path) -> float:
     from litdata import optimize
 
-    pixels, labels = split.pixels, split.labels
-
-    def item(i):
-        return {"image": pixels[i].numpy(), "label": int(labels[i])}
-
+    item = Item(split)
     started = time.perf_counter()
     optimize(fn=item, inputs=list(range(len(split))), output_dir=str(folder), chunk_bytes="64MB", num_workers=1)
     return time.perf_counter() - started

@@ -70,7 +70,7 @@ def test_a_second_run_decodes_nothing_and_trains_the_same(run_cli, class_tree):
     args = ("train", class_tree, "--model", "cnn-bn", "--imgsz", "32", "--epochs", "1", "--json")
     first, second = run_cli(*args), run_cli(*args)
     assert "store: decoded 24 images of the train split" in first.stderr
-    assert "store: decoded" not in second.stderr and "train split mapped from" in second.stderr
+    assert "store: decoded" not in second.stderr and "train split read from" in second.stderr
     in_memory = run_cli(*args, "--no-cache-store")
     assert "store:" not in in_memory.stderr
     losses = {summary_of(result)["train_loss"] for result in (first, second, in_memory)}
@@ -151,7 +151,7 @@ def test_frozen_finetune_twice_reuses_the_features(run_cli, class_tree, tmp_path
             "--augment", "basic", "--json")
     first, second = run_cli(*args), run_cli(*args)
     assert "backbone runs in" in first.stderr and "backbone runs in" not in second.stderr
-    assert "train and val features mapped from the store" in second.stderr
+    assert "train and val features read from the store" in second.stderr
     metrics = [{k: v for k, v in summary_of(r).items() if k not in ("run_dir", "checkpoint", "seconds",
                                                                     "images_per_second")} for r in (first, second)]
     assert metrics[0] == metrics[1]

@@ -161,7 +161,7 @@ class Wanted:
 
 def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: ImageInputs, recipe: dict,
                 reporter: Reporter, store: bool = True) -> dict[str, Split]:
-    """Each wanted split's features: mapped from the store, or computed by the frozen backbone (and stored, with
+    """Each wanted split's features: read from the store, or computed by the frozen backbone (and stored, with
     ``store``).
 
     ``recipe`` is what else the features depend on (the preprocessing, the
@@ -175,7 +175,7 @@ def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: 
     ready = {name: Split(labels=wanted[name].split.labels, pixels=entries[name].open(index))
              for name, index in found.items() if index is not None}
     if ready:
-        reporter.log(f"feature cache: {' and '.join(ready)} features mapped from the store (no backbone pass)")
+        reporter.log(f"feature cache: {' and '.join(ready)} features read from the store (no backbone pass)")
     missing = [name for name in wanted if name not in ready]
     if not missing:
         return ready

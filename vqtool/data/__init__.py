@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vqtool.data.mapped import MappedRows
+from vqtool.data.rows import StoredRows
 
 
 @dataclass
 class Split:
-    """One split: labels and either pixels (uint8 N×C×H×W, in memory or mapped from the store) or image files.
+    """One split: labels and either pixels (uint8 N×C×H×W, in memory or read from the store on disk) or image files.
 
     ``skipped`` holds what could not even be listed (unreadable subfolders: path
     -> reason) and ``rejected`` the rows of a list file that name no usable
@@ -19,7 +19,7 @@ class Split:
     """
 
     labels: torch.Tensor
-    pixels: torch.Tensor | MappedRows | None = None
+    pixels: torch.Tensor | StoredRows | None = None
     files: list[str] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
@@ -35,9 +35,9 @@ class Split:
         )
 
 
-def _rows(pixels: torch.Tensor | MappedRows, index: torch.Tensor):
-    """The rows at ``index``: a copy of in-memory pixels, a view of mapped ones."""
-    return pixels.subset(index) if isinstance(pixels, MappedRows) else pixels[index]
+def _rows(pixels: torch.Tensor | StoredRows, index: torch.Tensor):
+    """The rows at ``index``: a copy of in-memory pixels, a view of stored ones."""
+    return pixels.subset(index) if isinstance(pixels, StoredRows) else pixels[index]
 
 
 @dataclass

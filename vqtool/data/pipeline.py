@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vqtool.choices import AUGMENT_POLICIES
 from vqtool.data import Split
 from vqtool.data.images import RESAMPLING, decode_files
-from vqtool.data.mapped import MappedRows
+from vqtool.data.rows import StoredRows
 from vqtool.data.store import stored_pixels
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
@@ -84,7 +84,7 @@ def _is_count(value) -> bool:
 def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, reporter: Reporter = SILENT,
                  workers: int | None = None, name: str | None = None, classes: list[str] | None = None,
                  every_class: bool = False, store: bool = True) -> Split:
-    """The split as uint8 pixels of ``preprocess.size``: mapped from the store (decoded into it the first time),
+    """The split as uint8 pixels of ``preprocess.size``: read from the store (decoded into it the first time),
     or, without ``store``, decoded into memory.
 
     Unreadable files (and subfolders that could not be listed, and list rows
@@ -185,7 +185,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: 
             drop_last: bool = False, order: torch.Tensor | None = None, pin: bool = False):
     """(uint8 images, labels) batches of a split, in ``order`` (default: shuffled with ``generator``, or in turn).
 
-    Batches of mapped pixels are gathered ahead in a background thread, so
+    Batches of stored pixels are gathered ahead in a background thread, so
     reading the store overlaps the training step; ``pin`` gathers them into
     pinned memory (for an asynchronous copy to a GPU).
     """
@@ -194,7 +194,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: 
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = len(order) - len(order) % batch_size if drop_last and len(order) >= batch_size else len(order)
     indices = [order[start:start + batch_size] for start in range(0, stop, batch_size)]
-    if isinstance(split.pixels, MappedRows):
+    if isinstance(split.pixels, StoredRows):
         yield from prefetched(lambda index: (split.pixels.gather(index, pin), split.labels[index]), indices)
         return
     for index in indices:

@@ -1,9 +1,9 @@
 """The store: decoded pixels (and frozen-backbone features) in files on disk, shared by runs, commands and processes.
 
 The first time a split is needed at a preprocessing, each image is decoded once
-into its row of a uint8 file, which is then memory-mapped
-(:class:`~vqtool.data.mapped.MappedRows`); any later command on the same files
-at the same preprocessing maps it and decodes nothing. An entry lives in
+into its row of a uint8 file, from which batches are then read
+(:class:`~vqtool.data.rows.StoredRows`); any later command on the same files
+at the same preprocessing reads it and decodes nothing. An entry lives in
 ``$VQTOOL_CACHE_DIR`` (default ``~/.cache/vqtool``) under ``pixels/<key>/`` or
 ``features/<key>/``, the key a hash of what its contents depend on (the files'
 paths, sizes and modification times and the preprocessing; for features also
@@ -15,7 +15,7 @@ the weights and the views), and holds:
                     the unreadable files and why, what the data is; its modification time is the last use
 
 Building takes ``<key>.lock`` (a file lock), so of several processes (or the
-ranks of one torchrun) one builds and the others wait, then map it. It is
+ranks of one torchrun) one builds and the others wait, then read it. It is
 written in chunks, each made durable before progress.json says so: a build
 killed part-way continues from its last complete chunk. The space is reserved
 before the first image is decoded, so a full disk is one error, not a crash.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from vqtool.data.images import decode_into, decoding_pool, max_image_pixels
-from vqtool.data.mapped import MappedRows
+from vqtool.data.rows import StoredRows
 from vqtool.errors import VQError
 from vqtool.reporter import Reporter
 
@@ -74,11 +74,11 @@ class Entry:
         except (OSError, ValueError):
             return None
 
-    def open(self, index: dict, rows: torch.Tensor | None = None) -> MappedRows:
-        """The stored array, mapped; marks the entry used now (what `cache clear --older-than` goes by)."""
+    def open(self, index: dict, rows: torch.Tensor | None = None) -> StoredRows:
+        """The stored array, to read rows from; marks the entry used now (what `cache clear --older-than` goes by)."""
         with contextlib.suppress(OSError):
             os.utime(self.folder / INDEX_FILE)
-        return MappedRows.open(str(self.data), index["dtype"], tuple(index["shape"]), rows)
+        return StoredRows.open(str(self.data), index["dtype"], tuple(index["shape"]), rows)
 
     @contextlib.contextmanager
     def locked(self, reporter: Reporter, what: str):
@@ -157,7 +157,7 @@ def pixel_key(files: list[str], size: int, channels: int, resize: int | None, in
 
 def stored_pixels(files: list[str], labels: torch.Tensor, size: int, channels: int, resize: int | None,
                   interpolation: str, *, workers: int | None, reporter: Reporter, what: str):
-    """(mapped pixels of the readable files, their positions, {bad path: reason}), decoded at most once."""
+    """(stored pixels of the readable files, their positions, {bad path: reason}), decoded at most once."""
     entry = Entry("pixels", pixel_key(files, size, channels, resize, interpolation))
     index = entry.index()
     if index is None:
@@ -165,7 +165,7 @@ def stored_pixels(files: list[str], labels: torch.Tensor, size: int, channels: i
             index = entry.index() or _build(entry, files, labels, (len(files), channels, size, size),
                                             (resize, interpolation), workers, reporter, what)
     else:
-        reporter.log(f"store: {what} mapped from {entry.folder} ({len(index['kept'])} images, nothing decoded)")
+        reporter.log(f"store: {what} read from {entry.folder} ({len(index['kept'])} images, nothing decoded)")
     kept = torch.tensor(index["kept"], dtype=torch.long)
     bad = {files[int(position)]: reason for position, reason in index["bad"].items()}
     return entry.open(index, kept), kept, bad
@@ -243,9 +243,9 @@ def save_array(entry: Entry, array: torch.Tensor, index: dict, reporter: Reporte
 
 
 def remembered(pixels, name: str, compute):
-    """``compute(pixels)`` (a JSON-able value), kept beside the store entry that mapped ``pixels`` come from, so that
+    """``compute(pixels)`` (a JSON-able value), kept beside the store entry that stored ``pixels`` come from, so that
     the next run on the same rows reads it instead (the pixel statistics of a training split, for example)."""
-    if not isinstance(pixels, MappedRows):
+    if not isinstance(pixels, StoredRows):
         return compute(pixels)
     path = Path(pixels.source).parent / f"{name}-{content_key(pixels)[:16]}.json"
     with contextlib.suppress(OSError, ValueError):
@@ -259,8 +259,8 @@ def remembered(pixels, name: str, compute):
 
 
 def content_key(pixels) -> str:
-    """What identifies a split's pixels: the store entry and rows they are mapped from, or their bytes."""
-    if isinstance(pixels, MappedRows):
+    """What identifies a split's pixels: the store entry and rows they are read from, or their bytes."""
+    if isinstance(pixels, StoredRows):
         rows = pixels.rows if pixels.rows is not None else torch.arange(len(pixels))
         return hashlib.sha256(pixels.source.encode() + rows.numpy().tobytes()).hexdigest()
     return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()
