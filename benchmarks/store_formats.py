@@ -1,4 +1,4 @@
-"""How to store decoded pixels: vqtool's numpy memory map against litdata's optimize + StreamingDataset.
+"""Storing decoded pixels: vqtool's raw uint8 file (positional reads) against litdata's optimize + StreamingDataset.
 
     PYTHONPATH=.:/path/to/litdata python benchmarks/store_formats.py --photos /tmp/data_scale/photos-2000
 
@@ -7,10 +7,10 @@ first when it is not there). Measured in this process, page cache warm for both 
 
   write   seconds to write the N images into the format (vqtool: already written by the store; litdata: optimize)
   read    images/s of one epoch in random order, batches of 64 gathered into one uint8 tensor
-          (vqtool: pipeline.batches over the mapped rows, with its prefetch thread; litdata: StreamingDataset with
+          (vqtool: pipeline.batches over the stored rows, with its prefetch thread; litdata: StreamingDataset with
           shuffle=True through its StreamingDataLoader, num_workers 0 and 2)
 
-Prints one JSON line per measurement and the ratio of litdata's best read rate to the memory map's.
+Prints one JSON line per measurement and the ratio of litdata's best read rate to the store's.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     print(json.dumps({"images": len(split), "imgsz": args.imgsz, "bytes": len(split) * 3 * args.imgsz**2}))
     memmap_epoch(split, args.batch_size)  # warm the page cache
     mapped = memmap_epoch(split, args.batch_size)
-    print(json.dumps({"format": "numpy memmap (vqtool store)", "read_images_per_s": round(mapped, 1)}))
+    print(json.dumps({"format": "vqtool store (uint8 file, preadv)", "read_images_per_s": round(mapped, 1)}))
     folder = Path(tempfile.mkdtemp(prefix="litdata-"))
     try:
         seconds = litdata_write(split, folder / "optimized")
@@ -94,7 +94,7 @@ def main() -> None:
             litdata_epoch(folder / "optimized", args.batch_size, workers)  # warm
             rates.append(litdata_epoch(folder / "optimized", args.batch_size, workers))
             print(json.dumps({"format": "litdata", "num_workers": workers, "read_images_per_s": round(rates[-1], 1)}))
-        print(f"litdata's best read rate / memmap's: {max(rates) / mapped:.2f}")
+        print(f"litdata's best read rate / the store's: {max(rates) / mapped:.2f}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
