@@ -13,8 +13,8 @@ process of its own with an empty store at first:
   in memory    the same with --no-cache-store (where N fits in its 6 GB): epoch images/s, and the store's ratio to it
 
 with each process's peak RSS (--no-epochs stops the first run at its first step too: decoding, start-up and memory
-only, for machines where an epoch at 224 px takes too long). Goals: the second run reaches its first step >= 20x sooner, epoch throughput >= 0.9x
-the in-memory path, peak RSS flat in N.
+only, for machines where an epoch at 224 px takes too long). Goals: the second run reaches its first step >= 20x
+sooner, epoch throughput >= 0.9x the in-memory path, peak RSS flat in N.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ With the backbone frozen, its output for an image never changes, so computing
 it every epoch is wasted work; computing it again in the next run is too, so
 the features are kept in the store (:mod:`vqtool.data.store`), keyed by the
 images, the backbone's weights and the views: a second fine-tune of the same
-data and backbone (another head, LR or epoch count) skips the backbone pass. Each training image is passed through once per
+data and backbone (another head, LR or epoch count) skips the backbone pass.
+Each training image is passed through once per
 cached view (views differ only when training augments), the validation
 images once; each epoch then picks one view per image at random. A cached
 split is an ordinary :class:`~vqtool.data.Split` whose ``pixels`` hold
