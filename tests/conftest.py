@@ -12,9 +12,10 @@ ASSETS = os.environ.get("VQTOOL_TEST_ASSETS")
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Every test runs in its own folder, so run folders and caches never land in the repo."""
+    """Every test runs in its own folder, so run folders, caches and the store never land in the repo or home."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VQTOOL_DATA_DIR", str(tmp_path / "data-cache"))
+    monkeypatch.setenv("VQTOOL_CACHE_DIR", str(tmp_path / "store"))  # the pixel and feature store: never ~/.cache
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("VQTOOL_DEBUG", raising=False)
 

@@ -37,6 +37,7 @@ COMMANDS = {
     "models": "vqtool.commands.listing:models",
     "datasets": "vqtool.commands.listing:datasets",
     "plugins": "vqtool.commands.listing:plugins",
+    "cache": "vqtool.commands.cache:cache",
     "runs": "vqtool.commands.runs:runs",
 }
 

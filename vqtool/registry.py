@@ -22,7 +22,7 @@ from vqtool.errors import VQError, VQWarning, suggest
 # The modules that register the built-ins, by registry: dataset sources import no torch at import time, so
 # `task_of` and dataset checks answer before torch loads; models import it.
 BUILTIN_MODULES = {
-    "datasets": ("vqtool.data.sources", "vqtool.detection.data"),
+    "datasets": ("vqtool.data.sources", "vqtool.data.label_files", "vqtool.detection.data"),
     "models": ("vqtool.models.small", "vqtool.models.torchvision_family", "vqtool.models.timm_family"),
 }
 

@@ -57,6 +57,7 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
     classifier = load_classifier(path)
     dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split, reporter)
     prepared = decode_split(raw, classifier.preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
+                            store=data.cache_store,
                             name=None if split_name == WHOLE else split_name, classes=classifier.classes)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
@@ -95,7 +96,8 @@ def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) ->
         raise VQError("this model records no dataset; name one: vqtool eval MODEL DATASET", usage=True)
     target = recorded.get("path") or recorded["source"]
     options = DataOptions(data_dir=recorded.get("data_dir") or data.data_dir, val_split=recorded.get("val_split"),
-                          seed=recorded.get("seed", 0), strict=data.strict, workers=data.workers)
+                          seed=recorded.get("seed", 0), strict=data.strict, workers=data.workers,
+                          cache_store=data.cache_store)
     try:
         return load_dataset(target, options)
     except VQError as error:
@@ -118,4 +120,5 @@ def _aligned(dataset: Dataset, split: Split, classes: list[str]) -> Split:
         raise VQError(f"dataset classes not known to the model: {', '.join(unknown)} "
                       f"(model classes: {', '.join(classes)})", usage=True)
     mapping = torch.tensor([classes.index(name) for name in dataset.classes])
-    return Split(labels=mapping[split.labels], pixels=split.pixels, files=split.files)
+    return Split(labels=mapping[split.labels], pixels=split.pixels, files=split.files, skipped=split.skipped,
+                 rejected=split.rejected)

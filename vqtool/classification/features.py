@@ -1,7 +1,11 @@
 """The frozen-backbone feature cache: the backbone runs once per image (and view), then only the head trains.
 
 With the backbone frozen, its output for an image never changes, so computing
-it every epoch is wasted work. Each training image is passed through once per
+it every epoch is wasted work; computing it again in the next run is too, so
+the features are kept in the store (:mod:`vqtool.data.store`), keyed by the
+images, the backbone's weights and the views: a second fine-tune of the same
+data and backbone (another head, LR or epoch count) skips the backbone pass.
+Each training image is passed through once per
 cached view (views differ only when training augments), the validation
 images once; each epoch then picks one view per image at random. A cached
 split is an ordinary :class:`~vqtool.data.Split` whose ``pixels`` hold
@@ -16,15 +20,19 @@ batch; otherwise, or when the export fails, torch computes them.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vqtool.data import Split
 from vqtool.data.pipeline import ImageInputs, batches, num_batches
+from vqtool.data.store import Entry, content_key, save_array
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.models.hooks import watching
@@ -148,3 +156,60 @@ def _features(backbone, split, images, views, augment, reporter, description) ->
                 advance()
             per_view.append(torch.cat(computed))
     return Split(labels=split.labels, pixels=torch.stack(per_view, dim=1))
+
+
+@dataclass
+class Wanted:
+    """Features one split needs: of which images, how many views, augmented or not."""
+
+    split: Split
+    views: int
+    augment: bool
+
+
+def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: ImageInputs, recipe: dict,
+                reporter: Reporter, store: bool = True) -> dict[str, Split]:
+    """Each wanted split's features: read from the store, or computed by the frozen backbone (and stored, with
+    ``store``).
+
+    ``recipe`` is what else the features depend on (the preprocessing, the
+    augmentation policy and seed); the backbone's weights are hashed here.
+    """
+    entries = {}
+    if store:
+        weights = _weights_digest(model, head)
+        entries = {name: _feature_entry(weights, want, recipe) for name, want in wanted.items()}
+    found = {name: distributed.shared(entry.index()) for name, entry in entries.items()}  # rank 0 decides for all
+    ready = {name: Split(labels=wanted[name].split.labels, pixels=entries[name].open(index))
+             for name, index in found.items() if index is not None}
+    if ready:
+        reporter.log(f"feature cache: {' and '.join(ready)} features read from the store (no backbone pass)")
+    missing = [name for name in wanted if name not in ready]
+    if not missing:
+        return ready
+    sample = images.eval(wanted["train"].split.pixels[:cache_batch(images.device)])
+    with frozen_backbone(model, head, sample, reporter) as backbone:
+        for name in missing:
+            want = wanted[name]
+            ready[name] = cache_features(backbone, want.split, images, want.views, augment=want.augment,
+                                         reporter=reporter, description=f"caching {name} features")
+            if store and distributed.is_main():
+                save_array(entries[name], ready[name].pixels, {"kind": "features", "data": recipe.get("data")},
+                           reporter, f"the {name} features")
+    return ready
+
+
+def _weights_digest(model: nn.Module, head: str) -> str:
+    """A hash of the backbone's weights and buffers (the new head's are left out: they do not shape features)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not name.startswith(f"{head}."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _feature_entry(weights: str, want: Wanted, recipe: dict) -> Entry:
+    described = {**recipe, "weights": weights, "views": want.views, "augment": recipe["augment"] if want.augment
+                 else "none", "images": content_key(want.split.pixels), "processes": distributed.world_size()}
+    return Entry("features", hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32])

@@ -18,7 +18,7 @@ import torch
 from vqtool.data import DataOptions, Dataset, load_dataset
 from vqtool.data.pipeline import Preprocess
 from vqtool.compute.device import resolve_device
-from vqtool.classification.features import FeatureInputs, cache_batch, cache_features, frozen_backbone
+from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import FinetuneOptions, TrainConfig
@@ -46,6 +46,7 @@ class Setup:
     head: str
     freeze: FreezeSpec
     splits: dict
+    store: bool = True  # backbone features kept in the store on disk (and read back from it)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -68,7 +69,7 @@ def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fine
     head = pretrained.head
     apply_freeze(pretrained.model, head, freeze)
     splits = prepare_splits(dataset, preprocess, data, reporter)
-    return Setup(dataset, pretrained, preprocess, head, freeze, splits)
+    return Setup(dataset, pretrained, preprocess, head, freeze, splits, store=data.cache_store)
 
 
 def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
@@ -123,21 +124,18 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
     model.to(device, memory_format=torch.channels_last)
     views = tune.views(config)
     augment = config.augment != "none"
-    reporter.log(f"caching backbone features: {views} view{'s' if views > 1 else ''} per train image"
+    reporter.log(f"frozen-backbone features: {views} view{'s' if views > 1 else ''} per train image"
             f"{' (augmented)' if augment else ''}")
-    sample = images.eval(splits["train"].pixels[:cache_batch(device)])
-    caching = time.perf_counter()
-    with frozen_backbone(model, setup.head, sample, reporter) as backbone:
-        train = cache_features(backbone, splits["train"], images, views, augment=augment, reporter=reporter,
-                               description="caching train features")
-        val = None
-        if "val" in splits:
-            val = cache_features(backbone, splits["val"], images, 1, augment=False, reporter=reporter,
-                                 description="caching val features")
-    backbone_seconds = time.perf_counter() - caching
-    passes = views * len(splits["train"]) + len(splits.get("val", ()))
-    reporter.log(f"backbone: {passes:,} image passes in {backbone_seconds:.1f} s ({passes / backbone_seconds:,.1f} "
-                 f"img/s); the epochs train the head alone")
+    wanted = {"train": Wanted(splits["train"], views, augment)}
+    if "val" in splits:
+        wanted["val"] = Wanted(splits["val"], 1, False)
+    recipe = {"preprocess": setup.preprocess.to_dict(), "augment": config.augment, "seed": config.seed,
+              "flips": setup.dataset.flips, "data": setup.dataset.name}
+    started = time.perf_counter()
+    features = features_of(model, setup.head, wanted, images, recipe, reporter, store=setup.store)
+    backbone_seconds = time.perf_counter() - started
+    reporter.log(f"frozen-backbone features ready in {backbone_seconds:.1f} s; the epochs train the head alone")
+    train, val = features["train"], features.get("val")
     return model.get_submodule(setup.head), train, val, FeatureInputs(device, config.seed, backbone_seconds), None
 
 

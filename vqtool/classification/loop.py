@@ -180,10 +180,13 @@ def _trainable_ids(model: nn.Module) -> frozenset:
 
 def _epoch_batches(train: Split, config: TrainConfig, trainer: Trainer, epoch: int):
     """This epoch's shuffled batches: of the whole split, or of this rank's DistributedSampler shard."""
+    pin = trainer.inputs.device.type == "cuda"  # a pinned batch is copied to the GPU asynchronously
     if distributed.is_distributed():
-        local = train.subset(distributed.shard(len(train), epoch=epoch, seed=config.seed, shuffle=True))
-        return batches(local, config.batch_size, drop_last=trainer.drop_last)
-    return batches(train, config.batch_size, shuffle=True, generator=trainer.generator, drop_last=trainer.drop_last)
+        return batches(train, config.batch_size, order=distributed.shard(len(train), epoch=epoch, seed=config.seed,
+                                                                         shuffle=True),
+                       drop_last=trainer.drop_last, pin=pin)
+    return batches(train, config.batch_size, shuffle=True, generator=trainer.generator, drop_last=trainer.drop_last,
+                   pin=pin)
 
 
 def _train_epoch(trainer: Trainer, network, epoch_batches, reporter: Reporter, description: str):

@@ -26,6 +26,7 @@ from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
 from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split, pixel_stats
+from vqtool.data.store import remembered
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
@@ -57,7 +58,8 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
         split = dataset.split(name) if name == "train" else getattr(dataset, name)  # no train split: one line
         if split is not None:
             prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
-                                          name=name, classes=dataset.classes, every_class=name == "train")
+                                          name=name, classes=dataset.classes, every_class=name == "train",
+                                          store=data.cache_store)
     return prepared
 
 
@@ -78,7 +80,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     preprocess = choose_preprocess(entry, dataset, config.imgsz)
     splits = prepare_splits(dataset, preprocess, data, reporter)
     if dataset.mean is None:
-        mean, std = pixel_stats(splits["train"].pixels)
+        mean, std = (tuple(v) for v in remembered(splits["train"].pixels, "stats", pixel_stats))
         preprocess = Preprocess(**{**preprocess.to_dict(), "mean": mean, "std": std})
     torch.manual_seed(config.seed)  # the initial weights are part of what --seed reproduces
     model = entry.build(len(dataset.classes), preprocess.channels)

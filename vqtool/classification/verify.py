@@ -91,5 +91,5 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
         reporter.log(f"no real images to verify with ({error}); --data DATASET names some")
         return {}
     index = torch.linspace(0, len(split) - 1, min(SAMPLE_IMAGES, len(split))).round().long()
-    images = decode_split(split.subset(index), preprocess, reporter=reporter).pixels
+    images = decode_split(split.subset(index), preprocess, reporter=reporter, store=False).pixels  # a sample
     return {"sample": Normalizer(preprocess, torch.device("cpu"))(images)}

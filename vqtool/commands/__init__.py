@@ -73,14 +73,18 @@ def data_options(command):
                        "(default 0.2 for one tree, else 0.1).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, init and shuffling.")
     @click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
+    @click.option("--cache-store/--no-cache-store", default=True, show_default=True,
+                  help="Keep decoded pixels in the store on disk ($VQTOOL_CACHE_DIR, default ~/.cache/vqtool) "
+                       "and read batches from it; --no-cache-store decodes into memory each time.")
     @click.option("--strict", is_flag=True,
                   help="Fail on unreadable image files and folders instead of skipping them. Images over "
                        "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
     @wraps(command)
-    def wrapper(*args, data_dir, val_split, seed, workers, strict, **kwargs):
+    def wrapper(*args, data_dir, val_split, seed, workers, cache_store, strict, **kwargs):
         from vqtool.data import DataOptions
 
-        data = DataOptions(data_dir=data_dir, val_split=val_split, seed=seed, strict=strict, workers=workers)
+        data = DataOptions(data_dir=data_dir, val_split=val_split, seed=seed, strict=strict, workers=workers,
+                           cache_store=cache_store)
         return command(*args, data=data, **kwargs)
 
     return wrapper
@@ -153,7 +157,7 @@ def typed_options() -> dict:
 
 # Training options only classifiers understand: typed for a YOLO detector, they are a usage error.
 CLASSIFIER_ONLY = ("label_smoothing", "val_split", "strict", "lr_find", "head", "backbone_lr", "unfreeze_at",
-                   "unfreeze", "cache", "cache_views", "allow_partial_weights")
+                   "unfreeze", "cache", "cache_views", "allow_partial_weights", "cache_store")
 # Hyperparameters a detector takes only when typed: vqtool's defaults for them are tuned for classifiers.
 DETECTOR_TYPED = ("batch_size", "lr", "weight_decay", "early_stop", "workers", "optimizer", "scheduler", "augment")
 

@@ -3,8 +3,10 @@
 ``torchrun --nproc_per_node=N -m vqtool train ...`` starts N copies of the
 command; each learns its rank from the environment torchrun sets (RANK,
 LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT). Backend: ``nccl`` when the ranks
-train on GPUs, ``gloo`` on CPUs. Every rank loads and decodes the whole
-dataset, takes its shard of each epoch through ``DistributedSampler``
+train on GPUs, ``gloo`` on CPUs. Every rank loads the dataset; the ranks of a
+node share its decoded pixels through the store (one decodes under a file
+lock, the others wait, then read it: :mod:`vqtool.data.store`). Each takes its
+shard of each epoch through ``DistributedSampler``
 (``set_epoch`` reshuffles), and averages gradients with the others; losses and
 accuracies are summed across ranks, so validation covers the whole val split.
 Only rank 0 prints and writes the run folder. ``--batch-size`` is per process:

@@ -8,19 +8,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads when data does, not when the sources register (task_of runs before it)
     import torch
 
+from vqtool.data.rows import StoredRows
+
 
 @dataclass
 class Split:
-    """One split: labels and either in-memory pixels (uint8 N×C×H×W) or image files.
+    """One split: labels and either pixels (uint8 N×C×H×W, in memory or read from the store on disk) or image files.
 
     ``skipped`` holds what could not even be listed (unreadable subfolders: path
-    -> reason); decoding reports it with the unreadable files.
+    -> reason) and ``rejected`` the rows of a list file that name no usable
+    label (row -> reason); decoding reports both with the unreadable files.
     """
 
     labels: torch.Tensor
-    pixels: torch.Tensor | None = None
+    pixels: torch.Tensor | StoredRows | None = None
     files: list[str] | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -28,9 +32,14 @@ class Split:
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(
             labels=self.labels[index],
-            pixels=None if self.pixels is None else self.pixels[index],
+            pixels=None if self.pixels is None else _rows(self.pixels, index),
             files=None if self.files is None else [self.files[i] for i in index.tolist()],
         )
+
+
+def _rows(pixels: torch.Tensor | StoredRows, index: torch.Tensor):
+    """The rows at ``index``: a copy of in-memory pixels, a view of stored ones."""
+    return pixels.subset(index) if isinstance(pixels, StoredRows) else pixels[index]
 
 
 @dataclass
@@ -78,6 +87,7 @@ class DataOptions:
     seed: int = 0
     strict: bool = False
     workers: int | None = None  # image-decoding threads
+    cache_store: bool = True  # decoded pixels kept in the store on disk (False: decoded into memory each time)
 
 
 def load_dataset(spec: str, options: DataOptions | None = None) -> Dataset:
@@ -108,5 +118,5 @@ def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """(kept, held out); what could not be listed stays with the kept part, to be reported once."""
     kept, held = stratified_split(split.labels, fraction, seed)
     kept_split = split.subset(kept)
-    kept_split.skipped = split.skipped
+    kept_split.skipped, kept_split.rejected = split.skipped, split.rejected
     return kept_split, split.subset(held)

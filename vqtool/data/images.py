@@ -282,24 +282,41 @@ def load_image_sized(path: str, size: int, channels: int, resize: int | None = N
     return to_tensor(fit_square(image, size, resize, interpolation)), full_size
 
 
+@contextlib.contextmanager
+def decoding_pool(workers: int | None = None):
+    """Threads to decode in (Pillow releases the GIL while decoding), with Pillow set up the vqtool way."""
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with pillow_limits(), ThreadPoolExecutor(workers) as pool:
+        yield pool
+
+
+def decode_into(pool: ThreadPoolExecutor, files: list[str], out: np.ndarray, size: int, channels: int,
+                resize: int | None = None, interpolation: str = "bilinear") -> dict[int, str]:
+    """Decode ``files`` straight into the rows of ``out`` (N×C×S×S uint8); {position: reason} of the unreadable
+    ones, whose rows are left as they were."""
+    def decode(i):
+        try:
+            out[i] = load_image(files[i], size, channels, resize, interpolation).numpy()
+        except UnreadableImage as error:
+            return str(error)
+        return None
+
+    return {i: reason for i, reason in enumerate(pool.map(decode, range(len(files)))) if reason is not None}
+
+
 def decode_files(files: list[str], size: int, channels: int, resize: int | None = None,
                  interpolation: str = "bilinear", workers: int | None = None):
-    """Decode many files in threads (Pillow releases the GIL while decoding).
+    """Decode many files into memory, each into its row of one tensor (never a list of images then a copy).
 
     Returns (uint8 N×C×S×S tensor of the readable files, their positions, {bad path: reason}).
     """
-    def decode(path):
-        try:
-            return load_image(path, size, channels, resize, interpolation), None
-        except UnreadableImage as error:
-            return None, str(error)
-
     import torch
 
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    with pillow_limits(), ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(decode, files))
-    good = [i for i, (tensor, _) in enumerate(results) if tensor is not None]
-    bad = {files[i]: reason for i, (tensor, reason) in enumerate(results) if tensor is None}
-    pixels = torch.stack([results[i][0] for i in good]) if good else torch.empty(0, channels, size, size, dtype=torch.uint8)
-    return pixels, torch.tensor(good, dtype=torch.long), bad
+    pixels = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    with decoding_pool(workers) as pool:
+        bad = decode_into(pool, files, pixels.numpy(), size, channels, resize, interpolation)
+    kept = [i for i in range(len(files)) if i not in bad]
+    for row, position in enumerate(kept):  # the readable rows moved together in place
+        if row != position:
+            pixels[row] = pixels[position]
+    return pixels[:len(kept)], torch.tensor(kept, dtype=torch.long), {files[i]: bad[i] for i in sorted(bad)}

@@ -8,6 +8,8 @@ datasets train faster than a per-image transform pipeline.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -16,10 +18,13 @@ import torch.nn.functional as F
 from vqtool.choices import AUGMENT_POLICIES
 from vqtool.data import Split
 from vqtool.data.images import RESAMPLING, decode_files
+from vqtool.data.rows import StoredRows
+from vqtool.data.store import stored_pixels
 from vqtool.errors import VQError
 from vqtool.reporter import SILENT, Reporter
 
-MEMORY_BUDGET = 6 * 1024**3
+MEMORY_BUDGET = 6 * 1024**3  # what --no-cache-store decodes into memory at most
+PREFETCH_DEPTH = 3  # batches gathered ahead of the training step
 
 
 @dataclass(frozen=True)
@@ -78,26 +83,33 @@ def _is_count(value) -> bool:
 
 def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, reporter: Reporter = SILENT,
                  workers: int | None = None, name: str | None = None, classes: list[str] | None = None,
-                 every_class: bool = False) -> Split:
-    """The split as uint8 pixels of ``preprocess.size``.
+                 every_class: bool = False, store: bool = True) -> Split:
+    """The split as uint8 pixels of ``preprocess.size``: read from the store (decoded into it the first time),
+    or, without ``store``, decoded into memory.
 
-    Unreadable files (and subfolders that could not be listed) are dropped with
-    a warning naming them, or stop the command with ``strict``. With ``classes``,
-    a class that loses every image is warned about, or stops the command with
-    ``every_class`` (a training split: it would train as a class with no images).
+    Unreadable files (and subfolders that could not be listed, and list rows
+    without a usable label) are dropped with a warning naming them, or stop the
+    command with ``strict``. With ``classes``, a class that loses every image is
+    warned about, or stops the command with ``every_class`` (a training split:
+    it would train as a class with no images).
     """
     if split.pixels is not None:
         return Split(labels=split.labels, pixels=_resize_pixels(split.pixels, preprocess))
     which = f"the {name} split" if name else "the data"
-    estimate = len(split) * preprocess.channels * preprocess.size**2
-    if estimate > MEMORY_BUDGET:
-        raise VQError(f"{len(split)} images at {preprocess.size} px need {estimate / 1e9:.1f} GB in memory; "
-                      f"use a smaller --imgsz")
-    pixels, kept, bad = decode_files(split.files, preprocess.size, preprocess.channels, preprocess.resize,
-                                     preprocess.interpolation, workers)
-    _report_unreadable(bad, split.skipped, strict, reporter)
     if len(split) == 0:
+        _report_unreadable({}, split.skipped, split.rejected, strict, reporter)
         raise VQError(f"{which} has no images")
+    recipe = (preprocess.size, preprocess.channels, preprocess.resize, preprocess.interpolation)
+    if store:
+        pixels, kept, bad = stored_pixels(split.files, split.labels, *recipe, workers=workers, reporter=reporter,
+                                          what=which)
+    else:
+        estimate = len(split) * preprocess.channels * preprocess.size**2
+        if estimate > MEMORY_BUDGET:
+            raise VQError(f"{len(split)} images at {preprocess.size} px need {estimate / 1e9:.1f} GB in memory; "
+                          f"use a smaller --imgsz, or leave out --no-cache-store to read them from the store on disk")
+        pixels, kept, bad = decode_files(split.files, *recipe, workers)
+    _report_unreadable(bad, split.skipped, split.rejected, strict, reporter)
     if len(kept) == 0:
         raise VQError(f"no readable images in {which} (all {len(split)} unreadable)")
     decoded = Split(labels=split.labels[kept], pixels=pixels, files=[split.files[i] for i in kept.tolist()])
@@ -106,13 +118,16 @@ def decode_split(split: Split, preprocess: Preprocess, *, strict: bool = False, 
     return decoded
 
 
-def _report_unreadable(files: dict[str, str], folders: dict[str, str], strict: bool, reporter: Reporter) -> None:
-    """Unreadable files and folders (path -> reason), named: a warning, or the error with ``strict``."""
-    if not files and not folders:
+def _report_unreadable(files: dict[str, str], folders: dict[str, str], rows: dict[str, str], strict: bool,
+                       reporter: Reporter) -> None:
+    """Unreadable files and folders and unusable list rows (-> reason), named: a warning, or the error with
+    ``strict``."""
+    if not files and not folders and not rows:
         return
-    what = " and ".join(f"{len(found)} unreadable {kind}" for kind, found in
-                        (("image file(s)", files), ("folder(s)", folders)) if found)
-    everything = {**folders, **files}
+    what = " and ".join(f"{len(found)} {kind}" for kind, found in
+                        (("unreadable image file(s)", files), ("unreadable folder(s)", folders),
+                         ("row(s) without a training label", rows)) if found)
+    everything = {**folders, **rows, **files}
     listed = "; ".join(f"{path} ({reason})" for path, reason in list(everything.items())[:5])
     more = f" and {len(everything) - 5} more" if len(everything) > 5 else ""
     if strict:
@@ -151,23 +166,83 @@ def _resize_pixels(pixels: torch.Tensor, preprocess: Preprocess) -> torch.Tensor
     return torch.cat(chunks)
 
 
-def pixel_stats(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 pixels in [0, 1] units (on a sample of at most 10,000)."""
-    sample = pixels[:: max(1, len(pixels) // 10000)].float().div(255)
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def pixel_stats(pixels) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 pixels in [0, 1] units (on a sample of at most 10,000), read in chunks so
+    that memory does not grow with the image size."""
+    sample = torch.arange(0, len(pixels), max(1, len(pixels) // 10000))
+    sums = torch.zeros(2, pixels.shape[1], dtype=torch.float64)
+    for index in sample.split(256):  # float32 means per chunk (accurate), weighted in float64
+        chunk = pixels[index].float().div_(255)
+        weight = len(index) * pixels.shape[2] * pixels.shape[3]
+        sums += torch.stack([chunk.mean(dim=(0, 2, 3)), chunk.square().mean(dim=(0, 2, 3))]).double() * weight
+    count = len(sample) * pixels.shape[2] * pixels.shape[3]
+    mean = sums[0] / count
+    std = (sums[1] / count - mean.square()).clamp_min(0).mul(count / max(count - 1, 1)).sqrt().clamp_min(1e-3)
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-            drop_last: bool = False):
-    """(uint8 images, labels) batches of an in-memory split."""
+            drop_last: bool = False, order: torch.Tensor | None = None, pin: bool = False):
+    """(uint8 images, labels) batches of a split, in ``order`` (default: shuffled with ``generator``, or in turn).
+
+    Batches of stored pixels are gathered ahead in a background thread, so
+    reading the store overlaps the training step; ``pin`` gathers them into
+    pinned memory (for an asynchronous copy to a GPU).
+    """
     n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        index = order[start:start + batch_size]
-        yield split.pixels[index], split.labels[index]
+    if order is None:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = len(order) - len(order) % batch_size if drop_last and len(order) >= batch_size else len(order)
+    indices = [order[start:start + batch_size] for start in range(0, stop, batch_size)]
+    if isinstance(split.pixels, StoredRows):
+        yield from prefetched(lambda index: (split.pixels.gather(index, pin), split.labels[index]), indices)
+        return
+    for index in indices:
+        images = split.pixels[index]
+        yield (images.pin_memory() if pin else images), split.labels[index]
+
+
+_DONE = object()
+
+
+def prefetched(make, items: list, depth: int = PREFETCH_DEPTH):
+    """``make(item)`` for each item, computed up to ``depth`` items ahead in a background thread."""
+    results: queue.Queue = queue.Queue(depth)
+    stopping = threading.Event()
+
+    def offer(value) -> bool:
+        """Put ``value`` in the queue unless the consumer has stopped; whether it went in."""
+        while not stopping.is_set():
+            try:
+                results.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not offer((make(item), None)):
+                    return
+        except BaseException as error:  # handed to the consumer, which raises it where the batch was wanted
+            offer((None, error))
+            return
+        offer((_DONE, None))
+
+    worker = threading.Thread(target=work, name="vqtool-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            made, error = results.get()
+            if error is not None:
+                raise error
+            if made is _DONE:
+                return
+            yield made
+    finally:  # the consumer stopped early (an error, a break): the worker stops too
+        stopping.set()
+        worker.join()
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

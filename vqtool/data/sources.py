@@ -30,7 +30,7 @@ def _val_split(options: DataOptions, default: float) -> float:
     return fraction
 
 
-def _carve_val(train: Split, options: DataOptions, default: float = DEFAULT_VAL_SPLIT):
+def carve_val(train: Split, options: DataOptions, default: float = DEFAULT_VAL_SPLIT):
     fraction = _val_split(options, default)
     if fraction == 0:
         return train, None
@@ -60,7 +60,7 @@ def load_folder(spec: str, options: DataOptions) -> Dataset:
     train_dir, val_dir, test_dir = (_find_child(root, names) for names in (TRAIN_NAMES, VAL_NAMES, TEST_NAMES))
     if not (train_dir or val_dir or test_dir):  # one tree of class folders, split here
         classes, train = _tree_split(root)
-        train, val = _carve_val(train, options, SINGLE_TREE_VAL_SPLIT)
+        train, val = carve_val(train, options, SINGLE_TREE_VAL_SPLIT)
         test = None
     else:
         _refuse_mixed_layout(root, train_dir)
@@ -70,7 +70,7 @@ def load_folder(spec: str, options: DataOptions) -> Dataset:
         val = (first_split if first == val_dir else _class_split(val_dir, classes)) if val_dir else None
         test = (first_split if first == test_dir else _class_split(test_dir, classes)) if test_dir else None
         if train is not None and val is None:
-            train, val = _carve_val(train, options)
+            train, val = carve_val(train, options)
     files = (train or val or test).files
     spec_record = {"source": "folder", "path": str(root.resolve()), "val_split": options.val_split, "seed": options.seed}
     return Dataset(name=root.name, classes=classes, channels=3, train=train, val=val, test=test,
@@ -121,7 +121,7 @@ def load_digits(spec: str, options: DataOptions) -> Dataset:
     pixels = torch.from_numpy(np.round(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
     everything = Split(labels=torch.from_numpy(bunch.target.astype(np.int64)), pixels=pixels)
     rest, test = split_off(everything, 0.2, seed=0)  # a fixed test set, whatever --seed says
-    train, val = _carve_val(rest, options)
+    train, val = carve_val(rest, options)
     return Dataset(name="digits", classes=[str(d) for d in range(10)], channels=1, train=train, val=val,
                    test=test, native_size=8, flips=False,
                    spec={"source": "digits", "val_split": options.val_split, "seed": options.seed})
@@ -173,7 +173,7 @@ def _idx_dataset(name: str, torchvision_name: str, classes: list[str], mean: flo
             images, labels = (_read_idx(p) for p in paths)
             splits[split] = Split(labels=torch.from_numpy(labels.astype(np.int64)),
                                   pixels=torch.from_numpy(images.copy()).unsqueeze(1))
-        train, val = _carve_val(splits["train"], options)
+        train, val = carve_val(splits["train"], options)
         return Dataset(name=name, classes=classes, channels=1, train=train, val=val, test=splits["test"],
                        native_size=28, mean=(mean,), std=(std,), flips=name != "mnist",
                        spec={"source": name, "data_dir": str(root.resolve()), "val_split": options.val_split,
@@ -228,7 +228,7 @@ def load_cifar10(spec: str, options: DataOptions) -> Dataset:
     meta = _read_batch(batches / "batches.meta", "label_names")
     train = _cifar_split([batches / f"data_batch_{i}" for i in range(1, 6)])
     test = _cifar_split([batches / "test_batch"])
-    train, val = _carve_val(train, options)
+    train, val = carve_val(train, options)
     return Dataset(name="cifar10", classes=list(meta["label_names"]), channels=3, train=train, val=val, test=test,
                    native_size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
                    spec={"source": "cifar10", "data_dir": str(root.resolve()), "val_split": options.val_split,
