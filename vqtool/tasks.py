@@ -94,7 +94,7 @@ def classifier_for_predict(weights: str):
     if task_of(weights) != DETECTION:
         return load_classifier(weights)
     from vqtool.data.pipeline import Preprocess
-    from vqtool.detection.weights import load_yolo_classifier
+    from vqtool.detection.classify import load_yolo_classifier
 
     yolo = load_yolo_classifier(weights)
     # Ultralytics' classify_transforms: shorter side to imgsz, centre crop, [0, 1] pixels (mean 0, std 1).

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads when data does, not when the sources register (task_of runs before it)
     import torch
 
-from vqtool.data.rows import StoredRows
+    from vqtool.data.rows import StoredRows
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Split:
 
 def _rows(pixels: torch.Tensor | StoredRows, index: torch.Tensor):
     """The rows at ``index``: a copy of in-memory pixels, a view of stored ones."""
+    from vqtool.data.rows import StoredRows
+
     return pixels.subset(index) if isinstance(pixels, StoredRows) else pixels[index]
 
 
