@@ -3,5 +3,6 @@
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
 AUGMENT_POLICIES = ("none", "basic", "strong")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SPLITS = ("train", "val", "test")

@@ -22,6 +22,7 @@ from vqtool.classification.features import FeatureInputs, cache_batch, cache_fea
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import TrainConfig
+from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.loop import fit
 from vqtool.classification.train import (finish, global_batch, image_inputs, prepare_splits, refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
@@ -180,7 +181,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
             "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.spec, "train_args": asdict(config),
             "weights": setup.pretrained.source, "finetune": asdict(tune),
-            "model_options": {"head": tune.head} if tune.head != "linear" else {}}
+            "model_options": {"head": tune.head} if tune.head != "linear" else {}, **checkpoint_meta(config.ema)}
     run = TrainingRun(run_dir, meta, network=setup.model)
     module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
 
@@ -192,7 +193,8 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
     result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume, param_groups=groups,
-                 on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
+                 on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
+                 classes=setup.dataset.classes)
     summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
             "feature_cache": tune.uses_cache(setup.freeze)}

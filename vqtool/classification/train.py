@@ -17,7 +17,9 @@ from torch import nn
 
 from vqtool import __version__
 from vqtool.classification.config import TrainConfig
+from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.hints import diagnose
+from vqtool.classification.imbalance import imbalance_hint
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
 from vqtool.classification.training_run import ResumeState, TrainingRun
@@ -86,7 +88,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
-            "dataset": dataset.spec, "train_args": asdict(config)}
+            "dataset": dataset.spec, "train_args": asdict(config), **checkpoint_meta(config.ema)}
     return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None)
 
 
@@ -159,7 +161,7 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
     result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                 reporter=reporter, run=run, resume=resume)
+                 reporter=reporter, run=run, resume=resume, classes=dataset.classes)
     return finish(model, result, dataset, splits, preprocess, config, run, started)
 
 
@@ -179,7 +181,7 @@ def global_batch(config: TrainConfig) -> str:
 def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
            config: TrainConfig, run: TrainingRun, started: float) -> dict:
     """Test the best weights when there is a test split, commit the final checkpoint; the summary document."""
-    summary = summarize(result, config, run.run_dir)
+    summary = summarize(result, config, run.run_dir, imbalance_hint(splits["train"].labels, dataset.classes))
     if "test" in splits:
         device = resolve_device(config.device)
         logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
@@ -192,9 +194,13 @@ def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[s
     return summary
 
 
-def summarize(result: FitResult, config: TrainConfig, run_dir: Path) -> dict:
+def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: str | None = None) -> dict:
+    """The summary document; ``imbalance`` (what to try for imbalanced classes) joins the hint unless the run
+    already weights or balances its classes."""
     best = result.best
     hint = diagnose(result.history)
+    if imbalance and not (config.class_weights or config.balanced_sampler):
+        hint = f"{hint}; {imbalance}" if hint else imbalance
     return {
         "run_dir": str(run_dir),
         "checkpoint": str(Path(run_dir) / "model.safetensors"),

@@ -39,7 +39,7 @@ from vqtool.commands.completion import complete_dataset, complete_model
 @output_options
 def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, backbone_lr, unfreeze_at, unfreeze,
              cache, cache_views, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing,
-             early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
+             early_stop, imgsz, device, out_dir, resume, lr_find, data, out, **recipe):
     """Fine-tune pretrained weights on DATASET with a new head.
 
     By default only the new head trains, on backbone features computed once;
@@ -69,7 +69,7 @@ def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, 
                                unfreeze_at=unfreeze_at, unfreeze=unfreeze, cache=cache, cache_views=cache_views,
                                allow_partial_weights=allow_partial_weights)
         job = lr_find_job if lr_find else finetune_job
-        summary = job(dataset, data, config_from_options(model_name, data), tune, reporter=out, out_dir=out_dir)
+        summary = job(dataset, data, config_from_options(model_name, data, out), tune, reporter=out, out_dir=out_dir)
     print_summary(out, summary, title="LR range test" if lr_find else "fine-tuning summary")
 
 

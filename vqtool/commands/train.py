@@ -8,6 +8,7 @@ from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.commands import (data_options, detector_training, device_option, output_options, print_summary,
                              trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset, complete_model
+from vqtool.commands.recipe_options import recipe_applied, recipe_options
 
 
 def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3):
@@ -39,7 +40,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
                      help="Run an LR range test instead of training: plot loss against LR, suggest an LR."),
     ]):
         command = decorator(command)
-    return command
+    return recipe_options(command)
 
 
 @click.command()
@@ -51,7 +52,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
 @trust_pickle_option
 @output_options
 def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
-          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, out):
+          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, out, **recipe):
     """Train a CNN from scratch on DATASET (default: the embedded digits).
 
     DATASET is a registered name (vqtool datasets) or a folder of class folders;
@@ -62,6 +63,8 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train
       vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
+      vqtool train fashion-mnist --model cnn-bn --recipe strong --epochs 30
+      vqtool train --config runs/cifar/args.json --seed 1
       vqtool train --resume runs/cifar
       vqtool train ./cifar10 --model resnet18 --lr-find
       vqtool train data.yaml --model yolov8n.yaml --epochs 50 --imgsz 640
@@ -76,16 +79,16 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     if resume:
         summary = resume_job(resume, reporter=out, epochs=typed_epochs(epochs))
     else:
-        summary = train_job(dataset, data, config_from_options(model_name, data), reporter=out, out_dir=out_dir,
-                            lr_find=lr_find)
+        summary = train_job(dataset, data, config_from_options(model_name, data, out), reporter=out,
+                            out_dir=out_dir, lr_find=lr_find)
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
-def config_from_options(model_name: str, data):
-    """The TrainConfig of the training options the current command was given."""
+def config_from_options(model_name: str, data, out):
+    """The TrainConfig of the training options the current command was given (a --recipe's values filled in)."""
     from vqtool.classification.config import TrainConfig
 
-    return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
+    return TrainConfig.from_dict({**recipe_applied(out), "model": model_name, "seed": data.seed})
 
 
 def typed_epochs(epochs: int) -> int | None:

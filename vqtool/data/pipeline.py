@@ -160,10 +160,11 @@ def pixel_stats(pixels: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, .
 
 
 def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-            drop_last: bool = False):
-    """(uint8 images, labels) batches of an in-memory split."""
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            drop_last: bool = False, order: torch.Tensor | None = None):
+    """(uint8 images, labels) batches of an in-memory split (in ``order``, when given: indices into it)."""
+    if order is None:
+        order = torch.randperm(len(split), generator=generator) if shuffle else torch.arange(len(split))
+    n = len(order)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         index = order[start:start + batch_size]
