@@ -307,3 +307,54 @@ def test_config_file_errors_are_one_line(run_cli, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     result = run_cli("train", "--config", tmp_path / "broken.json")
     assert result.exit_code == 2 and "not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("policy", ["trivial", "randaugment", "autoaugment"])
+def test_policies_give_each_image_its_own_operations(policy):
+    from vqtool.data.policies import PolicyAugmenter
+
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    batch = image.expand(32, -1, -1, -1).contiguous()
+    out = PolicyAugmenter(policy, 24, False, torch.Generator().manual_seed(1))(batch)
+    assert out.shape == batch.shape and out.dtype == torch.float32 and out.device == batch.device
+    assert 0 <= out.min() and out.max() <= 1
+    distinct = {tuple(row.flatten()[:200].round(decimals=4).tolist()) for row in out}
+    assert len(distinct) >= 8  # one operation per batch would give one or two distinct images
+
+
+def test_each_image_is_transformed_from_itself_alone():
+    """Label-preserving: an image's output depends only on that image (and its own sampled operation)."""
+    from vqtool.data.policies import PolicyAugmenter, apply_ops
+
+    augmenter = PolicyAugmenter("trivial", 16, False, torch.Generator().manual_seed(0))
+    x = torch.rand(14, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    ops = torch.arange(14)  # every operation once
+    magnitudes = augmenter._magnitudes(ops, torch.full((14,), 20))
+    together = apply_ops(x, ops, magnitudes, augmenter.names)
+    for i in range(14):
+        alone = apply_ops(x[i:i + 1], ops[i:i + 1], magnitudes[i:i + 1], augmenter.names)
+        assert torch.allclose(together[i], alone[0], atol=1e-6), augmenter.names[i]
+    assert torch.equal(together[augmenter.names.index("Identity")], x[augmenter.names.index("Identity")])
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("Brightness", lambda u, TF: TF.adjust_brightness(u, 1.5)),
+    ("Color", lambda u, TF: TF.adjust_saturation(u, 1.5)),
+    ("Contrast", lambda u, TF: TF.adjust_contrast(u, 1.5)),
+    ("Sharpness", lambda u, TF: TF.adjust_sharpness(u, 1.5)),
+    ("AutoContrast", lambda u, TF: TF.autocontrast(u)),
+    ("Equalize", lambda u, TF: TF.equalize(u)),
+])
+def test_colour_operations_agree_with_torchvision(name, reference):
+    import torchvision.transforms.v2.functional as TF
+
+    from vqtool.data.policies import COLOUR_OPS
+
+    u = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mine = COLOUR_OPS[name](u.float() / 255, torch.full((4, 1, 1, 1), 0.5))
+    assert (mine - reference(u, TF).float() / 255).abs().max() <= 1.5 / 255  # torchvision rounds to uint8
+
+
+def test_training_with_trivialaugment(run_cli, class_tree):
+    summary = summary_of(run_cli("train", class_tree, "--epochs", "1", "--augment", "trivial", "--json", "-q"))
+    assert summary["epochs"] == 1 and summary["train_top1"] is not None

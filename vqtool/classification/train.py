@@ -168,7 +168,7 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
 def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:
     """The input side of a run on images: the training options' device, augmentation and seed."""
     return ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
-                       seed=config.seed)
+                       seed=config.seed, magnitude=config.augment_magnitude)
 
 
 def global_batch(config: TrainConfig) -> str:

@@ -61,7 +61,8 @@ def recipe_options(command):
                      metavar="DECAY", help="Validate and save an exponential moving average of the weights "
                                            "(e.g. 0.9998; 0: off)."),
         click.option("--augment-magnitude", type=click.IntRange(0, 30), default=None, metavar="M",
-                     help="Magnitude of randaugment/autoaugment ops (default 9; trivial samples its own)."),
+                     help="randaugment: the magnitude bin of 31 (default 9); trivial: the largest bin it samples "
+                          "(default 30)."),
         click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
                      help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; off on CPUs."),
         click.option("--compile", is_flag=True, help="torch.compile the model (the first step pays the compilation)."),

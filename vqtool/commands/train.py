@@ -24,7 +24,9 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
         click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True),
         click.option("--scheduler", type=click.Choice(SCHEDULERS), default="onecycle", show_default=True),
         click.option("--augment", type=click.Choice(AUGMENT_POLICIES), default="none", show_default=True,
-                     help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels."),
+                     help="basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels; strong: "
+                          "more, and erasing; trivial, randaugment, autoaugment: torchvision's policies, each image "
+                          "its own operations, on the device batch."),
         click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
                      show_default=True),
         click.option("--early-stop", type=click.IntRange(0), default=0, metavar="N",
