@@ -55,7 +55,8 @@ def candidates(size: int):
     except ImportError:
         return
     kornia_ta = TrivialAugment()
-    yield "kornia TrivialAugment (one op per batch)", lambda x: kornia_ta(x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1))
+    yield "kornia TrivialAugment (one op per batch)", \
+        lambda x: kornia_ta(x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1))
 
 
 def main() -> None:
