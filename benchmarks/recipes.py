@@ -91,7 +91,7 @@ def run(data_dir: Path, out: Path, model: str, epochs: int, options: dict) -> di
     """Train, then evaluate the checkpoint on the test set; the figures of the table."""
     config = TrainConfig(model=model, epochs=epochs, seed=0, **options)
     train_job("fashion-mnist", DataOptions(data_dir=str(data_dir), seed=0), config, reporter=SILENT,
-                        out_dir=str(out))
+              out_dir=str(out))
     report = evaluate(str(out), None, DataOptions(data_dir=str(data_dir), seed=0)).report
     with open(out / "metrics.csv") as file:
         seconds = [float(row["seconds"]) for row in csv.DictReader(file)]

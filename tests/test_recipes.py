@@ -358,3 +358,27 @@ def test_colour_operations_agree_with_torchvision(name, reference):
 def test_training_with_trivialaugment(run_cli, class_tree):
     summary = summary_of(run_cli("train", class_tree, "--epochs", "1", "--augment", "trivial", "--json", "-q"))
     assert summary["epochs"] == 1 and summary["train_top1"] is not None
+
+
+def test_finetune_on_cached_features_with_ema_and_a_recipe(run_cli, class_tree, tmp_path):
+    """The whole network's checkpoint holds the averaged head when only the head trains on cached features."""
+    from safetensors.torch import load_file
+    from test_finetune import save_torchvision_weights
+
+    weights = save_torchvision_weights(tmp_path / "resnet18.pth")
+    result = run_cli("finetune", class_tree, "--weights", weights, "--imgsz", "32", "--epochs", "2", "--ema", "0.9",
+                     "--recipe", "basic", "--augment", "none", "--val-split", "0", "--out", "ft", "--json")
+    summary = summary_of(result)
+    assert summary["feature_cache"] is True and "recipe basic:" in result.stderr
+    averaged = torch.load("ft/state.pt", weights_only=True)["recipe"]["average"]["module"]
+    saved = load_file("ft/model.safetensors")
+    assert set(averaged) == {"weight", "bias"}  # the head's
+    assert all(torch.equal(saved[f"fc.{name}"], averaged[name]) for name in averaged)
+    assert json.loads(open("ft/model.json").read())["weights_average"]["decay"] == 0.9
+
+
+@pytest.mark.slow
+def test_compile_logs_the_first_step_cost(run_cli):
+    result = run_cli("train", "--epochs", "1", "--compile", "--out", "compiled")
+    assert result.exit_code == 0, result.output
+    assert "torch.compile: the first training step took" in result.stderr

@@ -188,6 +188,8 @@ class Normalizer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, augment: "Augmenter | None" = None) -> torch.Tensor:
+        if self.device.type == "cuda":  # pinned memory: the copy runs asynchronously, overlapping the GPU's work
+            images = images.pin_memory()
         x = images.to(self.device, non_blocking=True).float().div_(255)
         if augment is not None:
             x = augment(x)
