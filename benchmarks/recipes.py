@@ -48,8 +48,6 @@ TIMED_OPTIONS = {
     "--augment trivial": {"augment": "trivial"},
     "--augment randaugment": {"augment": "randaugment"},
     "--augment autoaugment": {"augment": "autoaugment"},
-    "--accumulate 4": {"accumulate": 4},
-    "--clip-grad 1": {"clip_grad": 1.0},
     "--recipe strong": {**RECIPES["strong"], "recipe": "strong", "warmup_epochs": 0},
 }
 
@@ -116,30 +114,36 @@ def main() -> None:
     parser.add_argument("--recipe-epochs", type=int, default=30)
     parser.add_argument("--timing-epochs", type=int, default=1)
     parser.add_argument("--model", default="cnn-bn")
+    parser.add_argument("--imbalance-model", default="cnn-bn")
+    parser.add_argument("--timing-fraction", type=float, default=None, help="default: --fraction")
     parser.add_argument("--skip", nargs="*", default=[], choices=["imbalance", "recipe", "timing"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        print(f"model {args.model}, {args.fraction:.0%} of each class's training images, seed 0")
+        print(f"{args.fraction:.0%} of each class's training images, seed 0")
         if "imbalance" not in args.skip:
             tailed = make_subset(args.data_dir, work / "long-tailed", args.fraction, TAIL_SHARE)
-            rows = [(name, run(tailed, work / f"lt-{i}", args.model, args.imbalance_epochs, options))
+            rows = [(name, run(tailed, work / f"lt-{i}", args.imbalance_model, args.imbalance_epochs, options))
                     for i, (name, options) in enumerate([("default", {}), ("--class-weights auto",
                                                          {"class_weights": "auto"}),
                                                         ("--balanced-sampler", {"balanced_sampler": True})])]
-            table(f"long-tailed Fashion-MNIST (classes 5-9 keep {TAIL_SHARE:.0%}), {args.imbalance_epochs} epochs",
-                  rows, rows[0][1])
+            table(f"long-tailed Fashion-MNIST (classes 5-9 keep {TAIL_SHARE:.0%}), {args.imbalance_model}, "
+                  f"{args.imbalance_epochs} epochs", rows, rows[0][1])
         data = make_subset(args.data_dir, work / "balanced", args.fraction, None)
         if "recipe" not in args.skip:
             rows = [(name, run(data, work / f"r-{i}", args.model, args.recipe_epochs, options))
                     for i, (name, options) in enumerate([("default", {}), ("--recipe strong", {
                         **RECIPES["strong"], "recipe": "strong"})])]
-            table(f"Fashion-MNIST, {args.recipe_epochs} epochs", rows, rows[0][1])
+            table(f"Fashion-MNIST, {args.model}, {args.recipe_epochs} epochs", rows, rows[0][1])
         if "timing" not in args.skip:
-            rows = [(name, run(data, work / f"t-{i}", args.model, args.timing_epochs, options))
+            timed = data
+            if args.timing_fraction:
+                timed = make_subset(args.data_dir, work / "timing", args.timing_fraction, None)
+            rows = [(name, run(timed, work / f"t-{i}", args.model, args.timing_epochs, options))
                     for i, (name, options) in enumerate(TIMED_OPTIONS.items())]
-            table(f"time per epoch, {args.timing_epochs} epoch(s) each (accuracy after so few epochs is not a "
-                  f"comparison)", rows, rows[0][1])
+            table(f"time per epoch, {args.model}, {args.timing_epochs} epoch(s) each on "
+                  f"{args.timing_fraction or args.fraction:.0%} (accuracy after so few epochs is no comparison)",
+                  rows, rows[0][1])
 
 
 if __name__ == "__main__":
