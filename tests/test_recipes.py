@@ -382,3 +382,8 @@ def test_compile_logs_the_first_step_cost(run_cli):
     result = run_cli("train", "--epochs", "1", "--compile", "--out", "compiled")
     assert result.exit_code == 0, result.output
     assert "torch.compile: the first training step took" in result.stderr
+
+
+def test_augment_magnitude_only_where_a_policy_takes_one(run_cli):
+    result = run_cli("train", "--epochs", "1", "--augment", "autoaugment", "--augment-magnitude", "5")
+    assert result.exit_code == 2 and "--augment-magnitude applies to --augment trivial or randaugment" in result.stderr

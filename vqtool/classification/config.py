@@ -59,6 +59,9 @@ class TrainConfig:
                           usage=True)
         if not 0 <= self.ema < 1:
             raise VQError("--ema must be a decay in [0, 1), e.g. 0.9998", usage=True)
+        if self.augment_magnitude is not None and self.augment not in ("trivial", "randaugment"):
+            raise VQError(f"--augment-magnitude applies to --augment trivial or randaugment, not {self.augment}",
+                          usage=True)
         if min(self.mixup, self.cutmix, self.clip_grad) < 0 or not 0 <= self.mix_switch_prob <= 1:
             raise VQError("--mixup, --cutmix and --clip-grad must be >= 0, --mix-switch-prob in [0, 1]", usage=True)
 

@@ -15,6 +15,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
     """The options `train` and `finetune` share (``@training_options(epochs=5)`` for other defaults)."""
     if command is None:
         return lambda decorated: training_options(decorated, epochs=epochs, batch_size=batch_size, lr=lr)
+    command = recipe_options(command)  # listed after the options below in --help
     for decorator in reversed([
         click.option("--epochs", type=click.IntRange(1), default=epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True),
@@ -42,7 +43,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
                      help="Run an LR range test instead of training: plot loss against LR, suggest an LR."),
     ]):
         command = decorator(command)
-    return recipe_options(command)
+    return command
 
 
 @click.command()
