@@ -2,6 +2,7 @@
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
-AUGMENT_POLICIES = ("none", "basic", "strong")
+AUGMENT_POLICIES = ("none", "basic", "strong", "trivial", "randaugment", "autoaugment")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SPLITS = ("train", "val", "test")

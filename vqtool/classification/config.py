@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from vqtool.choices import AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
+from vqtool.choices import AMP_MODES, AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.errors import VQError
 from vqtool.models.options import HEADS, FreezeSpec
 
@@ -32,17 +32,46 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     imgsz: int | None = None
+    # The recipe options (classification/recipes.py bundles them); each default leaves the plain loop as it was.
+    recipe: str | None = None  # the named bundle the options below started from (recorded, not re-applied)
+    warmup_epochs: int = 0  # linear LR warm-up before the scheduler starts
+    clip_grad: float = 0.0  # max gradient norm (0: no clipping)
+    accumulate: int = 1  # batches per optimizer step
+    class_weights: str | None = None  # "auto" (inverse class frequency) or a JSON file of weights
+    balanced_sampler: bool = False
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup (0: off)
+    cutmix: float = 0.0
+    mix_switch_prob: float = 0.5  # with both: the chance a batch uses CutMix
+    ema: float = 0.0  # decay of the weights' exponential moving average (0: off)
+    augment_magnitude: int | None = None  # of trivial/randaugment/autoaugment (None: the policy's own)
+    amp: str = "auto"
+    compile: bool = False
 
     def check(self) -> None:
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("augment", self.augment, AUGMENT_POLICIES)):
+                                     ("augment", self.augment, AUGMENT_POLICIES), ("amp", self.amp, AMP_MODES)):
             if value not in choices:
                 raise VQError(f"--{name} {value!r}: choose from {', '.join(choices)}", usage=True)
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise VQError("--epochs, --batch-size and --lr must be positive", usage=True)
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.accumulate < 1:
+            raise VQError("--epochs, --batch-size, --lr and --accumulate must be positive", usage=True)
         if not 0 <= self.label_smoothing < 1:
             raise VQError("--label-smoothing must be in [0, 1)", usage=True)
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise VQError(f"--warmup-epochs {self.warmup_epochs}: must be fewer than --epochs {self.epochs}",
+                          usage=True)
+        if not 0 <= self.ema < 1:
+            raise VQError("--ema must be a decay in [0, 1), e.g. 0.9998", usage=True)
+        if self.augment_magnitude is not None and self.augment not in ("trivial", "randaugment"):
+            raise VQError(f"--augment-magnitude applies to --augment trivial or randaugment, not {self.augment}",
+                          usage=True)
+        if min(self.mixup, self.cutmix, self.clip_grad) < 0 or not 0 <= self.mix_switch_prob <= 1:
+            raise VQError("--mixup, --cutmix and --clip-grad must be >= 0, --mix-switch-prob in [0, 1]", usage=True)
+
+    @property
+    def mixes(self) -> bool:
+        """Batches are mixed (mixup or CutMix): targets are soft and train accuracy is against the dominant label."""
+        return self.mixup > 0 or self.cutmix > 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -60,8 +89,8 @@ def make_optimizer(groups, config: TrainConfig):
 
 
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
-    """(scheduler, steps per batch?) over ``epochs`` (default all of the run's); onecycle and cosine move every
-    batch, the others every epoch."""
+    """(scheduler, steps per optimizer step?) over ``epochs`` (default all of the run's); onecycle and cosine move
+    every optimizer step, the others every epoch. :class:`~vqtool.classification.schedule.Schedule` wraps it."""
     import torch
 
     epochs = epochs or config.epochs

@@ -22,6 +22,7 @@ from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
 from vqtool.classification.config import FinetuneOptions, TrainConfig
+from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.loop import fit
 from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits,
                                          refuse_distributed_lr_find,
@@ -145,7 +146,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
             "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.record(), "train_args": asdict(config),
             "weights": setup.pretrained.source, "finetune": asdict(tune),
-            "model_options": {"head": tune.head} if tune.head != "linear" else {}}
+            "model_options": {"head": tune.head} if tune.head != "linear" else {}, **checkpoint_meta(config.ema)}
     run = start_run(run_dir, meta, tracking, dataset_name=setup.dataset.name, resume=resume, reporter=reporter,
                     network=setup.model)
     module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
@@ -159,7 +160,8 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
 
     with job_status(run_dir, model=config.model, dataset=setup.dataset.name):
         result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
-                     param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None)
+                     param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
+                     classes=setup.dataset.classes)
         summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
     if getattr(inputs, "head_only", False):
         summary.update(cached_throughput(result.history, inputs.backbone_seconds, len(setup.splits["train"])))

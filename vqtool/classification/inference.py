@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from vqtool.compute.precision import inference_autocast
 from vqtool.data import Split
 from vqtool.data.pipeline import Normalizer, Preprocess, batches
 
@@ -13,9 +16,12 @@ def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
     """Logits (N×K, float32 on the CPU) for a prepared split of images, in order.
 
     ``model`` is an ``nn.Module`` or any callable from a float batch to logits
-    (an exported model's runtime session, for example).
+    (an exported model's runtime session, for example). On GPUs a module runs
+    under autocast in half precision (eval, confusion, predict).
     """
-    return logits_with(model, split, Normalizer(preprocess, device, channels_last=True), batch_size, progress)
+    to_input = Normalizer(preprocess, device, channels_last=True)
+    with inference_autocast(device) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
+        return logits_with(model, split, to_input, batch_size, progress)
 
 
 @torch.no_grad()

@@ -9,15 +9,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vqtool.classification.config import TrainConfig, make_optimizer, make_scheduler
+from vqtool.classification.config import TrainConfig, make_optimizer
+from vqtool.classification.ema import weights_of
+from vqtool.classification.imbalance import balanced_order
 from vqtool.classification.inference import logits_with
+from vqtool.classification.schedule import Schedule
+from vqtool.classification.steps import TrainStep, make_train_step, prepare_network
 from vqtool.classification.training_run import ResumeState, TrainingRun
 from vqtool.compute import distributed
 from vqtool.data import Split
 from vqtool.data.pipeline import batches, num_batches
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
-from vqtool.reporter import Reporter
+from vqtool.reporter import SILENT, Reporter
 
 
 @dataclass
@@ -45,21 +49,25 @@ class Trainer:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object  # an LR scheduler, or None
-    per_batch: bool  # the scheduler steps after every batch (else after every epoch)
+    scheduler: Schedule
     steps: int  # batches per epoch, per process
     drop_last: bool
-    loss_fn: nn.Module
+    step: TrainStep  # what each batch does (loss, backward, optimizer step, EMA)
     inputs: object  # ImageInputs or FeatureInputs
 
     @property
     def generator(self) -> torch.Generator:
         return self.inputs.generator
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is validated and kept as the best epoch: the weight average with --ema, else the model."""
+        return self.step.average.module if self.step.average is not None else self.model
+
 
 def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: TrainConfig, *,
         reporter: Reporter, run: TrainingRun | None = None, resume: ResumeState | None = None,
-        param_groups=None, on_epoch_start=None) -> FitResult:
+        param_groups=None, on_epoch_start=None, classes: list[str] | None = None) -> FitResult:
     """Train ``model`` on prepared splits; keeps the weights of the best validation epoch.
 
     ``inputs`` turns stored batches into model input (``ImageInputs`` for
@@ -67,32 +75,34 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     shuffles and augments. ``on_epoch_start(epoch, model, optimizer)`` lets
     callers change what trains (staged unfreezing). Each epoch ends with one
     commit to the run folder, so an interrupted run continues from its last
-    completed epoch.
+    completed epoch. ``classes`` names the labels (for --class-weights FILE).
     """
     # Restore: a fresh start, or an interrupted run's weights, optimizer, schedule and random streams.
-    trainer = make_trainer(model, train, inputs, config, param_groups)
+    trainer = make_trainer(model, train, inputs, config, param_groups, classes, reporter)
     state = ResumeState(planned_epochs=config.epochs)
     if resume:
         state = restore(trainer, resume, config, on_epoch_start, reporter)
-    network, trainable = distributed.wrap(model, inputs.device), _trainable_ids(model)
+    network, trainable = prepare_network(distributed.wrap(model, inputs.device), config), _trainable_ids(model)
     first = config.epochs + 1 if state.stopped_early else state.epoch + 1
     for epoch in range(first, config.epochs + 1):
         # Epoch: staged changes first (DDP syncs the gradients of what trained when it was wrapped).
         if on_epoch_start:
             on_epoch_start(epoch, model, trainer.optimizer)
             if _trainable_ids(model) != trainable:
-                network, trainable = distributed.wrap(model, inputs.device), _trainable_ids(model)
+                network = prepare_network(distributed.wrap(model, inputs.device), config)
+                trainable = _trainable_ids(model)
         record = run_epoch(trainer, network, train, val, config, epoch, reporter)
         # Record: the best epoch's weights are kept in memory, and in the run folder below.
-        improved = state.add(record, model, has_val=val is not None)
+        improved = state.add(record, trainer.evaluated, has_val=val is not None)
         reporter.log(format_epoch(record, config.epochs))
         # Stop: early stopping once val has not improved for --early-stop epochs.
         state.stopped_early = bool(config.early_stop and state.bad_epochs >= config.early_stop)
         # Checkpoint: this epoch's files, committed together (curves with the last epoch).
         if run:
-            state.capture(model, trainer.optimizer, trainer.scheduler, trainer.generator)
-            run.commit(state, best_model=model if improved else None,
-                       last=state.stopped_early or epoch == config.epochs)
+            state.capture(model, trainer.optimizer, trainer.scheduler, trainer.generator, trainer.step.state_dict())
+            with weights_of(trainer.step.average if improved else None, model):  # the checkpoint holds the EMA
+                run.commit(state, best_model=model if improved else None,
+                           last=state.stopped_early or epoch == config.epochs)
         if state.stopped_early:
             reporter.log(f"early stop: no val improvement for {state.bad_epochs} epochs "
                          f"(best epoch {state.best['epoch']})")
@@ -101,8 +111,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     return FitResult(state)
 
 
-def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, param_groups=None) -> Trainer:
-    """The optimizer, LR schedule and batches per epoch of a fresh run (random streams seeded)."""
+def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, param_groups=None,
+                 classes: list[str] | None = None, reporter: Reporter | None = None) -> Trainer:
+    """The optimizer, LR schedule, training step and batches per epoch of a fresh run (random streams seeded)."""
     torch.manual_seed(config.seed)
     model.to(inputs.device, memory_format=torch.channels_last)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
@@ -110,11 +121,12 @@ def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, pa
     per_rank = math.ceil(len(train) / distributed.world_size())
     drop_last = per_rank > config.batch_size
     steps = num_batches(per_rank, config.batch_size, drop_last)
-    scheduler, per_batch = make_scheduler(optimizer, config, steps)
+    schedule = Schedule(optimizer, config, math.ceil(steps / config.accumulate))  # stepped per optimizer step
     if distributed.is_distributed():  # each rank augments its images with its own random stream
         inputs.generator.manual_seed(config.seed + distributed.rank())
-    return Trainer(model, optimizer, scheduler, per_batch, steps, drop_last,
-                   nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), inputs)
+    classes = classes or [str(i) for i in range(int(train.labels.max()) + 1)]
+    step = make_train_step(model, optimizer, schedule, train, classes, inputs.device, config, reporter or SILENT)
+    return Trainer(model, optimizer, schedule, steps, drop_last, step, inputs)
 
 
 def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch_start,
@@ -125,13 +137,15 @@ def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch
         for epoch in range(1, resume.epoch + 1):
             on_epoch_start(epoch, trainer.model, trainer.optimizer)
     trainer.optimizer.load_state_dict(resume.optimizer)
+    trainer.step.load_state_dict(resume.recipe)
     if resume.planned_epochs == config.epochs:
-        if trainer.scheduler is not None and resume.scheduler:
+        if resume.scheduler:
             trainer.scheduler.load_state_dict(resume.scheduler)
     elif resume.epoch < config.epochs:  # --epochs extends the run: a schedule of its own over the new epochs
         left = config.epochs - resume.epoch
-        trainer.scheduler, trainer.per_batch = make_scheduler(trainer.optimizer, config, trainer.steps, left)
-        if trainer.scheduler is not None:
+        trainer.scheduler = trainer.step.schedule = Schedule(
+            trainer.optimizer, config, math.ceil(trainer.steps / config.accumulate), left, warmup=False)
+        if trainer.scheduler.inner is not None:
             reporter.log(f"--epochs {config.epochs}: a new {config.scheduler} schedule over epochs "
                          f"{resume.epoch + 1}-{config.epochs}, from lr {trainer.optimizer.param_groups[0]['lr']:.2e}")
         resume.planned_epochs, resume.stopped_early, resume.bad_epochs = config.epochs, False, 0
@@ -156,16 +170,13 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
     if getattr(trainer.inputs, "head_only", False):  # on cached features: say whose time and speed these are
         record["head_seconds"], record["head_images_per_second"] = record.pop("seconds"), record.pop("images_per_second")
     if val is not None:
-        record["val_loss"], record["val_top1"] = validate(trainer.model, val, trainer.inputs,
-                                                          max(256, config.batch_size))
+        with trainer.step.precision.autocast():
+            record["val_loss"], record["val_top1"] = validate(trainer.evaluated, val, trainer.inputs,
+                                                              max(256, config.batch_size))
         if not math.isfinite(record["val_loss"]):
             raise VQError(f"training diverged at epoch {epoch}: val loss is {record['val_loss']} (train loss "
                           f"{train_loss:.4g}); try a lower --lr")
-    if trainer.scheduler is not None and not trainer.per_batch:
-        if config.scheduler == "plateau":
-            trainer.scheduler.step(record["val_loss"] if val is not None else train_loss)
-        else:
-            trainer.scheduler.step()
+    trainer.scheduler.after_epoch(record["val_loss"] if val is not None else train_loss)
     return record
 
 
@@ -179,8 +190,12 @@ def _trainable_ids(model: nn.Module) -> frozenset:
 
 
 def _epoch_batches(train: Split, config: TrainConfig, trainer: Trainer, epoch: int):
-    """This epoch's shuffled batches: of the whole split, or of this rank's DistributedSampler shard."""
+    """This epoch's shuffled batches: of the whole split, or of this rank's DistributedSampler shard (with
+    --balanced-sampler: drawn class-balanced, each rank its own draw)."""
     pin = trainer.inputs.device.type == "cuda"  # a pinned batch is copied to the GPU asynchronously
+    if config.balanced_sampler:
+        order = balanced_order(train.labels, trainer.generator, math.ceil(len(train) / distributed.world_size()))
+        return batches(train, config.batch_size, order=order, drop_last=trainer.drop_last, pin=pin)
     if distributed.is_distributed():
         return batches(train, config.batch_size, order=distributed.shard(len(train), epoch=epoch, seed=config.seed,
                                                                          shuffle=True),
@@ -192,19 +207,13 @@ def _epoch_batches(train: Split, config: TrainConfig, trainer: Trainer, epoch: i
 def _train_epoch(trainer: Trainer, network, epoch_batches, reporter: Reporter, description: str):
     """(mean loss, accuracy) over the epoch's training batches, of every rank."""
     set_train_mode(network)
-    device, optimizer = trainer.inputs.device, trainer.optimizer
+    device = trainer.inputs.device
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
+    trainer.step.start_epoch(trainer.generator)
     with reporter.progress(description, trainer.steps) as advance:
-        for stored, labels in epoch_batches:
+        for index, (stored, labels) in enumerate(epoch_batches):
             x = trainer.inputs.train(stored)
-            y = labels.to(device, non_blocking=True)
-            logits = network(x)
-            loss = trainer.loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if trainer.per_batch and trainer.scheduler is not None:
-                trainer.scheduler.step()
+            loss, logits, y = trainer.step(network, x, labels.to(device, non_blocking=True), index, trainer.steps)
             sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
                                  torch.tensor(len(y), device=device, dtype=torch.float64)])
             advance()

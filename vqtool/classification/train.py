@@ -17,7 +17,9 @@ from torch import nn
 
 from vqtool import __version__
 from vqtool.classification.config import TrainConfig
+from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.hints import diagnose
+from vqtool.classification.imbalance import imbalance_hint
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
 from vqtool.classification.tracking import final_figures, finish_run, start_run
@@ -93,7 +95,8 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
         "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
     meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
-            "dataset": dataset.record(), "train_args": asdict(config)}
+            "dataset": dataset.record(), "train_args": asdict(config),
+            **checkpoint_meta(config.ema)}
     return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None,
                 tracking=tracking)
 
@@ -166,14 +169,14 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
     with job_status(run_dir, model=config.model, dataset=dataset.name):
         result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                     reporter=reporter, run=run, resume=resume)
+                     reporter=reporter, run=run, resume=resume, classes=dataset.classes)
         return finish(model, result, dataset, splits, preprocess, config, run, started)
 
 
 def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:
     """The input side of a run on images: the training options' device, augmentation and seed."""
     return ImageInputs(preprocess, resolve_device(config.device), augment=config.augment, flips=dataset.flips,
-                       seed=config.seed)
+                       seed=config.seed, magnitude=config.augment_magnitude)
 
 
 def global_batch(config: TrainConfig) -> str:
@@ -186,7 +189,8 @@ def global_batch(config: TrainConfig) -> str:
 def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[str, Split], preprocess: Preprocess,
            config: TrainConfig, run: TrainingRun, started: float) -> dict:
     """Test the best weights when there is a test split, commit the final checkpoint; the summary document."""
-    summary, logits = summarize(result, config, run.run_dir), None
+    summary = summarize(result, config, run.run_dir, imbalance_hint(splits["train"].labels, dataset.classes))
+    logits = None
     if "test" in splits:
         device = resolve_device(config.device)
         logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
@@ -207,9 +211,13 @@ def mean_of(history: list[dict], key: str) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
 
 
-def summarize(result: FitResult, config: TrainConfig, run_dir: Path) -> dict:
+def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: str | None = None) -> dict:
+    """The summary document; ``imbalance`` (what to try for imbalanced classes) joins the hint unless the run
+    already weights or balances its classes."""
     best = result.best
     hint = diagnose(result.history)
+    if imbalance and not (config.class_weights or config.balanced_sampler):
+        hint = f"{hint}; {imbalance}" if hint else imbalance
     return {
         "run_dir": str(run_dir),
         "checkpoint": str(Path(run_dir) / "model.safetensors"),

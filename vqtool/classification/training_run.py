@@ -60,6 +60,7 @@ class ResumeState:
     scheduler: dict | None = None
     generator: torch.Tensor | None = None
     torch_rng: torch.Tensor | None = None
+    recipe: dict | None = None  # the training step's own states: the weight average (--ema), the fp16 loss scaler
 
     def add(self, record: dict, model: nn.Module, has_val: bool) -> bool:
         """Record an epoch; True when it is the best so far (its weights are kept)."""
@@ -72,12 +73,13 @@ class ResumeState:
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         return True
 
-    def capture(self, model: nn.Module, optimizer, scheduler, generator) -> None:
+    def capture(self, model: nn.Module, optimizer, scheduler, generator, recipe: dict | None = None) -> None:
         # a copy: the model's own tensors change later (finish loads the best epoch's weights into them)
         self.model = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.optimizer = optimizer.state_dict()
         self.scheduler = scheduler.state_dict() if scheduler is not None else None
         self.generator, self.torch_rng = generator.get_state(), torch.get_rng_state()
+        self.recipe = recipe
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would deep-copy tensors

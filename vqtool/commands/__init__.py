@@ -157,7 +157,9 @@ def typed_options() -> dict:
 
 # Training options only classifiers understand: typed for a YOLO detector, they are a usage error.
 CLASSIFIER_ONLY = ("label_smoothing", "val_split", "strict", "lr_find", "head", "backbone_lr", "unfreeze_at",
-                   "unfreeze", "cache", "cache_views", "allow_partial_weights", "cache_store")
+                   "unfreeze", "cache", "cache_views", "allow_partial_weights", "recipe", "momentum", "warmup_epochs",
+                   "clip_grad", "accumulate", "class_weights", "balanced_sampler", "mixup", "cutmix",
+                   "mix_switch_prob", "ema", "augment_magnitude", "amp", "compile", "cache_store")
 # Hyperparameters a detector takes only when typed: vqtool's defaults for them are tuned for classifiers.
 DETECTOR_TYPED = ("batch_size", "lr", "weight_decay", "early_stop", "workers", "optimizer", "scheduler", "augment")
 

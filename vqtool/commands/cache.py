@@ -6,6 +6,8 @@ import time
 
 import click
 
+from vqtool.commands.types import FiniteFloat
+
 from vqtool.commands import output_options
 
 
@@ -43,7 +45,7 @@ def list_entries(out):
 
 
 @cache.command()
-@click.option("--older-than", type=click.FloatRange(0), default=None, metavar="DAYS",
+@click.option("--older-than", type=FiniteFloat(0), default=None, metavar="DAYS",
               help="Only entries not used for DAYS days (default: all).")
 @output_options
 def clear(older_than, out):

@@ -41,7 +41,7 @@ from vqtool.commands.types import FiniteFloat
 @output_options
 def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, backbone_lr, unfreeze_at, unfreeze,
              cache, cache_views, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment, label_smoothing,
-             early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out):
+             early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out, **recipe):
     """Fine-tune pretrained weights on DATASET with a new head.
 
     By default only the new head trains, on backbone features computed once;
@@ -64,7 +64,7 @@ def finetune(dataset, model_name, weights, allow_partial_weights, freeze, head, 
         return
     from vqtool.classification.config import FinetuneOptions
 
-    config = config_from_options(model_name, data)
+    config = config_from_options(model_name, data, out)
     tune = FinetuneOptions(weights=weights, freeze=freeze, head=head, backbone_lr=backbone_lr, unfreeze_at=unfreeze_at,
                            unfreeze=unfreeze, cache=cache, cache_views=cache_views,
                            allow_partial_weights=allow_partial_weights)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from vqtool.commands.types import FiniteFloat
+
 from vqtool.commands import device_option, output_options, trust_pickle_option
 from vqtool.commands.streaming import FORMATS
 
@@ -29,7 +31,7 @@ from vqtool.commands.streaming import FORMATS
 @click.option("--sort-into", type=click.Path(file_okay=False),
               help="Copy each image into SORT_INTO/<predicted class>/ (below --min-confidence: _uncertain/). "
                    "Originals are never moved or changed; a name already taken gets a numbered name.")
-@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-confidence", type=FiniteFloat(0, 1), default=None,
               help="With --sort-into: images whose top confidence is below this go to _uncertain/.")
 @click.option("--link", is_flag=True, help="With --sort-into: hard-link (else symlink) instead of copying.")
 @click.option("--cam", "cam_dir", type=click.Path(file_okay=False),

@@ -9,12 +9,14 @@ from vqtool.commands import (data_options, detector_training, device_option, out
                              tracking_options, trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset, complete_model
 from vqtool.commands.types import FiniteFloat, OutputPath
+from vqtool.commands.recipe_options import recipe_applied, recipe_options
 
 
 def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr: float = 2e-3):
     """The options `train` and `finetune` share (``@training_options(epochs=5)`` for other defaults)."""
     if command is None:
         return lambda decorated: training_options(decorated, epochs=epochs, batch_size=batch_size, lr=lr)
+    command = recipe_options(command)  # listed after the options below in --help
     for decorator in reversed([
         click.option("--epochs", type=click.IntRange(1), default=epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True),
@@ -53,7 +55,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
 @trust_pickle_option
 @output_options
 def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, scheduler, augment,
-          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out):
+          label_smoothing, early_stop, imgsz, device, out_dir, resume, lr_find, data, tracking, out, **recipe):
     """Train a CNN from scratch on DATASET (default: the embedded digits).
 
     DATASET is a registered name (vqtool datasets) or a folder of class folders;
@@ -64,6 +66,8 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
       vqtool train
       vqtool train fashion-mnist --data-dir ~/data --model smallcnn --epochs 3
       vqtool train ./cifar10 --model simplecnn --augment basic --out runs/cifar
+      vqtool train fashion-mnist --model cnn-bn --recipe strong --epochs 30
+      vqtool train --config runs/cifar/args.json --seed 1
       vqtool train --resume runs/cifar
       vqtool train ./cifar10 --log tensorboard --log mlflow --experiment cifar
       vqtool train ./cifar10 --model resnet18 --lr-find
@@ -74,7 +78,7 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     if task_of(dataset, resume) == DETECTION:  # a YOLO data.yaml or detector run
         print_summary(out, _train_detector(dataset, resume, out_dir, tracking, out), title="training summary")
         return
-    config = config_from_options(model_name, data)
+    config = config_from_options(model_name, data, out)
     check_before_torch("train", dataset, resume, config)
     from vqtool.classification.train import resume_job, train_job
 
@@ -86,11 +90,11 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, weight_decay, 
     print_summary(out, summary, title="LR range test" if lr_find else "training summary")
 
 
-def config_from_options(model_name: str, data):
-    """The TrainConfig of the training options the current command was given."""
+def config_from_options(model_name: str, data, out):
+    """The TrainConfig of the training options the current command was given (a --recipe's values filled in)."""
     from vqtool.classification.config import TrainConfig
 
-    return TrainConfig.from_dict({**click.get_current_context().params, "model": model_name, "seed": data.seed})
+    return TrainConfig.from_dict({**recipe_applied(out), "model": model_name, "seed": data.seed})
 
 
 def check_before_torch(command: str, dataset: str, resume: str | None, config, tune=None) -> None:

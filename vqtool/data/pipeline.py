@@ -25,6 +25,7 @@ from vqtool.reporter import SILENT, Reporter
 
 MEMORY_BUDGET = 6 * 1024**3  # what --no-cache-store decodes into memory at most
 PREFETCH_DEPTH = 3  # batches gathered ahead of the training step
+POLICY_AUGMENTS = ("trivial", "randaugment", "autoaugment")  # data/policies.py; "basic" and "strong": Augmenter
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,8 @@ class Normalizer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, augment: "Augmenter | None" = None) -> torch.Tensor:
+        if self.device.type == "cuda":  # pinned memory: the copy runs asynchronously, overlapping the GPU's work
+            images = images.pin_memory()
         x = images.to(self.device, non_blocking=True).float().div_(255)
         if augment is not None:
             x = augment(x)
@@ -272,11 +275,17 @@ class ImageInputs:
     """A training run's input side for images: shuffling generator, augmentation and normalisation."""
 
     def __init__(self, preprocess: Preprocess, device: torch.device, *, augment: str = "none", flips: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, magnitude: int | None = None):
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
         self.normalize = Normalizer(preprocess, device, channels_last=True)
-        self.augment = Augmenter(augment, flips, self.generator) if augment != "none" else None
+        self.augment = None
+        if augment in POLICY_AUGMENTS:  # each image its own TrivialAugment/RandAugment/AutoAugment operations
+            from vqtool.data.policies import PolicyAugmenter
+
+            self.augment = PolicyAugmenter(augment, preprocess.size, flips, self.generator, magnitude)
+        elif augment != "none":
+            self.augment = Augmenter(augment, flips, self.generator)
 
     def train(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalize(images, self.augment)

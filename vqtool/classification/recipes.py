@@ -1,0 +1,80 @@
+"""Named training recipes (``--recipe``) and option files (``--config``): defaults for the training options.
+
+A recipe is a bundle of option values to start from; options given
+explicitly (on the command line or in a --config file) win over it. The
+values are TrainConfig fields, so what a run used is in its args.json either
+way, with ``recipe`` naming the bundle it started from. No torch here: the
+commands read these before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vqtool.errors import VQError
+
+RECIPES = {
+    # the loop's defaults with the cheap, almost always helpful regularisers
+    "basic": {"augment": "basic", "label_smoothing": 0.1, "warmup_epochs": 1, "scheduler": "cosine",
+              "optimizer": "adamw", "weight_decay": 0.05},
+    # timm / torchvision reference style: TrivialAugment, mixup/CutMix, label smoothing, EMA, warm-up, cosine
+    "strong": {"augment": "trivial", "mixup": 0.2, "cutmix": 1.0, "label_smoothing": 0.1, "ema": 0.9998,
+               "warmup_epochs": 1, "scheduler": "cosine", "optimizer": "adamw", "weight_decay": 0.05},
+}
+
+
+def recipe_values(name: str, explicit: set[str], epochs: int) -> dict:
+    """The values recipe ``name`` sets for the options not in ``explicit`` (its warm-up shortened to leave a run
+    of ``epochs`` at least one epoch of its schedule)."""
+    if name not in RECIPES:
+        raise VQError(f"--recipe {name!r}: choose from {', '.join(RECIPES)}", usage=True)
+    values = {key: value for key, value in RECIPES[name].items() if key not in explicit}
+    if "warmup_epochs" in values:
+        values["warmup_epochs"] = min(values["warmup_epochs"], epochs - 1)
+    return values
+
+
+def describe_recipe(name: str, applied: dict) -> str:
+    """The log line saying what a recipe set and which of its options were given explicitly instead."""
+    settings = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in applied.items())
+    kept = [f"--{key.replace('_', '-')}" for key in RECIPES[name] if key not in applied]
+    return f"recipe {name}: {settings}" + (f" (given explicitly: {', '.join(kept)})" if kept else "")
+
+
+def option_file(path: str) -> tuple[dict, bool]:
+    """(option values, from a run?) of a --config file (YAML or JSON; keys are option names, - or _), or of a
+    run's args.json (its dataset, data, training and fine-tuning arguments)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise VQError(f"--config {path}: {error.strerror or error}", usage=True) from error
+    try:
+        document = json.loads(text) if path.endswith(".json") else _yaml(text)
+    except ValueError as error:
+        raise VQError(f"--config {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({error})",
+                      usage=True) from error
+    if not isinstance(document, dict):
+        raise VQError(f"--config {path}: must hold a mapping of option names to values", usage=True)
+    if isinstance(document.get("args"), dict) and "command" in document:
+        return _run_arguments(document["args"]), True
+    return {str(key).replace("-", "_"): value for key, value in document.items()}, False
+
+
+def _yaml(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error).splitlines()[0]) from error
+
+
+def _run_arguments(args: dict) -> dict:
+    """A run's recorded arguments as option values (``model`` is the --model option's ``model_name``)."""
+    values = {"dataset": args.get("dataset")}
+    for section in ("data", "config", "finetune"):
+        values.update(args.get(section) or {})
+    if "model" in values:
+        values["model_name"] = values.pop("model")
+    return {key: value for key, value in values.items() if value is not None}
