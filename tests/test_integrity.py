@@ -445,3 +445,14 @@ def test_a_detector_run_killed_after_its_last_epoch_resumes_on_its_own_data(run_
     strip_optimizer("run/ultralytics/weights/last.pt")
     assert summary_of(run_cli("train", "--resume", "run", "--json", "-q"))["epochs"] == 1
     assert Path("run/model.pt").is_file() and not list(tmp_path.rglob("coco8*"))
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    from vqtool.runs import folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(folder.time, "strftime", lambda _: "20261202-120000")
+    made = [folder.new_run_dir("train", None) for _ in range(3)]
+    assert [path.name for path in made] == ["train-20261202-120000", "train-20261202-120000-2",
+                                            "train-20261202-120000-3"]
+    assert all(path.is_dir() for path in made)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import itertools
 import json
 import math
 import os
@@ -36,16 +37,39 @@ RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of
 
 
 def new_run_dir(command: str, out: str | None) -> Path:
-    """Create the run folder; an existing non-empty folder is never reused silently."""
-    path = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """Create the run folder; an existing non-empty folder is never reused silently.
+
+    Without ``out`` the folder is named by the command and the time, with a
+    number added when another run started in the same second: claimed by an
+    exclusive mkdir, so concurrent runs never share one.
+    """
+    if not out:
+        return _timestamped_run_dir(Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path = Path(out)
     problem = output_problem(path, folder=True, empty=True)
     if problem:
         raise VQError(f"--out {path}: {problem}", usage=True)
+    _make_run_dir(path, exist_ok=True)
+    return path
+
+
+def _timestamped_run_dir(base: Path) -> Path:
+    for number in itertools.count(1):
+        path = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            _make_run_dir(path, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _make_run_dir(path: Path, exist_ok: bool) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
     except OSError as error:
         raise VQError(f"--out {path}: cannot create it ({error.strerror or first_line(error)})") from error
-    return path
 
 
 def output_problem(path, *, folder: bool | None = False, empty: bool = False) -> str | None:
