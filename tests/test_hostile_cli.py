@@ -320,3 +320,12 @@ def test_summary_numbers_are_formatted_for_reading(key, value, shown):
     from vqtool.commands.output import format_field
 
     assert format_field(key, value) == shown
+
+
+def test_the_training_summary_table_shows_figures_with_their_units(run_cli, tmp_path):
+    import re
+
+    result = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"seconds\s+│\s+[\d.]+ s\b", result.stdout), result.stdout
+    assert re.search(r"images_per_second\s+│\s+[\d,.]+ img/s", result.stdout), result.stdout

@@ -142,7 +142,10 @@ def print_summary(out, summary: dict, title: str) -> None:
     if out.json:
         out.emit(summary)
         return
-    rows = [[key, value] for key, value in summary.items() if key != "hint" and not isinstance(value, (dict, list))]
+    from vqtool.commands.output import format_field
+
+    rows = [[key, format_field(key, value)] for key, value in summary.items()
+            if key != "hint" and not isinstance(value, (dict, list))]
     out.table(["", "value"], rows, title=title)
     if summary.get("hint"):
         out.warn(summary["hint"])
