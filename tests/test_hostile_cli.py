@@ -67,6 +67,7 @@ def with_run_folder(*args) -> Callable[[Path], list]:
 NOT_FINITE = "is not a finite number"
 
 USAGE_CASES = [
+    Case("an unknown option of vqtool itself", argv("--bogus"), 2, ("No such option", "--bogus", "--help")),
     Case("--lr nan", argv("train", "--lr", "nan"), 2, ("--lr", NOT_FINITE)),
     Case("--lr inf", argv("train", "--lr", "inf"), 2, ("--lr", NOT_FINITE)),
     Case("--weight-decay inf", argv("train", "--weight-decay", "inf"), 2, ("--weight-decay", NOT_FINITE)),

@@ -82,6 +82,14 @@ class LazyGroup(click.Group):
             raise click.ClickException(f"the {name} command's entry {target} is not a Click command")
         return command
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        """The root group's own options (``vqtool --bogus``) fail in one line too, as a subcommand's do."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:
+            click.echo(f"Error: {error.format_message()} (see '{info_name} --help')", err=True)
+            sys.exit(2)
+
     def invoke(self, ctx):
         try:
             with sigterm_unwinds():
