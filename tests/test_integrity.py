@@ -236,8 +236,8 @@ def test_a_val_loss_that_is_not_finite_is_divergence(run_cli, monkeypatch):
 
     def nan_at_epoch_2(*args, **kwargs):
         calls.append(1)
-        loss, top1 = validate(*args, **kwargs)
-        return (float("nan") if len(calls) == 2 else loss), top1
+        loss, top1, balanced = validate(*args, **kwargs)
+        return (float("nan") if len(calls) == 2 else loss), top1, balanced
 
     monkeypatch.setattr(loop, "validate", nan_at_epoch_2)
     result = run_cli("train", "--epochs", "3", "--json", "-q", "--out", "run")

@@ -256,6 +256,51 @@ def test_imbalanced_training_data_gets_a_hint_unless_weighted(run_cli, tmp_path)
     assert "imbalanced" not in (weighted["hint"] or "")
 
 
+def test_validation_gives_the_class_balanced_accuracy_beside_the_accuracy():
+    from types import SimpleNamespace
+
+    from vqtool.classification.loop import validate
+    from vqtool.data import Split
+
+    always_first = nn.Linear(1, 3)  # predicts class 0 whatever the image
+    with torch.no_grad():
+        always_first.weight.zero_(), always_first.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    val = Split(labels=torch.tensor([0, 0, 0, 0, 0, 0, 1, 2]), pixels=torch.zeros(8, 1, 1, 1, dtype=torch.uint8))
+    inputs = SimpleNamespace(eval=lambda stored: stored.float().flatten(1), device=torch.device("cpu"))
+    loss, top1, balanced = validate(always_first, val, inputs, batch_size=3)
+    assert top1 == pytest.approx(6 / 8) and balanced == pytest.approx(1 / 3)  # recalls 1, 0, 0
+
+
+def test_the_best_epoch_goes_by_the_selection_metric():
+    from vqtool.classification.loop import selection_metric
+    from vqtool.classification.training_run import ResumeState
+
+    epochs = [{"epoch": 1, "val_loss": 0.5, "val_top1": 0.9, "val_balanced_top1": 0.6},  # the majority class
+              {"epoch": 2, "val_loss": 0.6, "val_top1": 0.8, "val_balanced_top1": 0.7}]
+    for config, best in ((TrainConfig(), 1), (TrainConfig(class_weights="auto"), 2),
+                         (TrainConfig(balanced_sampler=True), 2)):
+        state = ResumeState(planned_epochs=2)
+        for record in epochs:
+            state.add(record, nn.Linear(1, 1), has_val=True, key=selection_metric(config))
+        assert state.best["epoch"] == best
+
+
+def test_balancing_runs_keep_the_epoch_of_the_best_class_balanced_val_accuracy(run_cli, tmp_path):
+    import csv
+
+    tree = make_class_tree(tmp_path / "tree", per_class=4, splits=("val",))
+    make_class_tree(tree, per_class=16, splits=("train",), classes=("horizontal",))
+    make_class_tree(tree, per_class=3, splits=("train",), classes=("vertical",))
+    result = run_cli("train", tree, "--epochs", "4", "--json", "--out", "run", "--class-weights", "auto")
+    summary = summary_of(result)
+    assert "the best epoch is the one of the highest class-balanced val accuracy" in result.stderr
+    with open("run/metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    best = max(rows, key=lambda row: (float(row["val_balanced_top1"]), -float(row["val_loss"])))
+    assert summary["best_epoch"] == int(best["epoch"])
+    assert summary["val_balanced_top1"] == pytest.approx(float(best["val_balanced_top1"]))
+
+
 def test_amp_is_off_on_the_cpu_by_default_and_bf16_is_warned_about():
     from vqtool.compute.precision import amp_dtype
     from vqtool.errors import VQError

@@ -93,7 +93,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
                 trainable = _trainable_ids(model)
         record = run_epoch(trainer, network, train, val, config, epoch, reporter)
         # Record: the best epoch's weights are kept in memory, and in the run folder below.
-        improved = state.add(record, trainer.evaluated, has_val=val is not None)
+        improved = state.add(record, trainer.evaluated, has_val=val is not None, key=selection_metric(config))
         reporter.log(format_epoch(record, config.epochs))
         # Stop: early stopping once val has not improved for --early-stop epochs.
         state.stopped_early = bool(config.early_stop and state.bad_epochs >= config.early_stop)
@@ -154,6 +154,12 @@ def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch
     return resume
 
 
+def selection_metric(config: TrainConfig) -> str:
+    """The val metric the best epoch (and early stopping) goes by: the class-balanced accuracy when the run
+    weights or balances its classes (it asked for every class to count alike), else the accuracy."""
+    return "val_balanced_top1" if config.class_weights or config.balanced_sampler else "val_top1"
+
+
 def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config: TrainConfig, epoch: int,
               reporter: Reporter) -> dict:
     """Train one epoch, validate, step an epoch-wise schedule; the epoch's metrics record."""
@@ -171,8 +177,8 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
         record["head_seconds"], record["head_images_per_second"] = record.pop("seconds"), record.pop("images_per_second")
     if val is not None:
         with trainer.step.precision.autocast():
-            record["val_loss"], record["val_top1"] = validate(trainer.evaluated, val, trainer.inputs,
-                                                              max(256, config.batch_size))
+            record["val_loss"], record["val_top1"], record["val_balanced_top1"] = validate(
+                trainer.evaluated, val, trainer.inputs, max(256, config.batch_size))
         if not math.isfinite(record["val_loss"]):
             raise VQError(f"training diverged at epoch {epoch}: val loss is {record['val_loss']} (train loss "
                           f"{train_loss:.4g}); try a lower --lr")
@@ -223,17 +229,24 @@ def _train_epoch(trainer: Trainer, network, epoch_batches, reporter: Reporter, d
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
-def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[float, float]:
-    """(loss, top-1 accuracy) over the whole val split; with several ranks each scores a share, then sums."""
+def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[float, float, float]:
+    """(loss, top-1 accuracy, class-balanced accuracy: the mean of the recalls of the classes val has) over the
+    whole val split; with several ranks each scores a share, then sums."""
+    classes = int(val.labels.max()) + 1 if len(val) else 1  # of the whole split: every rank sums as many counts
     if distributed.is_distributed():
         val = val.subset(torch.arange(distributed.rank(), len(val), distributed.world_size()))
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(3 + 2 * classes, dtype=torch.float64)  # loss sum, correct, seen; per class: seen, correct
     if len(val):
         logits = logits_with(model, val, inputs.eval, batch_size)
-        sums += torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
-                              (logits.argmax(1) == val.labels).sum().item(), len(val)], dtype=torch.float64)
-    loss_sum, correct, count = distributed.total(sums.to(inputs.device)).tolist()
-    return loss_sum / count, correct / count
+        hits = logits.argmax(1) == val.labels
+        sums[:3] = torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
+                                 hits.sum().item(), len(val)], dtype=torch.float64)
+        sums[3:] = torch.cat([torch.bincount(val.labels, minlength=classes),
+                              torch.bincount(val.labels[hits], minlength=classes)]).double()
+    totals = distributed.total(sums.to(inputs.device)).cpu()
+    loss_sum, correct, count = totals[:3].tolist()
+    seen, recalled = totals[3:3 + classes], totals[3 + classes:]
+    return loss_sum / count, correct / count, (recalled[seen > 0] / seen[seen > 0]).mean().item()
 
 
 def format_epoch(record: dict, epochs: int) -> str:

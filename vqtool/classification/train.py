@@ -229,6 +229,7 @@ def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: 
         "train_top1": best["train_top1"],
         "val_loss": best["val_loss"],
         "val_top1": best["val_top1"] if best["val_loss"] is not None else None,
+        "val_balanced_top1": best.get("val_balanced_top1") if best["val_loss"] is not None else None,
         "images_per_second": mean_of(result.history, "images_per_second"),
         "overfitting": bool(hint and hint.startswith("overfitting")),
         "hint": hint,

@@ -62,11 +62,11 @@ class ResumeState:
     torch_rng: torch.Tensor | None = None
     recipe: dict | None = None  # the training step's own states: the weight average (--ema), the fp16 loss scaler
 
-    def add(self, record: dict, model: nn.Module, has_val: bool) -> bool:
-        """Record an epoch; True when it is the best so far (its weights are kept)."""
+    def add(self, record: dict, model: nn.Module, has_val: bool, key: str = "val_top1") -> bool:
+        """Record an epoch; True when it is the best so far by val metric ``key`` (its weights are kept)."""
         self.epoch = record["epoch"]
         self.history.append(record)
-        if has_val and not _better(record, self.best):
+        if has_val and not _better(record, self.best, key):
             self.bad_epochs += 1
             return False
         self.best, self.bad_epochs = dict(record), 0
@@ -90,9 +90,9 @@ class ResumeState:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _better(record: dict, best: dict) -> bool:
-    """Higher val accuracy, or the same with a lower val loss (small val sets often tie on accuracy)."""
-    return (record["val_top1"], -record["val_loss"]) > (best["val_top1"], -best.get("val_loss", math.inf))
+def _better(record: dict, best: dict, key: str) -> bool:
+    """A higher val metric ``key``, or the same with a lower val loss (small val sets often tie on accuracy)."""
+    return (record[key], -record["val_loss"]) > (best.get(key, -math.inf), -best.get("val_loss", math.inf))
 
 
 class TrainingRun:
