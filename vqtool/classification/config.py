@@ -73,6 +73,12 @@ class TrainConfig:
         """Batches are mixed (mixup or CutMix): targets are soft and train accuracy is against the dominant label."""
         return self.mixup > 0 or self.cutmix > 0
 
+    @property
+    def balances_classes(self) -> bool:
+        """The run weights or balances its classes (--class-weights, --balanced-sampler): every class counts alike,
+        in the loss or the sampling, and in choosing the best epoch."""
+        return bool(self.class_weights or self.balanced_sampler)
+
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}

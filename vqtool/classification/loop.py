@@ -157,7 +157,7 @@ def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch
 def selection_metric(config: TrainConfig) -> str:
     """The val metric the best epoch (and early stopping) goes by: the class-balanced accuracy when the run
     weights or balances its classes (it asked for every class to count alike), else the accuracy."""
-    return "val_balanced_top1" if config.class_weights or config.balanced_sampler else "val_top1"
+    return "val_balanced_top1" if config.balances_classes else "val_top1"
 
 
 def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config: TrainConfig, epoch: int,

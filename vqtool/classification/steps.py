@@ -133,7 +133,7 @@ def describe(config: TrainConfig, step: TrainStep, weights: torch.Tensor | None,
                      f"image's dominant label")
     if step.average:
         lines.append(f"--ema {config.ema}: validation, the best epoch and the checkpoint use the averaged weights")
-    if config.class_weights or config.balanced_sampler:
+    if config.balances_classes:
         lines.append("the best epoch is the one of the highest class-balanced val accuracy (val_balanced_top1: "
                      "the mean of the classes' recalls)")
     return lines

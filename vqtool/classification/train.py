@@ -216,7 +216,7 @@ def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: 
     already weights or balances its classes."""
     best = result.best
     hint = diagnose(result.history)
-    if imbalance and not (config.class_weights or config.balanced_sampler):
+    if imbalance and not config.balances_classes:
         hint = f"{hint}; {imbalance}" if hint else imbalance
     return {
         "run_dir": str(run_dir),
