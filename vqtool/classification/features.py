@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vqtool.data import Split
-from vqtool.data.pipeline import ImageInputs, batches, num_batches
+from vqtool.data.pipeline import ImageInputs, map_batches, num_batches
 from vqtool.data.store import Entry, content_key, save_array
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
@@ -147,15 +147,20 @@ def cache_features(backbone: Backbone, split: Split, images: ImageInputs, views:
 def _features(backbone, split, images, views, augment, reporter, description) -> Split:
     to_input = images.train if augment else images.eval
     size = cache_batch(images.device)
-    per_view = []
+
+    def compute(stored: torch.Tensor) -> torch.Tensor:
+        return backbone(to_input(stored))
+
     with reporter.progress(description, views * num_batches(len(split), size)) as advance:
-        for _ in range(views):
-            computed = []
-            for stored, _ in batches(split, size):
-                computed.append(backbone(to_input(stored)))
-                advance()
-            per_view.append(torch.cat(computed))
-    return Split(labels=split.labels, pixels=torch.stack(per_view, dim=1))
+        first = map_batches(split, size, compute, progress=advance)
+        if views == 1:
+            return Split(labels=split.labels, pixels=first.unsqueeze(1))
+        features = torch.empty((len(split), views, *first.shape[1:]), dtype=first.dtype)
+        features[:, 0] = first
+        del first
+        for view in range(1, views):
+            map_batches(split, size, compute, out=features[:, view], progress=advance)
+    return Split(labels=split.labels, pixels=features)
 
 
 @dataclass

@@ -203,6 +203,32 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, generator: 
         yield (images.pin_memory() if pin else images), split.labels[index]
 
 
+def map_batches(split: Split, batch_size: int, compute, *, out: torch.Tensor | None = None,
+                progress=None) -> torch.Tensor:
+    """``compute(stored batch)`` for every batch of ``split`` in order, written into ``out`` (allocated at the first
+    batch when not given): one tensor of N rows, CPU.
+
+    The results go into one block allocated once, not into a list joined at
+    the end: small results that outlive their batch, allocated among each
+    batch's large temporary tensors, pin the heap (glibc raises its mmap
+    threshold once large blocks are freed, then serves them from the heap),
+    which then grew by about one normalised batch per batch: 0.5 MB per
+    image at 224 px, 9.5 GB over 18,000 images. Copying also lets go of a
+    result that is a view of a larger tensor (a transformer's class token).
+    """
+    start = 0
+    for stored, _ in batches(split, batch_size):
+        result = compute(stored)
+        if out is None:
+            out = torch.empty((len(split), *result.shape[1:]), dtype=result.dtype)
+        out[start:start + len(result)] = result
+        start += len(result)
+        del result  # before the next batch is computed: its memory is reused, not added to
+        if progress:
+            progress()
+    return out if out is not None else torch.empty(0, 0)
+
+
 _DONE = object()
 
 
