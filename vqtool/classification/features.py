@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from vqtool.data import Split
-from vqtool.data.pipeline import ImageInputs, map_batches, num_batches
-from vqtool.data.store import Entry, content_key, save_array
+from vqtool.data.pipeline import ImageInputs, batches, collect, num_batches
+from vqtool.data.store import Entry, content_key, save_array, save_rows
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.models.hooks import watching
@@ -131,36 +131,29 @@ def cache_batch(device: torch.device) -> int:
 
 def cache_features(backbone: Backbone, split: Split, images: ImageInputs, views: int, *, augment: bool,
                    reporter: Reporter, description: str) -> Split:
-    """``split``'s images as the features the head receives: ``views`` passes, augmented when ``augment``.
+    """``split``'s images as the features the head receives, in memory: ``views`` passes, augmented when
+    ``augment``.
 
     Under torchrun each rank computes the features of its share of the images,
     then all ranks exchange them, so every rank holds the whole cache.
     """
+    share = split
+    if distributed.is_distributed():
+        share = split.subset(torch.arange(distributed.rank(), len(split), distributed.world_size()))
+    with reporter.progress(description, num_batches(len(share), cache_batch(images.device))) as advance:
+        features = collect(_feature_blocks(backbone, share, images, views, augment, advance), len(share))
     if not distributed.is_distributed():
-        return _features(backbone, split, images, views, augment, reporter, description)
-    share = split.subset(torch.arange(distributed.rank(), len(split), distributed.world_size()))
-    cached = _features(backbone, share, images, views, augment, reporter, description)
-    return Split(labels=distributed.gather(cached.labels), pixels=distributed.gather(cached.pixels))
+        return Split(labels=split.labels, pixels=features)
+    return Split(labels=distributed.gather(share.labels), pixels=distributed.gather(features))
 
 
 @torch.no_grad()
-def _features(backbone, split, images, views, augment, reporter, description) -> Split:
+def _feature_blocks(backbone, split, images, views, augment, advance) -> Iterator[torch.Tensor]:
+    """The features of each batch of ``split``'s images: B × views × the head's input shape."""
     to_input = images.train if augment else images.eval
-    size = cache_batch(images.device)
-
-    def compute(stored: torch.Tensor) -> torch.Tensor:
-        return backbone(to_input(stored))
-
-    with reporter.progress(description, views * num_batches(len(split), size)) as advance:
-        first = map_batches(split, size, compute, progress=advance)
-        if views == 1:
-            return Split(labels=split.labels, pixels=first.unsqueeze(1))
-        features = torch.empty((len(split), views, *first.shape[1:]), dtype=first.dtype)
-        features[:, 0] = first
-        del first
-        for view in range(1, views):
-            map_batches(split, size, compute, out=features[:, view], progress=advance)
-    return Split(labels=split.labels, pixels=features)
+    for stored, _ in batches(split, cache_batch(images.device)):
+        yield torch.stack([backbone(to_input(stored)) for _ in range(views)], dim=1)
+        advance()
 
 
 @dataclass
@@ -195,13 +188,28 @@ def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: 
     sample = images.eval(wanted["train"].split.pixels[:cache_batch(images.device)])
     with frozen_backbone(model, head, sample, reporter) as backbone:
         for name in missing:
-            want = wanted[name]
-            ready[name] = cache_features(backbone, want.split, images, want.views, augment=want.augment,
-                                         reporter=reporter, description=f"caching {name} features")
-            if store and distributed.is_main():
-                save_array(entries[name], ready[name].pixels, {"kind": "features", "data": recipe.get("data")},
-                           reporter, f"the {name} features")
+            ready[name] = _computed(backbone, name, wanted[name], images, entries.get(name), recipe, reporter)
     return ready
+
+
+def _computed(backbone, name: str, want: Wanted, images: ImageInputs, entry: Entry | None, recipe: dict,
+              reporter: Reporter) -> Split:
+    """One split's features from the backbone: written into the store ``entry`` batch by batch and then read
+    from it like a stored entry (never all in memory), or without an entry (or under torchrun, where the ranks
+    exchange them) kept in memory."""
+    description = f"caching {name} features"
+    if entry is None or distributed.is_distributed():
+        split = cache_features(backbone, want.split, images, want.views, augment=want.augment, reporter=reporter,
+                               description=description)
+        if entry is not None and distributed.is_main():
+            save_array(entry, split.pixels, {"kind": "features", "data": recipe.get("data")}, reporter,
+                       f"the {name} features")
+        return split
+    with reporter.progress(description, num_batches(len(want.split), cache_batch(images.device))) as advance:
+        blocks = _feature_blocks(backbone, want.split, images, want.views, want.augment, advance)
+        index = save_rows(entry, blocks, len(want.split), {"kind": "features", "data": recipe.get("data")}, reporter,
+                          f"the {name} features")
+    return Split(labels=want.split.labels, pixels=entry.open(index))
 
 
 def _weights_digest(model: nn.Module, head: str) -> str:

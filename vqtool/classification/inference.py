@@ -8,7 +8,7 @@ import torch
 
 from vqtool.compute.precision import inference_autocast
 from vqtool.data import Split
-from vqtool.data.pipeline import Normalizer, Preprocess, map_batches
+from vqtool.data.pipeline import Normalizer, Preprocess, batches, collect
 
 
 def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
@@ -29,4 +29,11 @@ def logits_with(model, split: Split, to_input, batch_size: int = 256, progress=N
     """Logits for a split whose stored batches ``to_input`` turns into model input (images or cached features)."""
     if isinstance(model, torch.nn.Module):
         model.eval()
-    return map_batches(split, batch_size, lambda stored: model(to_input(stored)).float().cpu(), progress=progress)
+    return collect(_logits(model, split, to_input, batch_size, progress), len(split))
+
+
+def _logits(model, split: Split, to_input, batch_size: int, progress):
+    for stored, _ in batches(split, batch_size):
+        yield model(to_input(stored)).float().cpu()
+        if progress:
+            progress()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -207,13 +208,15 @@ def _build(entry: Entry, files, labels, shape, recipe, workers, reporter, what) 
     return index
 
 
-def _write_at(file, rows: np.ndarray, offset: int) -> None:
-    """``rows`` written at ``offset`` and made durable (the space was reserved, so this does not run out of it)."""
+def _write_at(file, rows: np.ndarray, offset: int, durable: bool = True) -> None:
+    """``rows`` written at ``offset`` (and made durable, with ``durable``); the space was reserved, so this does not
+    run out of it."""
     view = memoryview(rows).cast("B")
     while view:
         written = os.pwrite(file.fileno(), view, offset)
         view, offset = view[written:], offset + written
-    os.fsync(file.fileno())
+    if durable:
+        os.fsync(file.fileno())
 
 
 def _common_folder(files: list[str]) -> str:
@@ -228,18 +231,33 @@ def _common_folder(files: list[str]) -> str:
 
 def save_array(entry: Entry, array: torch.Tensor, index: dict, reporter: Reporter, what: str) -> None:
     """Store ``array`` (N×..., on the CPU) as ``entry``, unless another process did meanwhile."""
+    row_bytes = max(1, array[0].numel() * array.element_size()) if len(array) else 1
+    save_rows(entry, array.split(max(1, CHUNK_BYTES // row_bytes)), len(array), index, reporter, what)
+
+
+def save_rows(entry: Entry, blocks, rows: int, index: dict, reporter: Reporter, what: str) -> dict:
+    """Store the row blocks (CPU tensors of one dtype and row shape) of a ``rows``-row array as ``entry``, each
+    written as it comes, so that the array is never whole in memory; the entry's index. ``blocks`` is not drawn
+    from when another process stored the entry meanwhile."""
     with entry.locked(reporter, f"storing {what}"):
-        if entry.index() is not None:
-            return
-        row_bytes = max(1, array[0].numel() * array.element_size()) if len(array) else 1
-        entry.reserve(len(array) * row_bytes)
+        if (done := entry.index()) is not None:
+            return done
+        blocks = iter(blocks)
+        first = next(blocks)
+        row_bytes = max(1, first[0].numel() * first.element_size()) if len(first) else 1
+        entry.reserve(rows * row_bytes)
+        offset = 0
         with open(entry.data, "r+b") as file:
-            for chunk in array.split(max(1, CHUNK_BYTES // row_bytes)):
-                file.write(chunk.contiguous().numpy().tobytes())
-            file.flush()
+            for block in itertools.chain([first], blocks):
+                _write_at(file, block.contiguous().numpy(), offset, durable=False)
+                offset += len(block) * row_bytes
             os.fsync(file.fileno())
-        entry.complete({**index, "format": FORMAT_VERSION, "dtype": str(array.numpy().dtype),
-                        "shape": list(array.shape), "created": time.time(), "what": what})
+        if offset != rows * row_bytes:
+            raise VQError(f"storing {what}: {offset // row_bytes} rows computed, {rows} expected")
+        index = {**index, "format": FORMAT_VERSION, "dtype": str(first.numpy().dtype), "shape": [rows, *first.shape[1:]],
+                 "created": time.time(), "what": what}
+        entry.complete(index)
+        return index
 
 
 def remembered(pixels, name: str, compute):
