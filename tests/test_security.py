@@ -434,7 +434,7 @@ def test_hostile_label_caches_of_every_split_and_folder_are_refused(run_cli, gen
     with open(cache, "wb") as f:
         np.save(f, np.array({"labels": [Shell(marker)], "version": "1.0.3"}, dtype=object), allow_pickle=True)
     args = ("train", data, "--epochs", "1", "--imgsz", "32") if split == "train" else (
-        "eval", genuine, data, "--split", split, "--imgsz", "32")
+        "eval", genuine, data, "--split", split)
     assert_refused(run_cli(*args), cache, "posix.system", marker)
 
 
@@ -561,12 +561,13 @@ def test_train_refuses_a_model_yaml_that_would_run_code(run_cli, scene, marker):
 
 
 def nested_yaml(folder: Path, marker) -> Path:
-    """A model yaml whose second layer is a whole model, built from another yaml whose activation runs code."""
+    """A model yaml whose second layer is a whole model, built from another yaml whose activation runs code
+    (named relative to the working folder, which ``folder`` is: parse_model's literal_eval fails on a '/')."""
     inner = folder / "inner.yaml"
     inner.write_text(f"nc: 2\nactivation: \"{touch_code(marker)}\"\n"
                      "backbone:\n  - [-1, 1, Conv, [16, 3, 2]]\nhead:\n  - [[0], 1, Detect, [nc]]\n")
     outer = folder / "nested.yaml"
-    outer.write_text(f"nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, DetectionModel, ['{inner}']]\n"
+    outer.write_text(f"nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, DetectionModel, [{inner.name}]]\n"
                      "head:\n  - [[0], 1, Detect, [nc]]\n")
     return outer
 
