@@ -13,10 +13,7 @@ import io
 import json
 import os
 import pickle
-import shutil
 import struct
-import subprocess
-import sys
 import tarfile
 import zipfile
 import zlib
