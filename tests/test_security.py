@@ -614,6 +614,16 @@ def test_finetune_refuses_a_checkpoint_whose_model_yaml_nests_or_loads(run_cli, 
                    says, marker)
 
 
+def test_finetune_of_a_checkpoint_whose_model_yaml_does_not_build_is_one_line(run_cli, scene, genuine, tmp_path):
+    checkpoint = torch.load(genuine, map_location="cpu", weights_only=False)
+    checkpoint["model"].yaml["backbone"][0] = [-1, 1, "Conv", ["sixteen", 3, 2]]
+    torch.save(checkpoint, scene["file"])
+    result = run_cli("finetune", scene["data"], "--weights", scene["file"], "--epochs", "1", "--out", tmp_path / "ft")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"Error: {scene['file']}: its model yaml does not build")
+    assert not (tmp_path / "ft").exists()
+
+
 @pytest.mark.parametrize("text", ["backbone: [", "- just\n- a list\n", "nc: 2\n", "\x00\x01binary"])
 def test_model_yamls_that_are_not_models_are_one_line_errors(run_cli, scene, text):
     model = scene["tmp"] / "bad.yaml"

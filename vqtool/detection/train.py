@@ -115,9 +115,26 @@ def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None,
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
     args = ultralytics_train_args(training)
     model = load_detector(weights)
+    check_rebuilds(model)
     args["freeze"] = frozen_layers(model, freeze)
     return _train(model, dataset_spec, args, out_dir, reporter, "finetune",
                   {"weights": str(model.ckpt_path), "freeze": args["freeze"]}, tracking)
+
+
+def check_rebuilds(model) -> None:
+    """Ultralytics rebuilds a checkpoint's model from its (checked) yaml to train it: a yaml whose layers do not
+    fit together fails here, in one line, before anything is written."""
+    import copy
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    spec = copy.deepcopy(model.model.yaml)  # parse_model rewrites the rows it reads
+    try:
+        with keeping_threads():
+            DetectionModel(spec, ch=spec.get("channels", 3), nc=len(model.names), verbose=False)
+    except Exception as error:  # parse_model and the layers' constructors fail in any way
+        raise VQError(f"{model.ckpt_path}: its model yaml does not build a model ({type(error).__name__}: "
+                      f"{first_line(error)})") from error
 
 
 def frozen_layers(model, freeze) -> int:
@@ -202,6 +219,7 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     data = recorded_data(run, recorded)
     model = load_detector(str(last))
     check_resumable(model.ckpt, last)
+    check_rebuilds(model)
     _check_resumed_files(last, data)
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}

@@ -29,8 +29,9 @@ earlier checks only refuse sooner, with the kind of file named.
 
 ``--trust-pickle`` (``VQTOOL_TRUST_PICKLE=1``) skips the check for a file the
 user trusts. Nothing here imports torch or Ultralytics unless a name needs
-resolving; resolving ``ultralytics.*`` names imports Ultralytics, so callers
-prepare it first (vqtool.detection.ultralytics_env).
+resolving, and a name is resolved only in a library already imported: the
+callers that expect ``ultralytics.*`` names prepare Ultralytics first
+(vqtool.detection.ultralytics_env); elsewhere such a name is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import io
 import os
 import pickle
 import pickletools
+import sys
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Iterator, NamedTuple
@@ -102,6 +104,8 @@ class Allowlist:
         if dotted in self.names:
             return True
         in_package = any(module == p or module.startswith(p + ".") for p in self.module_packages)
+        if module.partition(".")[0] not in sys.modules:  # never import a library just to judge a file
+            return False
         return (in_package or module in self.class_modules) and _is_allowed_class(
             module, name, nn_module=module not in self.class_modules)
 
