@@ -392,7 +392,8 @@ def test_guarded_loaders_check_what_any_library_unpickles(marker, genuine, tmp_p
 
 
 def test_ultralytics_own_loaders_are_guarded(marker, genuine, tmp_path):
-    """Paths vqtool does not check itself (a distillation teacher, any label cache) meet the check all the same."""
+    """Paths vqtool does not check itself (a distillation teacher, any label cache, any backend) meet the check
+    all the same."""
     from vqtool.detection.ultralytics_env import load_ultralytics
     from vqtool.pickles import UnsafeFile
 
@@ -405,7 +406,10 @@ def test_ultralytics_own_loaders_are_guarded(marker, genuine, tmp_path):
     cache.parent.mkdir(parents=True)
     with open(cache, "wb") as f:
         np.save(f, np.array({"labels": [Shell(marker)]}, dtype=object), allow_pickle=True)
-    for load in (lambda: load_checkpoint(str(evil)), lambda: load_dataset_cache_file(cache)):
+    from ultralytics.nn.autobackend import AutoBackend
+
+    for load in (lambda: load_checkpoint(str(evil)), lambda: load_dataset_cache_file(cache),
+                 lambda: AutoBackend(str(evil), device=torch.device("cpu"))):
         with pytest.raises(UnsafeFile, match="posix.system"):
             load()
     assert not marker.exists()
@@ -530,6 +534,7 @@ LAYERS = {"backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "nn.Upsample", [None
     ({**LAYERS, "head": [[-1, 1, "torchvision.ops.DeformConv2d", [16, 16, 3]]]}, "torchvision.ops"),
     ({**LAYERS, "head": [[-1, 1, "Conv", [16, {"cfg": "other.yaml"}]]]}, "args are not plain"),
     ({**LAYERS, "head": [[-1, 1, "Conv"]]}, "not \\[from, repeats, module, args\\]"),
+    ({**LAYERS, "nc": torch.nn.Identity()}, "values other than numbers"),
     ({"backbone": "Conv"}, "no backbone and head"),
     ([LAYERS], "not a mapping"),
 ])

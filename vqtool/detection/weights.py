@@ -132,6 +132,8 @@ LOADING_LAYERS = frozenset({"TorchVision"})
 def _spec_problem(spec) -> str | None:
     if not isinstance(spec, dict):
         return "is not a mapping"
+    if not _is_plain(spec):  # a checkpoint's yaml is unpickled: it could hold objects parse_model would use
+        return "holds values other than numbers, strings, lists and mappings"
     activation = spec.get("activation")
     if activation and not _is_activation(activation):
         return f"has activation {activation!r:.80}"
@@ -151,6 +153,14 @@ def _layer_problem(layer) -> str | None:
     if not (_is_literal(origin) and isinstance(repeats, int) and isinstance(args, list) and _is_literal(args)):
         return f"has a {module} layer whose from, repeats or args are not plain numbers, strings and lists"
     return None
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(map(_is_plain, value))
+    return _is_literal(value)
 
 
 def _is_literal(value) -> bool:
