@@ -39,6 +39,8 @@ ZIP64_LOCATOR = struct.Struct("<4sIQI")
 DESCRIPTOR = struct.Struct("<4sIII")
 SIGNATURES = {LOCAL: b"PK\x03\x04", CENTRAL: b"PK\x01\x02", END: b"PK\x05\x06", ZIP64_END: b"PK\x06\x06",
               ZIP64_LOCATOR: b"PK\x06\x07", DESCRIPTOR: b"PK\x07\x08"}
+RECORD_NAMES = {LOCAL: "a local header", CENTRAL: "a central directory entry", END: "its end record",
+                ZIP64_END: "its zip64 end record", ZIP64_LOCATOR: "its zip64 locator", DESCRIPTOR: "a data descriptor"}
 DESCRIPTOR_FLAG, UTF8_FLAG = 0x0008, 0x0800
 STORED = 0
 TOO_LARGE = 0xFFFFFFFF  # a 32-bit field that defers to a zip64 extra field (which torch.save writes only past 4 GB)
@@ -195,7 +197,7 @@ def _unpack(layout: struct.Struct, f: IO[bytes], offset: int) -> tuple:
 
 def _unpack_from(layout: struct.Struct, data: bytes, at: int) -> tuple:
     if at + layout.size > len(data) or data[at:at + 4] != SIGNATURES[layout]:
-        raise Unusual(f"without the {SIGNATURES[layout]!r} record where its directory says")
+        raise Unusual(f"without {RECORD_NAMES[layout]} where it should be (damaged, cut short, or data appended)")
     return layout.unpack_from(data, at)
 
 
