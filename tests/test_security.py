@@ -381,6 +381,7 @@ def test_guarded_loaders_check_what_any_library_unpickles(marker, genuine, tmp_p
         np.save(f, np.array({"labels": [Shell(marker)]}, dtype=object), allow_pickle=True)
     for load in (lambda: torch.load(evil, weights_only=False), lambda: torch.load(evil),
                  lambda: torch.serialization.load(evil, weights_only=False),
+                 lambda: torch.load(f=evil, weights_only=False), lambda: np.load(file=cache, allow_pickle=True),
                  lambda: np.load(cache, allow_pickle=True), lambda: np.load(cache, None, True),
                  lambda: torch.load(io.BytesIO(evil.read_bytes()), weights_only=False)):
         with pytest.raises(UnsafeFile, match="posix.system"):

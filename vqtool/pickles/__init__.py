@@ -192,22 +192,23 @@ def guard_loaders() -> None:
     import torch
     import torch.serialization
 
-    checked_torch = _checking(torch.load, TORCH_FILE, lambda args, kwargs: kwargs.get("weights_only") is not True)
+    checked_torch = _checking(torch.load, "f", TORCH_FILE,
+                              lambda args, kwargs: kwargs.get("weights_only") is not True)
     torch.load = torch.serialization.load = checked_torch
-    numpy.load = _checking(numpy.load, NUMPY_PICKLE,
-                           lambda args, kwargs: kwargs.get("allow_pickle", len(args) > 1 and args[1]))
+    numpy.load = _checking(numpy.load, "file", NUMPY_PICKLE,
+                           lambda args, kwargs: kwargs.get("allow_pickle", len(args) > 2 and args[2]))
 
 
-def _checking(load, allowlist: Allowlist, unpickles):
-    """``load`` that first checks the file when ``unpickles(args, kwargs)`` (itself if it already does)."""
+def _checking(load, file_parameter: str, allowlist: Allowlist, unpickles):
+    """``load`` that first checks its file when ``unpickles(args, kwargs)`` (itself if it already does)."""
     if getattr(load, "checks_pickles", False):
         return load
 
     @functools.wraps(load)
-    def checked(file, *args, **kwargs):
+    def checked(*args, **kwargs):
         if unpickles(args, kwargs):
-            check(file, allowlist)
-        return load(file, *args, **kwargs)
+            check(args[0] if args else kwargs.get(file_parameter), allowlist)
+        return load(*args, **kwargs)
 
     checked.checks_pickles = True
     return checked
