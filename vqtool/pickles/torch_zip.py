@@ -112,14 +112,13 @@ def _end_records(f: IO[bytes], size: int) -> tuple[int, int, int, int]:
 def _central_directory(data: bytes, count: int) -> list[Entry]:
     entries, at = [], 0
     for _ in range(count):
-        fields = _unpack_from(CENTRAL, data, at)
-        flags, method, crc, packed, size, name_length, extra_length, comment_length, disk = (
-            fields[3], fields[4], fields[7], fields[8], fields[9], fields[10], fields[11], fields[12], fields[13])
+        (_, _, _, flags, method, _, _, crc, packed, size, name_length, extra_length, comment_length, disk, _, _,
+         offset) = _unpack_from(CENTRAL, data, at)
         name = _name(data[at + CENTRAL.size:at + CENTRAL.size + name_length])
         if extra_length or comment_length or disk:
             raise Unusual(f"with extra fields or a comment on {name} in its central directory")
         _check_stored(name, flags, method, packed, size)
-        entries.append(Entry(name, flags, crc, size, fields[16]))
+        entries.append(Entry(name, flags, crc, size, offset))
         at += CENTRAL.size + name_length
     if at != len(data):
         raise Unusual("whose central directory is not the size its end record says")
@@ -187,8 +186,8 @@ def _local_entry_end(f: IO[bytes], entry: Entry) -> int:
 
 def _data_start(f: IO[bytes], entry: Entry) -> int:
     """Where an entry's data begins, counted from its local header (as miniz counts it)."""
-    fields = _unpack(LOCAL, f, entry.offset)
-    return LOCAL.size + fields[9] + fields[10]
+    *_, name_length, extra_length = _unpack(LOCAL, f, entry.offset)
+    return LOCAL.size + name_length + extra_length
 
 
 def _unpack(layout: struct.Struct, f: IO[bytes], offset: int) -> tuple:
