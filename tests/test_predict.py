@@ -90,6 +90,22 @@ def test_eval_predictions_csv_and_refusals(run_cli, stripes_run, tmp_path):
     assert wrong.exit_code == 2 and ".csv or .jsonl" in wrong.stderr
 
 
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to mount a read-only filesystem")
+def test_eval_predictions_on_a_read_only_filesystem_is_one_line(stripes_run, tmp_path):
+    """The temporary file's cleanup must not fail where nothing could be written (unlink says EROFS there)."""
+    run, _, _ = stripes_run
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    script = (f"mount -t tmpfs -o ro tmpfs '{readonly}' || exit 99; "
+              f"exec '{sys.executable}' -m vqtool eval '{run}' -q --predictions '{readonly}/rows.csv'")
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode == 99 or "unshare:" in result.stderr:
+        pytest.skip(f"no read-only mount here ({result.stderr.strip()[:80]})")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"Error: {readonly}/rows.csv: cannot write it (Read-only file system)")
+
+
 def test_every_source_kind(run_cli, stripes_run, tmp_path):
     run, tree, _ = stripes_run
     first = tree / "val" / "horizontal" / "horizontal_0.png"

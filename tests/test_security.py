@@ -7,12 +7,16 @@ what it refused, the marker never appearing; genuine files open unchanged and
 ``--trust-pickle`` opens a file the user trusts.
 """
 
+import contextlib
 import datetime
 import io
 import json
 import os
 import pickle
+import struct
 import tarfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +117,101 @@ def legacy_tar(marker) -> bytes:
     return buffer.getvalue()
 
 
+# --- zip checkpoints whose pickle torch's reader and another reader could find differently ------------
+
+
+def zip_parts(members, base: int = 0) -> tuple[bytes, bytes]:
+    """The local headers with data, and the central directory (offsets counted from ``base``), of stored members."""
+    local, central = b"", b""
+    for name, data in members:
+        raw, crc = name.encode(), zlib.crc32(data)
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, len(data), len(data),
+                               len(raw), 0, 0, 0, 0, 0, base + len(local)) + raw
+        local += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data), len(raw),
+                             0) + raw + data
+    return local, central
+
+
+def end_record(count: int, size: int, offset: int, comment: bytes = b"") -> bytes:
+    return struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, size, offset, len(comment)) + comment
+
+
+def archive(members, base: int = 0, comment: bytes = b"") -> bytes:
+    local, central = zip_parts(members, base)
+    return local + central + end_record(len(members), len(central), base + len(local), comment)
+
+
+def records(pickled: bytes, root: str = "archive") -> list[tuple[str, bytes]]:
+    """The records torch.load needs: the pickle, the byte order and the format version."""
+    return [(f"{root}/data.pkl", pickled), (f"{root}/byteorder", b"little"), (f"{root}/version", b"3\n")]
+
+
+def pickles_of_one_length(marker) -> tuple[bytes, bytes]:
+    """(the hostile pickle, a harmless one of the same length): archives of either have the same layout."""
+    hostile = pickle.dumps(Shell(marker), protocol=2)
+    harmless = next(p for k in range(len(hostile)) if len(p := pickle.dumps("x" * k, protocol=2)) == len(hostile))
+    return hostile, harmless
+
+
+def directory_counted_from_a_prefix(marker) -> bytes:
+    """torch's reader takes the end record's directory offset as it is and finds the hostile archive first;
+    Python's zipfile reads the offset as counted from a prefix and finds the harmless one after it."""
+    hostile, harmless = pickles_of_one_length(marker)
+    hostile_local, hostile_directory = zip_parts(records(hostile))
+    harmless_local, harmless_directory = zip_parts(records(harmless))
+    return (hostile_local + hostile_directory + harmless_local + harmless_directory
+            + end_record(3, len(harmless_directory), len(hostile_local)))
+
+
+def duplicate_names(marker, hostile_first: bool, name: str = "archive/data.pkl") -> bytes:
+    hostile, harmless = pickles_of_one_length(marker)
+    members = [(name, hostile), *records(harmless)] if hostile_first else [*records(harmless), (name, hostile)]
+    return archive(members)
+
+
+def local_header_renamed(marker) -> bytes:
+    """The directory names data.pkl; the local header it points to names another member."""
+    hostile, _ = pickles_of_one_length(marker)
+    data = archive(records(hostile))
+    return data.replace(b"archive/data.pkl", b"archive/data.pkx", 1)
+
+
+def compressed(marker) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in records(pickle.dumps(Shell(marker), protocol=2)):
+            zipped.writestr(name, data)
+    return buffer.getvalue()
+
+
+def genuine_archive(genuine: Path) -> bytes:
+    return genuine.read_bytes()
+
+
+# name -> the archive's bytes from (marker, genuine checkpoint), and whether torch.load runs its code
+HOSTILE_ZIPS = {
+    "directory counted from a prefix": (lambda m, g: directory_counted_from_a_prefix(m), True),
+    "duplicate data.pkl, hostile first": (lambda m, g: duplicate_names(m, hostile_first=True), True),
+    "duplicate data.pkl, hostile second": (lambda m, g: duplicate_names(m, hostile_first=False), False),
+    "duplicate data.pkl in other case": (lambda m, g: duplicate_names(m, True, "archive/DATA.PKL"), False),
+    "data before the first entry": (lambda m, g: b"PK\x03\x04" + bytes(60) + archive(
+        records(pickle.dumps(Shell(m), protocol=2)), base=64), True),
+    "second archive appended": (lambda m, g: (lambda first: first + archive(
+        records(pickle.dumps(Shell(m), protocol=2)), base=len(first)))(genuine_archive(g)), True),
+    "trailing data after the end record": (lambda m, g: archive(records(pickle.dumps(Shell(m), protocol=2)),
+                                                                comment=b"x" * 16)[:-16] + b"x" * 8, False),
+    "comment after the end record": (lambda m, g: archive(records(pickle.dumps(Shell(m), protocol=2)),
+                                                          comment=b"hello"), True),
+    "another root folder": (lambda m, g: archive([*records(pickles_of_one_length(m)[1]),
+                                                  *records(pickle.dumps(Shell(m)), root="other")]), False),
+    "another pickle member": (lambda m, g: archive([*records(pickles_of_one_length(m)[1]),
+                                                    ("archive/constants.pkl", pickle.dumps(Shell(m)))]), False),
+    "local header disagreeing with the directory": (lambda m, g: local_header_renamed(m), True),
+    "compressed data.pkl": (lambda m, g: compressed(m), True),
+}
+RUNS_IN_TORCH = [name for name, (_, runs) in HOSTILE_ZIPS.items() if runs]
+
+
 def with_activation(genuine: Path, marker, path: Path) -> None:
     """The genuine checkpoint with a model yaml whose activation Ultralytics evals when it rebuilds the model."""
     checkpoint = torch.load(genuine, map_location="cpu", weights_only=False)
@@ -137,8 +236,17 @@ HOSTILE = {
                              "calls ultralytics.nn.tasks.DetectionModel"),
     "legacy tar": (lambda path, m, g: path.write_bytes(legacy_tar(m)), "tar archive"),
     "model yaml activation": (lambda path, m, g: with_activation(g, m, path), "activation"),
+    "zip read two ways": (lambda path, m, g: path.write_bytes(directory_counted_from_a_prefix(m)), "zip archive"),
 }
 UNPICKLED_BY_TORCH = [name for name in HOSTILE if name != "model yaml activation"]
+
+
+@contextlib.contextmanager
+def unchecked():
+    """As --trust-pickle: the guarded torch.load and numpy.load (vqtool.pickles.guard_loaders) check nothing."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VQTOOL_TRUST_PICKLE", "1")
+        yield
 
 
 def run_unchecked(path: Path) -> None:
@@ -149,8 +257,9 @@ def run_unchecked(path: Path) -> None:
     from ultralytics.nn.tasks import DetectionModel
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        DetectionModel(checkpoint["model"].yaml)
+        with unchecked():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            DetectionModel(checkpoint["model"].yaml)
     except Exception:  # the payloads break what follows them; what counts is that they ran
         pass
 
@@ -177,6 +286,8 @@ COMMANDS = [
     ("eval {file} {data}", "file"),
     ("confusion {file} {data}", "file"),
     ("detect {images} -w {file}", "file"),
+    ("detect {images} -w {file} --format csv", "file"),
+    ("predict {images} -w {file}", "file"),
     ("export {file} -o {tmp}/out.onnx", "file"),
     ("finetune {data} --weights {file} --epochs 1", "file"),
     ("eval {run} {data}", "run/model.pt"),
@@ -204,7 +315,8 @@ def command_line(template: str, scene: dict) -> list[str]:
     return template.format(**{key: str(value) for key, value in scene.items()}).split()
 
 
-@pytest.mark.parametrize("kind", ["plain pickle", "torch zip", "torch legacy", "model yaml activation"])
+@pytest.mark.parametrize("kind", ["plain pickle", "torch zip", "torch legacy", "model yaml activation",
+                                  "zip read two ways"])
 @pytest.mark.parametrize("template, place", COMMANDS)
 def test_every_command_refuses_a_hostile_checkpoint(run_cli, scene, genuine, marker, template, place, kind):
     path = scene["tmp"] / PLACES[place]
@@ -220,6 +332,152 @@ def test_every_kind_of_hostile_pickle_is_refused(run_cli, scene, genuine, marker
     assert_refused(run_cli("detect", scene["images"], "-w", scene["file"]), scene["file"], named, marker)
 
 
+@pytest.mark.parametrize("kind", RUNS_IN_TORCH)
+def test_each_hostile_zip_does_run_code_through_torch_load(kind, marker, genuine, tmp_path):
+    (tmp_path / "evil.pt").write_bytes(HOSTILE_ZIPS[kind][0](marker, genuine))
+    with unchecked(), contextlib.suppress(Exception):
+        torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_zipfile_and_torch_read_different_pickles_from_one_archive(marker, tmp_path):
+    """Why the check has its own reader: Python's zipfile finds the harmless pickle where torch finds the other."""
+    hostile, harmless = pickles_of_one_length(marker)
+    (tmp_path / "evil.pt").write_bytes(directory_counted_from_a_prefix(marker))
+    assert zipfile.ZipFile(tmp_path / "evil.pt").read("archive/data.pkl") == harmless
+    with unchecked(), contextlib.suppress(Exception):
+        torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE_ZIPS)
+def test_every_ambiguous_zip_is_refused(run_cli, scene, genuine, marker, kind):
+    scene["file"].write_bytes(HOSTILE_ZIPS[kind][0](marker, genuine))
+    assert_refused(run_cli("detect", scene["images"], "-w", scene["file"]), scene["file"], "zip archive", marker)
+
+
+def test_an_archive_as_torch_save_writes_it_passes(tmp_path):
+    """torch.save's own layout (data descriptors, alignment padding, zip64 end records) and vqtool's test
+    writer's (none of them) both pass, tensors and all."""
+    from vqtool.pickles import TORCHVISION_WEIGHTS, check
+
+    torch.save({"weight": torch.ones(3, 3), "bias": torch.zeros(3)}, tmp_path / "saved.pt")
+    check(tmp_path / "saved.pt", TORCHVISION_WEIGHTS)
+    (tmp_path / "written.pt").write_bytes(archive(records(pickle.dumps({"a": 1}, protocol=2))))
+    check(tmp_path / "written.pt", TORCHVISION_WEIGHTS)
+    assert torch.load(tmp_path / "written.pt", weights_only=False) == {"a": 1}
+
+
+# --- the guarded loaders: whatever a library unpickles is checked ---------------------------------
+
+
+def test_guarded_loaders_check_what_any_library_unpickles(marker, genuine, tmp_path):
+    from vqtool.pickles import UnsafeFile, guard_loaders
+
+    guard_loaders()
+    evil, cache = tmp_path / "evil.pt", tmp_path / "labels.cache"
+    torch.save({"model": Shell(marker)}, evil)
+    with open(cache, "wb") as f:
+        np.save(f, np.array({"labels": [Shell(marker)]}, dtype=object), allow_pickle=True)
+    for load in (lambda: torch.load(evil, weights_only=False), lambda: torch.load(evil),
+                 lambda: torch.serialization.load(evil, weights_only=False),
+                 lambda: torch.load(f=evil, weights_only=False), lambda: np.load(file=cache, allow_pickle=True),
+                 lambda: np.load(cache, allow_pickle=True), lambda: np.load(cache, None, True),
+                 lambda: torch.load(io.BytesIO(evil.read_bytes()), weights_only=False)):
+        with pytest.raises(UnsafeFile, match="posix.system"):
+            load()
+    assert not marker.exists()
+    assert torch.load(genuine, weights_only=False)["model"] is not None
+    with pytest.raises(pickle.UnpicklingError):  # weights_only=True: torch's own restricted unpickler decides
+        torch.load(evil, weights_only=True)
+
+
+def test_ultralytics_own_loaders_are_guarded(marker, genuine, tmp_path):
+    """Paths vqtool does not check itself (a distillation teacher, any label cache, any backend) meet the check
+    all the same."""
+    from vqtool.detection.ultralytics_env import load_ultralytics
+    from vqtool.pickles import UnsafeFile
+
+    load_ultralytics()
+    from ultralytics.data.utils import load_dataset_cache_file
+    from ultralytics.nn.tasks import load_checkpoint
+
+    evil, cache = tmp_path / "teacher.pt", tmp_path / "deep" / "labels" / "nested.cache"
+    torch.save({"model": Shell(marker)}, evil)
+    cache.parent.mkdir(parents=True)
+    with open(cache, "wb") as f:
+        np.save(f, np.array({"labels": [Shell(marker)]}, dtype=object), allow_pickle=True)
+    from ultralytics.nn.autobackend import AutoBackend
+
+    for load in (lambda: load_checkpoint(str(evil)), lambda: load_dataset_cache_file(cache),
+                 lambda: AutoBackend(str(evil), device=torch.device("cpu"))):
+        with pytest.raises(UnsafeFile, match="posix.system"):
+            load()
+    assert not marker.exists()
+    assert load_checkpoint(str(genuine))[0] is not None
+
+
+@pytest.mark.parametrize("split, folder", [("train", "train"), ("val", "val"), ("test", "val"),
+                                           ("val", "val/nested")])
+def test_hostile_label_caches_of_every_split_and_folder_are_refused(run_cli, genuine, marker, tmp_path, split,
+                                                                    folder):
+    data = make_yolo_dataset(tmp_path / "shapes", train=2, val=2)
+    root = data.parent
+    if folder == "val/nested":  # the val images in a subfolder: Ultralytics reads labels/val/nested.cache
+        (root / "images" / "val" / "nested").mkdir()
+        (root / "labels" / "val" / "nested").mkdir()
+        for image in sorted((root / "images" / "val").glob("*.png")):
+            image.rename(root / "images" / "val" / "nested" / image.name)
+        for label in sorted((root / "labels" / "val").glob("*.txt")):
+            label.rename(root / "labels" / "val" / "nested" / label.name)
+    if split == "test":
+        data.write_text(data.read_text() + "test: images/val\n")
+    cache = root / "labels" / f"{folder}.cache"
+    with open(cache, "wb") as f:
+        np.save(f, np.array({"labels": [Shell(marker)], "version": "1.0.3"}, dtype=object), allow_pickle=True)
+    args = ("train", data, "--epochs", "1", "--imgsz", "32") if split == "train" else (
+        "eval", genuine, data, "--split", split)
+    assert_refused(run_cli(*args), cache, "posix.system", marker)
+
+
+# --- resuming a detector run reads only the run's own files ---------------------------------------
+
+
+def with_train_args(genuine: Path, path: Path, **args) -> None:
+    checkpoint = torch.load(genuine, map_location="cpu", weights_only=False)
+    checkpoint.update(epoch=0, optimizer={}, train_args={"epochs": 3, "amp": False, **args})
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("args, says", [
+    ({"distill_model": "{tmp}/teacher.pt"}, "distillation teacher"),
+    ({"distill_model": "https://example.com/teacher.pt"}, "distillation teacher"),
+    ({"pretrained": "{tmp}/teacher.pt"}, "pretrained weights"),
+    ({"cache": "https://example.com/x"}, "URL"),
+    ({"amp": True}, "AMP check"),
+])
+def test_resume_refuses_a_state_that_would_load_or_download_other_files(run_cli, scene, genuine, marker, args,
+                                                                         says):
+    HOSTILE["torch zip"][0](scene["tmp"] / "teacher.pt", marker, genuine)
+    last = scene["run"] / "ultralytics" / "weights" / "last.pt"
+    with_train_args(genuine, last, **{k: v.format(tmp=scene["tmp"]) if isinstance(v, str) else v
+                                      for k, v in args.items()})
+    result = run_cli("train", "--resume", scene["run"])
+    assert result.exit_code == 1 and str(last) in result.stderr and says in result.stderr, result.output
+    assert result.stderr.count("\n") == 1 and not marker.exists()
+
+
+def test_resume_refuses_a_commit_folder_that_is_a_symbolic_link(run_cli, scene, genuine, tmp_path):
+    (scene["run"] / "ultralytics" / "weights" / "last.pt").write_bytes(genuine.read_bytes())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "metrics.csv").write_text("someone else's\n")
+    (scene["run"] / ".commit").symlink_to(elsewhere)
+    result = run_cli("train", "--resume", scene["run"])
+    assert result.exit_code == 1 and ".commit" in result.stderr and result.stderr.count("\n") == 1, result.output
+    assert (elsewhere / "metrics.csv").read_text() == "someone else's\n" and not (scene["run"] / "metrics.csv").exists()
+
+
 def test_resume_refuses_a_hostile_best_pt_beside_a_genuine_last_pt(run_cli, scene, genuine, marker):
     """Ultralytics unpickles best.pt when training ends and vqtool copies it to model.pt."""
     weights = scene["run"] / "ultralytics" / "weights"
@@ -233,7 +491,8 @@ def test_a_hostile_label_cache_is_refused(run_cli, scene, genuine, marker):
     cache = scene["data"].parent / "labels" / "val.cache"
     with open(cache, "wb") as f:
         np.save(f, np.array({"labels": [Shell(marker)], "version": "1.0.3"}, dtype=object), allow_pickle=True)
-    np.load(cache, allow_pickle=True)  # the sanity check: this runs it
+    with unchecked():
+        np.load(cache, allow_pickle=True)  # the sanity check: this runs it
     assert marker.exists()
     marker.unlink()
     assert_refused(run_cli("eval", genuine, scene["data"]), cache, "posix.system", marker)
@@ -270,6 +529,13 @@ LAYERS = {"backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "nn.Upsample", [None
     ({**LAYERS, "activation": "nn.functional.relu"}, "activation"),
     ({**LAYERS, "head": [[-1, 1, "attempt_load_weights", ["other.pt"]]]}, "layer module 'attempt_load_weights'"),
     ({**LAYERS, "head": [[-1, 1, "nn.init", []]]}, "layer module 'nn.init'"),
+    ({**LAYERS, "head": [[-1, 1, "DetectionModel", ["other.yaml"]]]}, "layer module 'DetectionModel'"),
+    ({**LAYERS, "head": [[-1, 1, "TorchVision", [512, "resnet18", "DEFAULT", True, 2]]]},
+     "layer module 'TorchVision'"),
+    ({**LAYERS, "head": [[-1, 1, "torchvision.ops.DeformConv2d", [16, 16, 3]]]}, "torchvision.ops"),
+    ({**LAYERS, "head": [[-1, 1, "Conv", [16, {"cfg": "other.yaml"}]]]}, "args are not plain"),
+    ({**LAYERS, "head": [[-1, 1, "Conv"]]}, "not \\[from, repeats, module, args\\]"),
+    ({**LAYERS, "nc": torch.nn.Identity()}, "values other than numbers"),
     ({"backbone": "Conv"}, "no backbone and head"),
     ([LAYERS], "not a mapping"),
 ])
@@ -295,6 +561,83 @@ def test_train_refuses_a_model_yaml_that_would_run_code(run_cli, scene, marker):
     assert marker.exists()
     marker.unlink()
     assert_refused(run_cli("train", scene["data"], "--model", model, "--epochs", "1"), model, "activation", marker)
+
+
+def nested_yaml(folder: Path, marker) -> Path:
+    """A model yaml whose second layer is a whole model, built from another yaml whose activation runs code
+    (named relative to the working folder, which ``folder`` is: parse_model's literal_eval fails on a '/')."""
+    inner = folder / "inner.yaml"
+    inner.write_text(f"nc: 2\nactivation: \"{touch_code(marker)}\"\n"
+                     "backbone:\n  - [-1, 1, Conv, [16, 3, 2]]\nhead:\n  - [[0], 1, Detect, [nc]]\n")
+    outer = folder / "nested.yaml"
+    outer.write_text(f"nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, DetectionModel, [{inner.name}]]\n"
+                     "head:\n  - [[0], 1, Detect, [nc]]\n")
+    return outer
+
+
+def torchvision_layer_yaml(folder: Path) -> Path:
+    """A model yaml whose first layer is torchvision's resnet18 with its DEFAULT weights (torch.hub's cache)."""
+    path = folder / "tvlayer.yaml"
+    path.write_text("nc: 2\nbackbone:\n  - [-1, 1, TorchVision, [512, resnet18, DEFAULT, True, 2]]\n"
+                    "head:\n  - [[0], 1, Detect, [nc]]\n")
+    return path
+
+
+def test_a_nested_model_yaml_is_refused(run_cli, scene, marker):
+    from vqtool.detection.ultralytics_env import load_ultralytics
+
+    model = nested_yaml(scene["tmp"], marker)
+    with contextlib.suppress(Exception):  # the sanity check: building it builds the inner model too
+        load_ultralytics().YOLO(str(model))
+    assert marker.exists()
+    marker.unlink()
+    assert_refused(run_cli("train", scene["data"], "--model", model, "--epochs", "1"), model,
+                   "layer module 'DetectionModel'", marker)
+
+
+def test_a_torchvision_layer_is_refused(run_cli, scene, marker, cached_resnet18):
+    from vqtool.detection.ultralytics_env import load_ultralytics
+
+    torch.save({"fc.weight": Shell(marker)}, cached_resnet18)
+    model = torchvision_layer_yaml(scene["tmp"])
+    with unchecked(), contextlib.suppress(Exception):  # the sanity check: building it unpickles the cached weights
+        load_ultralytics().YOLO(str(model))
+    assert marker.exists()
+    marker.unlink()
+    assert_refused(run_cli("train", scene["data"], "--model", model, "--epochs", "1"), model,
+                   "layer module 'TorchVision'", marker)
+
+
+@pytest.mark.parametrize("layer, says", [
+    ([-1, 1, "DetectionModel", ["inner.yaml"]], "layer module 'DetectionModel'"),
+    ([-1, 1, "TorchVision", [512, "resnet18", "DEFAULT", True, 2]], "layer module 'TorchVision'"),
+])
+def test_finetune_refuses_a_checkpoint_whose_model_yaml_nests_or_loads(run_cli, scene, genuine, marker, layer, says):
+    checkpoint = torch.load(genuine, map_location="cpu", weights_only=False)
+    checkpoint["model"].yaml["backbone"].append(layer)
+    torch.save(checkpoint, scene["file"])
+    assert_refused(run_cli("finetune", scene["data"], "--weights", scene["file"], "--epochs", "1"), scene["file"],
+                   says, marker)
+
+
+def test_finetune_of_a_checkpoint_whose_model_yaml_does_not_build_is_one_line(run_cli, scene, genuine, tmp_path):
+    checkpoint = torch.load(genuine, map_location="cpu", weights_only=False)
+    checkpoint["model"].yaml["backbone"][0] = [-1, 1, "Conv", ["sixteen", 3, 2]]
+    torch.save(checkpoint, scene["file"])
+    result = run_cli("finetune", scene["data"], "--weights", scene["file"], "--epochs", "1", "--out", tmp_path / "ft")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"Error: {scene['file']}: its model yaml does not build")
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize("text", ["backbone: [", "- just\n- a list\n", "nc: 2\n", "\x00\x01binary"])
+def test_model_yamls_that_are_not_models_are_one_line_errors(run_cli, scene, text):
+    model = scene["tmp"] / "bad.yaml"
+    model.write_text(text)
+    result = run_cli("train", scene["data"], "--model", model, "--epochs", "1")
+    assert result.exit_code in (1, 2) and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, \
+        result.output
+    assert str(model) in result.stderr
 
 
 # --- genuine and trusted checkpoints --------------------------------------------------------------
@@ -346,16 +689,19 @@ def cached_resnet18(tmp_path, monkeypatch) -> Path:
     return path
 
 
-def test_a_hostile_cached_torchvision_weights_file_is_refused(run_cli, cached_resnet18, class_tree, marker):
+@pytest.mark.parametrize("kind, named", [("torch zip", "posix.system"), ("zip read two ways", "zip archive")])
+def test_a_hostile_cached_torchvision_weights_file_is_refused(run_cli, cached_resnet18, class_tree, genuine, marker,
+                                                              kind, named):
     import torchvision
 
-    torch.save({"fc.weight": Shell(marker)}, cached_resnet18)
-    torchvision.models.ResNet18_Weights.DEFAULT.get_state_dict(progress=False, check_hash=True)  # this runs it
+    HOSTILE[kind][0](cached_resnet18, marker, genuine)
+    with unchecked(), contextlib.suppress(Exception):
+        torchvision.models.ResNet18_Weights.DEFAULT.get_state_dict(progress=False, check_hash=True)  # this runs it
     assert marker.exists()
     marker.unlink()
     for args in (["conv", "summary", "resnet18", "--weights", "DEFAULT"],
                  ["finetune", class_tree, "--model", "resnet18", "--epochs", "1"]):
-        assert_refused(run_cli(*args), cached_resnet18, "posix.system", marker)
+        assert_refused(run_cli(*args), cached_resnet18, named, marker)
 
 
 def test_a_genuine_cached_torchvision_weights_file_loads(run_cli, cached_resnet18):

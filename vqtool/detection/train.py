@@ -82,16 +82,28 @@ def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name:
                       f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
                       usage=True)
     args = ultralytics_train_args(training)
-    ultralytics = load_ultralytics()
-    try:
-        from ultralytics.nn.tasks import yaml_model_load
-
-        check_model_spec(yaml_model_load(model_name), model_name)
-        with keeping_threads():
-            model = ultralytics.YOLO(model_name, task="detect")
-    except (OSError, ValueError, KeyError, SyntaxError) as error:  # Ultralytics' errors for unknown or bad yamls
-        raise VQError(f"--model {model_name}: not a YOLO model yaml ({first_line(error)})", usage=True) from error
+    model = _model_from_yaml(model_name)
     return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name}, tracking)
+
+
+def _model_from_yaml(model_name: str):
+    """An untrained Ultralytics model built from a model yaml, checked first (building it evals parts of it)."""
+    ultralytics = load_ultralytics()
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        spec = yaml_model_load(model_name)
+    except Exception as error:  # a missing file, YAML that does not parse or is not a mapping: Ultralytics' own errors
+        raise VQError(f"--model {model_name}: not a YOLO model yaml ({first_line(error)})", usage=True) from error
+    check_model_spec(spec, model_name)
+    try:
+        with keeping_threads():
+            return ultralytics.YOLO(model_name, task="detect")
+    except VQError:
+        raise
+    except Exception as error:  # layers that do not fit together fail anywhere in parse_model
+        raise VQError(f"--model {model_name}: Ultralytics cannot build this model yaml ({type(error).__name__}: "
+                      f"{first_line(error)})", usage=True) from error
 
 
 def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None, training: DetectorTraining, *,
@@ -103,9 +115,26 @@ def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None,
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
     args = ultralytics_train_args(training)
     model = load_detector(weights)
+    check_rebuilds(model)
     args["freeze"] = frozen_layers(model, freeze)
     return _train(model, dataset_spec, args, out_dir, reporter, "finetune",
                   {"weights": str(model.ckpt_path), "freeze": args["freeze"]}, tracking)
+
+
+def check_rebuilds(model) -> None:
+    """Ultralytics rebuilds a checkpoint's model from its (checked) yaml to train it: a yaml whose layers do not
+    fit together fails here, in one line, before anything is written."""
+    import copy
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    spec = copy.deepcopy(model.model.yaml)  # parse_model rewrites the rows it reads
+    try:
+        with keeping_threads():
+            DetectionModel(spec, ch=spec.get("channels", 3), nc=len(model.names), verbose=False)
+    except Exception as error:  # parse_model and the layers' constructors fail in any way
+        raise VQError(f"{model.ckpt_path}: its model yaml does not build a model ({type(error).__name__}: "
+                      f"{first_line(error)})") from error
 
 
 def frozen_layers(model, freeze) -> int:
@@ -189,6 +218,8 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     recorded = read_json(run / "args.json")["args"]
     data = recorded_data(run, recorded)
     model = load_detector(str(last))
+    check_resumable(model.ckpt, last)
+    check_rebuilds(model)
     _check_resumed_files(last, data)
     recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
@@ -217,6 +248,32 @@ def _check_resumed_files(last: Path, data: str | None) -> None:
         check_checkpoint(best)
     if data:
         load_dataset(data)
+
+
+def check_resumable(checkpoint: dict | None, last: Path) -> None:
+    """Refuse a last.pt whose training state would make Ultralytics' resume read anything but the run's own files
+    or download anything. vqtool never trains with a teacher, pretrained weights by name, a URL or AMP's check."""
+    problem = _resume_problem(checkpoint or {})
+    if problem:
+        raise VQError(f"{last}: refused: its training state {problem}; resuming reads only the run's own files "
+                      f"and downloads nothing")
+
+
+def _resume_problem(checkpoint: dict) -> str | None:
+    from ultralytics.nn.tasks import DetectionModel
+
+    args = checkpoint.get("train_args") or {}
+    models = [checkpoint.get(key) for key in ("model", "ema") if checkpoint.get(key) is not None]
+    if args.get("distill_model") or any(type(model) is not DetectionModel for model in models):
+        return "names a distillation teacher or a model other than a detector"
+    if not isinstance(args.get("pretrained", True), bool):
+        return f"names pretrained weights {args['pretrained']!r:.80}"
+    url = next((value for value in args.values() if isinstance(value, str) and "://" in value), None)
+    if url:
+        return f"names the URL {url!r:.80}"
+    if args.get("amp") is True:
+        return "asks for Ultralytics' AMP check, which downloads a model on a GPU"
+    return None
 
 
 def recorded_data(run: Path, recorded: dict) -> str:

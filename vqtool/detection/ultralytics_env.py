@@ -19,6 +19,8 @@ What is set, and why:
   weights, datasets and runs folders at vqtool's own.
 - A local copy of matplotlib's DejaVu Sans stands in for ``Arial.ttf``, which
   Ultralytics otherwise tries to download before drawing or loading a dataset.
+- ``torch.load`` and ``numpy.load`` check every pickle before Ultralytics
+  unpickles it (:func:`vqtool.pickles.guard_loaders`).
 - Importing Ultralytics sets ``OMP_NUM_THREADS=1``, and its CPU device
   selection calls ``torch.set_num_threads(1)`` on small machines; both are
   undone (:func:`keeping_threads` wraps each Ultralytics call).
@@ -88,6 +90,9 @@ def load_ultralytics():
 def _import_prepared():
     import torch
 
+    from vqtool.pickles import guard_loaders
+
+    guard_loaders()  # every checkpoint, teacher or label cache Ultralytics unpickles is checked first
     threads = torch.get_num_threads()
     omp_before = os.environ.get("OMP_NUM_THREADS")
     os.environ.update(ENVIRONMENT)

@@ -95,6 +95,8 @@ def load_yolo(spec: str, exported_task: str):
     try:
         with keeping_threads():
             model = ultralytics.YOLO(str(path), task=None if checkpoint else exported_task)
+    except VQError:  # the guarded loaders' refusals
+        raise
     except Exception as error:  # unpickling an arbitrary file can raise nearly anything
         raise VQError(f"{path}: cannot load as an Ultralytics model ({type(error).__name__}: {first_line(error)})") from error
     if checkpoint:
@@ -109,10 +111,13 @@ def check_checkpoint(path: Path) -> None:
 
 
 def check_model_spec(spec, source) -> None:
-    """Refuse a model yaml (a checkpoint's, or --model) whose activation or layer modules are not torch.nn modules.
+    """Refuse a model yaml (a checkpoint's, or --model) that would run or load anything when Ultralytics builds it.
 
     Ultralytics' parse_model evals ``activation`` and calls each layer's module, looked up among its own
-    globals, so a checkpoint's yaml could otherwise run code when the model is rebuilt to be trained.
+    globals, with the layer's arguments: only ``nn.Name(literals)`` activations, modules that are torch.nn or
+    Ultralytics layer classes building from literal arguments alone, and literal layer rows pass. Nothing else
+    is followed: a layer naming a model class (which would read another yaml) or TorchVision (which loads
+    weights) is refused.
     """
     problem = None if trusted() else _spec_problem(spec)
     if problem:
@@ -120,17 +125,48 @@ def check_model_spec(spec, source) -> None:
                          f"when it builds the model ({TRUST_HINT})")
 
 
+# Ultralytics layer classes that load weights when built (torchvision's, through torch.hub, or a download)
+LOADING_LAYERS = frozenset({"TorchVision"})
+
+
 def _spec_problem(spec) -> str | None:
     if not isinstance(spec, dict):
         return "is not a mapping"
+    if not _is_plain(spec):  # a checkpoint's yaml is unpickled: it could hold objects parse_model would use
+        return "holds values other than numbers, strings, lists and mappings"
     activation = spec.get("activation")
     if activation and not _is_activation(activation):
         return f"has activation {activation!r:.80}"
-    try:
-        modules = [module for _, _, module, _ in spec["backbone"] + spec["head"]]
-    except (KeyError, TypeError, ValueError):
+    layers = spec.get("backbone"), spec.get("head")
+    if not all(isinstance(part, list) for part in layers):
         return "has no backbone and head layers"
-    return next((f"has layer module {module!r:.80}" for module in modules if not _is_layer_module(module)), None)
+    return next(filter(None, map(_layer_problem, layers[0] + layers[1])), None)
+
+
+def _layer_problem(layer) -> str | None:
+    """What is wrong with one ``[from, repeats, module, args]`` row, or None."""
+    if not (isinstance(layer, list) and len(layer) == 4):
+        return f"has a layer that is not [from, repeats, module, args] ({layer!r:.80})"
+    origin, repeats, module, args = layer
+    if not _is_layer_module(module):
+        return f"has layer module {module!r:.80}"
+    if not (_is_literal(origin) and isinstance(repeats, int) and isinstance(args, list) and _is_literal(args)):
+        return f"has a {module} layer whose from, repeats or args are not plain numbers, strings and lists"
+    return None
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_plain(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(map(_is_plain, value))
+    return _is_literal(value)
+
+
+def _is_literal(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(map(_is_literal, value))
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _is_activation(text) -> bool:
@@ -152,7 +188,8 @@ def _is_activation(text) -> bool:
 
 
 def _is_layer_module(name) -> bool:
-    """Whether a yaml layer's module, looked up as parse_model looks it up, is a torch.nn module."""
+    """Whether a yaml layer's module, looked up as parse_model looks it up (``nn.Name`` in torch.nn, anything else
+    among ultralytics.nn.tasks' globals), is a torch.nn module or an Ultralytics layer that loads nothing."""
     import torch
     from ultralytics.nn import tasks
 
@@ -160,11 +197,9 @@ def _is_layer_module(name) -> bool:
         return False
     if name.startswith("nn."):
         return _is_module_class(getattr(torch.nn, name[3:], None))
-    if name.startswith("torchvision.ops."):
-        import torchvision.ops
-
-        return _is_module_class(getattr(torchvision.ops, name[16:], None))
-    return _is_module_class(vars(tasks).get(name))
+    found = vars(tasks).get(name)
+    return (_is_module_class(found) and found.__module__.startswith("ultralytics.nn.modules.")
+            and name not in LOADING_LAYERS)
 
 
 def _is_module_class(found) -> bool:

@@ -12,8 +12,9 @@ Named weights come from the libraries' usual caches (``$TORCH_HOME/hub/checkpoin
 Face cache). A cached file is used without any network call; a missing one is downloaded only after
 a quick check that the host answers, so an offline machine gets one clear message within seconds
 instead of minutes of retries. Preprocessing (size, crop ratio, interpolation, mean and std) comes
-from the weights' own recipe. Local files and timm's load with ``weights_only=True``; torch.hub loads
-torchvision's with ``weights_only=False``, so a cached one is checked first (:mod:`vqtool.pickles`).
+from the weights' own recipe. Local files load with ``weights_only=True``; torch.hub loads
+torchvision's with ``weights_only=False``, so a cached one is checked first, and whatever the libraries
+unpickle is checked by the guarded loaders (:func:`vqtool.pickles.guard_loaders`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 from vqtool.data.pipeline import Preprocess
 from vqtool.errors import VQError, first_line
 from vqtool.online import reachable
-from vqtool.pickles import TORCHVISION_WEIGHTS, check
+from vqtool.pickles import TORCHVISION_WEIGHTS, check, guard_loaders
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
@@ -55,6 +56,7 @@ def pretrained_classifier(name: str, weights: str | None = None, num_classes: in
     from vqtool.models.surgery import replace_head
     from vqtool.registry import get_model
 
+    guard_loaders()  # torch.hub and timm unpickle what they find in their caches
     entry = get_model(name)
     spec = None if weights in (None, "", "DEFAULT", "default") else str(weights)
     if spec is not None and _is_file_spec(spec):

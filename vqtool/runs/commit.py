@@ -74,6 +74,8 @@ def _switch(staging: Path, commit_dir: Path) -> None:
 def install_commit(run_dir: Path) -> None:
     """Move a switched-in commit's files to their places in the run folder (each move atomic, any order)."""
     commit_dir = Path(run_dir) / COMMIT_DIR
+    if commit_dir.is_symlink():  # vqtool renames a real folder there; a link would move another folder's files in
+        raise VQError(f"{commit_dir}: a symbolic link, not a commit vqtool made; remove it to use the run")
     if not commit_dir.is_dir():
         return
     for staged in sorted(commit_dir.iterdir()):

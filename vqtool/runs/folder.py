@@ -167,7 +167,8 @@ def atomic_save(path: Path, save, *, replace: bool = True) -> None:
             raise
         raise VQError(f"{path}: cannot write it ({reason})") from error
     finally:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp):  # unlink fails on a read-only filesystem even when there is nothing to remove
+            tmp.unlink()
 
 
 FULL_BELOW = 1 << 20  # bytes free under which a filesystem whose write just failed counts as full

@@ -14,31 +14,44 @@ of anything but an allowed global, or a change to a global object is refused.
 nothing but their allowlist.
 
 Files read this way, by their first bytes as torch and numpy tell them apart:
-torch's zip checkpoints (every ``*.pkl`` member), ``.npy`` files holding
-objects (the pickle after the header), torch's legacy format and plain
-pickles (the pickles at the start of the file, as many as torch reads).
-torch's pre-1.0 tar format is refused.
+torch's zip checkpoints (the ``data.pkl`` torch's own reader would find, in
+an archive laid out as torch.save lays it out: :mod:`vqtool.pickles.torch_zip`),
+``.npy`` files holding objects (the pickle after the header), torch's legacy
+format and plain pickles (the pickles at the start of the file, as many as
+torch reads). torch's pre-1.0 tar format is refused.
+
+:func:`guard_loaders` makes ``torch.load`` (unless ``weights_only=True``) and
+``numpy.load`` (with ``allow_pickle``) run :func:`check` first, for the whole
+process: every library vqtool drives unpickles through one of the two, so no
+file gets unpickled unchecked whatever path reaches it (a checkpoint, a
+distillation teacher, torch.hub's cache, timm, any label cache). vqtool's own
+earlier checks only refuse sooner, with the kind of file named.
 
 ``--trust-pickle`` (``VQTOOL_TRUST_PICKLE=1``) skips the check for a file the
 user trusts. Nothing here imports torch or Ultralytics unless a name needs
-resolving; resolving ``ultralytics.*`` names imports Ultralytics, so callers
-prepare it first (vqtool.detection.ultralytics_env).
+resolving, and a name is resolved only in a library already imported: the
+callers that expect ``ultralytics.*`` names prepare Ultralytics first
+(vqtool.detection.ultralytics_env); elsewhere such a name is refused.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
+import contextlib
+import dataclasses
 import functools
 import importlib
+import io
 import os
 import pickle
 import pickletools
+import sys
 import tarfile
-import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Iterator, NamedTuple
 
 from vqtool.errors import VQError, first_line
+from vqtool.pickles.torch_zip import Unusual, data_pickle
 
 TRUST_ENV = "VQTOOL_TRUST_PICKLE"
 TRUST_HINT = "--trust-pickle opens a file you trust"
@@ -91,6 +104,8 @@ class Allowlist:
         if dotted in self.names:
             return True
         in_package = any(module == p or module.startswith(p + ".") for p in self.module_packages)
+        if module.partition(".")[0] not in sys.modules:  # never import a library just to judge a file
+            return False
         return (in_package or module in self.class_modules) and _is_allowed_class(
             module, name, nn_module=module not in self.class_modules)
 
@@ -115,6 +130,9 @@ YOLO_CHECKPOINT = Allowlist(
 )
 # torchvision's pretrained weights in torch.hub's cache, which torch.hub unpickles with weights_only=False.
 TORCHVISION_WEIGHTS = Allowlist(kind="torchvision weights file", names=TORCH_TENSORS)
+# What the guarded torch.load accepts from any caller: Ultralytics' checkpoints include torch's plain ones.
+TORCH_FILE = dataclasses.replace(YOLO_CHECKPOINT, kind="PyTorch checkpoint")
+NUMPY_PICKLE = Allowlist(kind="numpy file of objects", names=NUMPY_DATA)
 CIFAR_BATCH = Allowlist(kind="CIFAR-10 batch", names=NUMPY_DATA)
 LABEL_CACHE = Allowlist(kind="Ultralytics label cache", names=NUMPY_DATA)
 
@@ -128,22 +146,72 @@ def trusted() -> bool:
     return os.environ.get(TRUST_ENV) == "1"
 
 
-def check(path, allowlist: Allowlist) -> None:
+def check(source, allowlist: Allowlist) -> None:
     """Nothing, or UnsafeFile naming the file and the first thing refused; VQError if it cannot be read.
 
-    Nothing of the file is unpickled. With --trust-pickle nothing is checked.
+    ``source`` is a path, or a binary file at its start. Nothing of it is unpickled. With --trust-pickle nothing
+    is checked.
     """
     if trusted():
         return
+    name = getattr(source, "name", source) if hasattr(source, "read") else source
     try:
-        with open(path, "rb") as f:
+        with _opened(source) as f:
             for stream in _pickles_in(f):
                 _Scan(allowlist).run(stream)
     except _Refused as refused:
-        raise UnsafeFile(refusal(path, str(refused), allowlist)) from None
-    except (ValueError, EOFError, OSError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as error:
-        # genops' errors, and zipfile's (encrypted or unsupported members among them)
-        raise VQError(f"{path}: not a readable {allowlist.kind} ({first_line(error)})") from error
+        raise UnsafeFile(refusal(name, str(refused), allowlist)) from None
+    except Unusual as unusual:
+        raise UnsafeFile(f"{name}: refused: a zip archive {unusual}, which torch.save never writes (what torch "
+                         f"would unpickle from it is ambiguous) ({TRUST_HINT})") from None
+    except (ValueError, EOFError, OSError, RuntimeError, NotImplementedError) as error:  # genops' errors among them
+        raise VQError(f"{name}: not a readable {allowlist.kind} ({first_line(error)})") from error
+
+
+@contextlib.contextmanager
+def _opened(source) -> Iterator[IO[bytes]]:
+    """A path opened, or a stream checked from its start and left where it was."""
+    if not hasattr(source, "read"):
+        with open(source, "rb") as f:
+            yield f
+        return
+    if not source.seekable() or source.tell() != 0:
+        raise OSError("a stream not at its start cannot be checked")
+    try:
+        yield source
+    finally:
+        source.seek(0)
+
+
+def guard_loaders() -> None:
+    """From now on (in this process), torch.load and numpy.load check a file before they unpickle it.
+
+    torch.load unpickles unless ``weights_only=True``; numpy.load only with ``allow_pickle``.
+    """
+    import numpy
+    import torch
+    import torch.serialization
+
+    checked_torch = _checking(torch.load, "f", TORCH_FILE,
+                              lambda args, kwargs: kwargs.get("weights_only") is not True)
+    torch.load = torch.serialization.load = checked_torch
+    numpy.load = _checking(numpy.load, "file", NUMPY_PICKLE,
+                           lambda args, kwargs: kwargs.get("allow_pickle", len(args) > 2 and args[2]))
+
+
+def _checking(load, file_parameter: str, allowlist: Allowlist, unpickles):
+    """``load`` that first checks its file when ``unpickles(args, kwargs)`` (itself if it already does)."""
+    if getattr(load, "checks_pickles", False):
+        return load
+
+    @functools.wraps(load)
+    def checked(*args, **kwargs):
+        if unpickles(args, kwargs):
+            check(args[0] if args else kwargs.get(file_parameter), allowlist)
+        return load(*args, **kwargs)
+
+    checked.checks_pickles = True
+    return checked
 
 
 def load(path, allowlist: Allowlist, **options):
@@ -202,11 +270,7 @@ def _pickles_in(f: IO[bytes]) -> Iterator[IO[bytes]]:
     head = f.read(len(NPY_MAGIC))
     f.seek(0)
     if head.startswith(ZIP_MAGIC):
-        with zipfile.ZipFile(f) as archive:
-            for member in archive.infolist():
-                if member.filename.lower().endswith(".pkl"):
-                    with archive.open(member) as stream:
-                        yield stream
+        yield io.BytesIO(data_pickle(f))
         return
     if head == NPY_MAGIC:
         _skip_npy_header(f)
