@@ -1,20 +1,19 @@
-"""Data beyond memory: the pixel store against the in-memory path, at growing numbers of photos.
+"""Memory flat in the number of images: every command that reads a whole dataset, to completion, at three sizes.
 
-    python benchmarks/data_scale.py [--sizes 2000 10000 [50000]] [--imgsz 224] [--work /tmp/data_scale]
+    python benchmarks/data_scale.py [--sizes 2000 6000 18000] [--imgsz 224] [--model M --weights W] [--no-unfrozen]
 
 For each N it makes (once, under --work) a folder of N real-looking JPEG photos
 from the shared assets: random crops and flips of cats_vs_dogs and upscaled
 Fashion-MNIST items, about 320 px on the shorter side. Then, each command in a
-process of its own with an empty store at first:
-
-  first run    vqtool train (--epochs 1): decodes into the store. Decode images/s (the store's log line), seconds
-               until the first training step (the "training ..." line, printed just before it) and epoch images/s
-  second run   the same command: seconds until the first training step (stopped there), and the ratio to the first
-  in memory    the same with --no-cache-store (where N fits in its 6 GB): epoch images/s, and the store's ratio to it
-
-with each process's peak RSS (--no-epochs stops the first run at its first step too: decoding, start-up and memory
-only, for machines where an epoch at 224 px takes too long). Goals: the second run reaches its first step >= 20x
-sooner, epoch throughput >= 0.9x the in-memory path, peak RSS flat in N.
+process of its own, run to its end, with a store that starts empty for each N:
+train (cnn-bn, one epoch), finetune with the backbone frozen (the feature pass,
+then one epoch of the head), the same again (store and features reused),
+finetune unfrozen (one epoch), eval and predict of the frozen run over all the
+photos. It prints each process's peak RSS and seconds, a table of peak RSS per
+command and N, and checks the goal: the largest N's peak within --tolerance
+(15 %) of the smallest's for every command (exit 1 otherwise). It also prints
+how much sooner the second frozen fine-tune finishes, and both runs' val
+accuracy.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "data"
-MEMORY_BUDGET = 6 * 1024**3
+LITE0 = ASSETS.parent / "weights" / "tf_efficientnet_lite0.in1k.safetensors"
 
 
 def make_photos(root: Path, n: int, seed: int = 0) -> Path:
@@ -66,75 +65,99 @@ def make_photos(root: Path, n: int, seed: int = 0) -> Path:
     return folder
 
 
-def run(args: list[str], env: dict, stop_at_first_step: bool = False) -> dict:
-    """One vqtool process: seconds to the first training step, the log lines, the summary and the peak RSS."""
+def run(args: list[str], env: dict) -> dict:
+    """One vqtool process to completion: its seconds, peak RSS (the kernel's figure for that process) and the log."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "vqtool", *args], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "vqtool", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, env=env)
-    first_step, logs = None, []
-    for line in process.stderr:
-        logs.append(line.rstrip())
-        if first_step is None and line.startswith("training "):
-            first_step = time.perf_counter() - started
-            if stop_at_first_step:
-                process.kill()
-                break
-    stdout = process.stdout.read()
-    _, _, usage = os.wait4(process.pid, 0)
-    summary = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() and not stop_at_first_step else {}
-    if not stop_at_first_step and not summary:
-        raise SystemExit("\n".join(logs[-10:]))
-    return {"first_step_s": first_step, "logs": logs, "summary": summary, "peak_rss_gb": usage.ru_maxrss / 1024**2}
+    logs = [line.rstrip() for line in process.stderr]
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"vqtool {' '.join(args)} failed:\n" + "\n".join(logs[-10:]))
+    return {"seconds": time.perf_counter() - started, "peak_rss_gb": usage.ru_maxrss / 1024**2, "logs": logs}
 
 
-def decode_rate(logs: list[str]) -> float | None:
-    rates = [float(m.group(1)) for line in logs if (m := re.search(r"store: decoded .* ([\d.]+) images/s", line))]
-    return rates[0] if rates else None
+def accuracy(logs: list[str]) -> float | None:
+    """The last epoch's val accuracy from the epoch log lines."""
+    found = [float(m.group(1)) for line in logs if (m := re.search(r"^epoch .* val loss \S+ acc ([\d.]+)", line))]
+    return found[-1] if found else None
 
 
-def measure(n: int, args, work: Path) -> dict:
-    photos = make_photos(work, n)
-    store = work / f"store-{n}"
+def commands(photos: Path, run: Path, args) -> dict[str, list[str]]:
+    """Each command that reads every image, to completion (the train split is 90 % of the photos)."""
+    size = ["--imgsz", str(args.imgsz)]
+    backbone = ["--model", args.model, *(["--weights", str(args.weights)] if args.weights else [])]
+    return {
+        "train (1 epoch)": ["train", str(photos), "--model", "cnn-bn", *size, "--epochs", "1", "--out", str(run / "t")],
+        "finetune frozen": ["finetune", str(photos), *backbone, *size, "--freeze", "backbone", "--epochs", "1",
+                            "--out", str(run / "f")],
+        "finetune frozen, again": ["finetune", str(photos), *backbone, *size, "--freeze", "backbone", "--epochs", "1",
+                                   "--out", str(run / "f2")],
+        "finetune unfrozen (1 epoch)": ["finetune", str(photos), *backbone, *size, "--freeze", "none", "--epochs", "1",
+                                        "--out", str(run / "u")],
+        "eval": ["eval", str(run / "f"), str(photos)],
+        "predict": ["predict", str(photos), "-w", str(run / "f"), "--format", "csv"],
+    }
+
+
+def measure(n: int, args) -> dict[str, dict]:
+    photos = make_photos(args.work, n)
+    store, run_root = args.work / f"store-{n}", args.work / f"runs-{n}-{time.time_ns()}"
     subprocess.run(["rm", "-rf", str(store)], check=True)
     env = {**os.environ, "VQTOOL_CACHE_DIR": str(store), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    command = ["train", str(photos), "--model", args.model, "--imgsz", str(args.imgsz), "--epochs", "1",
-               "--val-split", "0", "--batch-size", "64", "--json", "--out", str(work / f"run-{n}-{time.time_ns()}")]
-    first = run(command, env, stop_at_first_step=args.no_epochs)
-    command[-1] = str(work / f"run-{n}-{time.time_ns()}")
-    second = run(command, env, stop_at_first_step=True)
-    row = {"n": n, "decode_images_per_s": decode_rate(first["logs"]), "first_run_first_step_s": first["first_step_s"],
-           "second_run_first_step_s": second["first_step_s"],
-           "first_step_speedup": first["first_step_s"] / second["first_step_s"],
-           "first_run_peak_rss_gb": first["peak_rss_gb"], "second_run_peak_rss_gb": second["peak_rss_gb"]}
-    if args.no_epochs:
-        return row
-    row["store_epoch_images_per_s"] = first["summary"]["images_per_second"]
-    if n * 3 * args.imgsz**2 <= MEMORY_BUDGET:
-        command[-1] = str(work / f"run-{n}-{time.time_ns()}")
-        memory = run([*command, "--no-cache-store"], env)
-        row.update(memory_epoch_images_per_s=memory["summary"]["images_per_second"],
-                   memory_peak_rss_gb=memory["peak_rss_gb"],
-                   store_vs_memory_epoch=first["summary"]["images_per_second"] / memory["summary"]["images_per_second"])
-    return row
+    results = {}
+    for name, command in commands(photos, run_root, args).items():
+        if name.startswith("finetune unfrozen") and args.no_unfrozen:
+            continue
+        result = run(command, env)
+        results[name] = {"seconds": round(result["seconds"], 1), "peak_rss_gb": round(result["peak_rss_gb"], 3),
+                         "val_top1": accuracy(result["logs"])}
+        print(json.dumps({"images": n, "command": name, **results[name]}), flush=True)
+    return results
+
+
+def report(by_size: dict[int, dict[str, dict]], tolerance: float) -> bool:
+    """The table of peak RSS per command and size; whether every command is flat in N (within ``tolerance``)."""
+    sizes = sorted(by_size)
+    print(f"\npeak RSS (GB) per command and number of photos; goal: the largest within {tolerance:.0%} of the smallest")
+    print(f"| command | {' | '.join(f'{n:,}' for n in sizes)} | change | flat |")
+    print(f"|---|{'---|' * len(sizes)}---|---|")
+    flat = True
+    for name in by_size[sizes[0]]:
+        peaks = [by_size[n][name]["peak_rss_gb"] for n in sizes]
+        change = peaks[-1] / peaks[0] - 1
+        flat &= abs(change) <= tolerance
+        print(f"| {name} | {' | '.join(f'{p:.2f}' for p in peaks)} | {change:+.1%} | "
+              f"{'yes' if abs(change) <= tolerance else 'NO'} |")
+    for n in sizes:
+        first, again = by_size[n]["finetune frozen"], by_size[n]["finetune frozen, again"]
+        print(f"{n:,} photos: frozen fine-tune {first['seconds']} s, again (store and features reused) "
+              f"{again['seconds']} s: {first['seconds'] / again['seconds']:.1f}x sooner; val top-1 "
+              f"{first['val_top1']} and {again['val_top1']}")
+    return flat
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 6000, 18000])
     parser.add_argument("--imgsz", type=int, default=224)
-    parser.add_argument("--model", default="cnn-bn")
+    parser.add_argument("--model", default="timm/tf_efficientnet_lite0")
+    parser.add_argument("--weights", type=Path, default=LITE0 if LITE0.is_file() else None,
+                        help="Backbone weights (default: the shared Lite0 file where it exists; else random).")
+    parser.add_argument("--tolerance", type=float, default=0.15, help="Allowed change of peak RSS across sizes.")
+    parser.add_argument("--no-unfrozen", action="store_true", help="Leave out the unfrozen fine-tune (the slowest).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/data_scale"))
-    parser.add_argument("--no-epochs", action="store_true",
-                        help="Stop every run at its first step: decoding, start-up and peak RSS only (no epoch rates).")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for n in args.sizes:
-        rows.append(measure(n, args, args.work))
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}), flush=True)
-    if len(rows) > 1:
-        growth = rows[-1]["first_run_peak_rss_gb"] - rows[0]["first_run_peak_rss_gb"]
-        print(f"peak RSS growth from N={rows[0]['n']} to N={rows[-1]['n']}: {growth:+.2f} GB (goal: within 1.5 GB)")
+    print(f"CPU features: {cpu_features()}; {os.cpu_count()} cores", flush=True)
+    by_size = {n: measure(n, args) for n in args.sizes}
+    sys.exit(0 if report(by_size, args.tolerance) else 1)
+
+
+def cpu_features() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(flag for flag in wanted if flag in flags) or "unknown"
 
 
 if __name__ == "__main__":
