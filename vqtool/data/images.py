@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vqtool.errors import VQError, debug_enabled, first_line
+from vqtool.files import IMAGE_LIMIT, open_regular
 
 if TYPE_CHECKING:  # torch loads when images are decoded, not when the sources register
     import torch
@@ -116,7 +117,7 @@ def common_square_size(files: list[str], samples: int = 32) -> int | None:
     with pillow_limits():
         for path in files[:: max(1, len(files) // samples)][:samples]:
             try:
-                with Image.open(path) as image:
+                with open_regular(path, IMAGE_LIMIT) as file, Image.open(file) as image:
                     sizes.add(image.size)
             except Exception:  # noqa: BLE001 - an unreadable sample says nothing about the size; decoding reports it
                 continue
@@ -174,7 +175,7 @@ def decode_image(path: str, channels: int, draft_size: int | None = None) -> Ima
 def decode_image_sized(path: str, channels: int, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """``decode_image`` and the full image's (width, height) as it is meant to be seen (a draft decodes smaller)."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path, IMAGE_LIMIT) as file, Image.open(file) as image:
             width, height = image.size
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: much faster

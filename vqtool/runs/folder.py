@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 
 TEMP_MARK = ".tmp"  # in every temporary file's name: .model.json.123-ab12.tmp.json
 # A run folder's own files: never the target of an export or any other output, whatever --overwrite says.
@@ -255,9 +256,10 @@ def write_json(path: Path, document) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(read_text(path))
     except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8, or not JSON
-        raise VQError(f"{path}: cannot read ({first_line(error)})") from error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
+        raise VQError(f"{path}: cannot read ({reason})") from error
 
 
 def run_arguments(run_dir, command: str) -> dict:
