@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vqtool.plots import png_figure, pyplot
-from vqtool.runs.folder import atomic_save, new_run_dir
+from vqtool.runs.folder import atomic_save, is_run_folder, new_run_dir, run_folder_owning
 from vqtool.errors import VQError
 
 CELL_MIN = 48  # grid cells smaller than this (3×3 kernels, 7×7 maps) are enlarged by a whole factor
@@ -24,13 +24,20 @@ NUMBERED = 12  # maps up to this side have their values written out (in figures,
 TINY_MAP_SIDE = 192  # the side a map of up to NUMBERED values is enlarged to in its own PNG
 
 
-def output_folder(path: str | None, command: str) -> Path:
-    """The folder named by ``--out`` (created, files in it overwritten), else a new runs/conv-<command>-<time>."""
+def output_folder(path: str | None, command: str, overwrite: bool = False) -> Path:
+    """The folder named by ``--out`` (created), else a new runs/conv-<command>-<time>. A folder that already
+    holds files is taken only with ``overwrite`` (same-named files are then replaced), and never a run folder."""
     if path is None:
         return new_run_dir(f"conv-{command}", None)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise VQError(f"{folder}: exists and is not a folder; choose another --out", usage=True)
+    if folder.is_dir() and (is_run_folder(folder) or run_folder_owning(folder / "x") is not None):
+        raise VQError(f"--out {folder}: a run folder (or inside one); vqtool writes nothing into it from outside",
+                      usage=True)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise VQError(f"--out {folder}: already holds files; pass --overwrite to replace same-named ones, or "
+                      f"choose another --out", usage=True)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -49,16 +49,23 @@ def load_label_file(spec: str, options: DataOptions) -> Dataset:
         raise VQError(f"{listing}: lists no images", usage=True)
     locate = Locator(listing, [row[path_at] for _, row in records])
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
+    first_row: dict[str, int] = {}
+    repeated = {}
     for number, row in records:
         name = SPLITS.get(_cell(row, split_at).lower(), "train") if split_at is not None else "train"
         path = locate(row[path_at])
         label = _cell(row, label_at) if label_at is not None else Path(path).parent.name
+        seen = first_row.setdefault(os.path.normpath(path), number)
+        if seen != number:  # one image twice could land in train and in val: it is used once, as first listed
+            repeated[f"{listing.name} row {number}"] = f"the same image as row {seen}"
+            continue
         by_split[name].append((number, path, label))
     known = sorted({label for _, _, label in by_split["train"] or by_split["val"] or by_split["test"] if label},
                    key=_natural)
     if not known:
         raise VQError(f"{listing}: no row has a label", usage=True)
     splits = {name: _split(listing, entries, known) for name, entries in by_split.items() if entries}
+    next(iter(splits.values())).rejected.update(repeated)
     train, val, test = (splits.get(name) for name in ("train", "val", "test"))
     if train is not None and val is None:
         train, val = carve_val(train, options, SINGLE_TREE_VAL_SPLIT)
