@@ -83,8 +83,8 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, overwrite, out):
     kernels = parse_kernels(list(kernel_specs) or list(default_kernels(demo)))
     pixels, source = load_input(image, demo)
     maps = apply_kernels(pixels, kernels, stride, padding)
-    folder = output_folder(out_dir, "apply", overwrite)
-    files = save_maps(pixels, maps, folder)
+    folder = output_folder(out_dir, "apply")
+    files = save_maps(pixels, maps, folder, replace=overwrite)
     out.log(f"{source}: {pixels.shape[1]}×{pixels.shape[0]} (width×height) greyscale, stride {stride}, "
             f"padding {padding}")
     if not out.json:
@@ -211,7 +211,7 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, over
     batch, source = prepare_image(image, inspected.preprocess)
     maps = feature_maps(inspected, batch, list(dict.fromkeys(layers)))
     out.log(f"{inspected.source} on {source}")
-    files = save_feature_maps(maps, output_folder(out_dir, "features", overwrite), inspected.source)
+    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source, replace=overwrite)
     print_files(out, files, {"model": model, "image": source,
                              "layers": {name: list(values.shape) for name, values in maps.items()}})
 
@@ -240,5 +240,5 @@ def filters(model, weights, allow_partial_weights, layer, out_dir, overwrite, ou
     inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     name, weight = conv_filters(inspected, layer)
     out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
-    path = save_filters(name, weight, output_folder(out_dir, "filters", overwrite), inspected.source)
+    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source, replace=overwrite)
     print_files(out, [path], {"model": model, "layer": name, "shape": list(weight.shape)})

@@ -49,21 +49,16 @@ def load_label_file(spec: str, options: DataOptions) -> Dataset:
         raise VQError(f"{listing}: lists no images", usage=True)
     locate = Locator(listing, [row[path_at] for _, row in records])
     by_split: dict[str, list] = {"train": [], "val": [], "test": []}
-    first_row: dict[str, int] = {}
-    repeated = {}
     for number, row in records:
         name = SPLITS.get(_cell(row, split_at).lower(), "train") if split_at is not None else "train"
         path = locate(row[path_at])
         label = _cell(row, label_at) if label_at is not None else Path(path).parent.name
-        seen = first_row.setdefault(os.path.normpath(path), number)
-        if seen != number:  # one image twice could land in train and in val: it is used once, as first listed
-            repeated[f"{listing.name} row {number}"] = f"the same image as row {seen}"
-            continue
         by_split[name].append((number, path, label))
     known = sorted({label for _, _, label in by_split["train"] or by_split["val"] or by_split["test"] if label},
                    key=_natural)
     if not known:
         raise VQError(f"{listing}: no row has a label", usage=True)
+    by_split, repeated = _first_of_each_image(listing, by_split, set(known))
     splits = {name: _split(listing, entries, known) for name, entries in by_split.items() if entries}
     next(iter(splits.values())).rejected.update(repeated)
     train, val, test = (splits.get(name) for name in ("train", "val", "test"))
@@ -164,6 +159,20 @@ def _id_file(folder: Path, value: str) -> bool:
     if Path(value).suffix.lower() in IMAGE_EXTENSIONS:
         return (folder / value).is_file()
     return any((folder / f"{value}{suffix}").is_file() for suffix in (".jpg", ".png", ".jpeg"))
+
+
+def _first_of_each_image(listing: Path, by_split: dict[str, list], known: set) -> tuple[dict[str, list], dict]:
+    """The rows with one image listed again (with a class) left out: the image could otherwise land in train and
+    in val. Each image is used once (train first, then val, then test); the others are reported as rejected rows."""
+    first_row, repeated, kept = {}, {}, {name: [] for name in by_split}
+    for name, entries in by_split.items():
+        for number, path, label in entries:
+            seen = first_row.setdefault(os.path.normpath(path), number) if label in known else number
+            if seen != number:
+                repeated[f"{listing.name} row {number}"] = f"the same image as row {seen}"
+            else:
+                kept[name].append((number, path, label))
+    return kept, repeated
 
 
 def _split(listing: Path, entries: list[tuple[int, str, str]], classes: list[str]) -> Split:

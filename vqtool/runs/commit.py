@@ -17,12 +17,18 @@ whether or not the install has moved them yet. A folder killed at any instant
 therefore reads as epoch k or k+1, never a mix. :func:`recover`, run before
 every commit and when a run is resumed, finishes an interrupted install (roll
 forward) and deletes staging folders and stray temporary files (roll back).
+
+A name may be a path inside the run folder (``ultralytics/weights/last.pt``: a
+detector's checkpoint changes with its metrics row). Only what vqtool made is
+installed: a ``.commit`` that is a link, or holds links or anything but regular
+files, is refused, so a run folder never takes in another folder's files.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -37,7 +43,14 @@ STAGING_PREFIX = ".staging-"
 def committed(run_dir: Path, name: str) -> Path:
     """Where the run's current ``name`` is: in the switched-in commit if one is being installed, else in place."""
     pending = Path(run_dir) / COMMIT_DIR / name
-    return pending if pending.exists() else Path(run_dir) / name
+    return pending if _real_folder(Path(run_dir) / COMMIT_DIR) and pending.exists() else Path(run_dir) / name
+
+
+def _real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
@@ -63,6 +76,7 @@ def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
 
 
 def _stage(path: Path, save: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     save(path)
     settle(path)
 
@@ -74,15 +88,38 @@ def _switch(staging: Path, commit_dir: Path) -> None:
 def install_commit(run_dir: Path) -> None:
     """Move a switched-in commit's files to their places in the run folder (each move atomic, any order)."""
     commit_dir = Path(run_dir) / COMMIT_DIR
-    if not commit_dir.is_dir():
+    if not os.path.lexists(commit_dir):
         return
-    for staged in sorted(commit_dir.iterdir()):
-        _install(staged, Path(run_dir) / staged.name)
-    commit_dir.rmdir()
+    staged = _staged_files(commit_dir, run_dir)
+    for path in staged:
+        _install(path, Path(run_dir) / path.relative_to(commit_dir))
+    for folder, _, _ in sorted(os.walk(commit_dir), key=lambda entry: -len(entry[0])):  # deepest first
+        os.rmdir(folder)
     _sync_folder(run_dir)
 
 
+def _staged_files(commit_dir: Path, run_dir) -> list[Path]:
+    """The regular files of a commit vqtool made; VQError for anything else (a link, a device)."""
+    if not _real_folder(commit_dir):
+        raise VQError(f"{commit_dir} is not a folder vqtool made (a link or a file); remove it and resume "
+                      f"{run_dir} again")
+    files = []
+    for folder, folders, names in os.walk(commit_dir):  # links to folders are listed in folders, never entered
+        for name in [*folders, *names]:
+            path = Path(folder) / name
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise VQError(f"{path}: not a file vqtool staged (a link or a special file); remove "
+                              f"{commit_dir} and resume {run_dir} again")
+            if stat.S_ISREG(mode):
+                files.append(path)
+    return sorted(files)
+
+
 def _install(staged: Path, destination: Path) -> None:
+    if destination.parent.is_symlink():
+        raise VQError(f"{destination.parent} is a link; vqtool writes a run's files only inside its folder")
+    destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, destination)
 
 
