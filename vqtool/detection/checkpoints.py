@@ -19,14 +19,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vqtool.runs.commit import STAGING_PREFIX
+from vqtool.runs.commit import STAGING_PREFIX, new_staging
 from vqtool.runs.folder import settle
 
 WEIGHTS = ("ultralytics", "weights")  # the run folder's subfolder Ultralytics keeps its checkpoints in
 
 
 class StagedCheckpoints:
-    """The checkpoints Ultralytics saved for the epoch being finished, in a staging folder of the run."""
+    """The checkpoints Ultralytics saved for the epoch being finished, in a staging folder of the run that the
+    epoch's commit then switches in."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -35,16 +36,15 @@ class StagedCheckpoints:
     def paths(self) -> tuple[Path, Path]:
         """Fresh (last.pt, best.pt) paths for Ultralytics to save the epoch's checkpoints to."""
         self.discard()
-        self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.run_dir))
-        return self.folder / "last.pt", self.folder / "best.pt"
+        self.folder = new_staging(self.run_dir)
+        weights = self.folder.joinpath(*WEIGHTS)
+        weights.mkdir(parents=True)
+        return weights / "last.pt", weights / "best.pt"
 
-    def files(self) -> dict:
-        """The commit's entries (run-relative name -> ``save(path)``) for the checkpoints saved this epoch."""
-        if self.folder is None:
-            return {}
-        saved = [path for path in (self.folder / "last.pt", self.folder / "best.pt") if path.is_file()]
-        return {"/".join((*WEIGHTS, path.name)): (lambda target, source=path: os.replace(source, target))
-                for path in saved}
+    def take(self) -> Path | None:
+        """The staging folder, handed to the commit (which switches it in or removes it)."""
+        folder, self.folder = self.folder, None
+        return folder
 
     def discard(self) -> None:
         if self.folder is not None:

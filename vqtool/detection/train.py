@@ -331,12 +331,9 @@ class EpochRecorder:
         if trainer.fitness is not None and trainer.fitness == trainer.best_fitness:
             self.best_epoch = row["epoch"]
         history = list(self.history)
-        try:
-            commit(self.run_dir, {**self.checkpoints.files(),
-                                  "metrics.csv": lambda path: Path(path).write_text(metrics_csv(history)),
-                                  "curves.png": lambda path: plot_detection_curves(path, history)})
-        finally:
-            self.checkpoints.discard()
+        commit(self.run_dir, {"metrics.csv": lambda path: Path(path).write_text(metrics_csv(history)),
+                              "curves.png": lambda path: plot_detection_curves(path, history)},
+               staging=self.checkpoints.take())
         self.reporter.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
                      f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
                      f"P {row['precision']:.3f} R {row['recall']:.3f} mAP50 {row['map50']:.3f} "

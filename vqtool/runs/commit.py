@@ -53,22 +53,33 @@ def _real_folder(path: Path) -> bool:
         return False
 
 
-def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
-    """Replace the run's ``files`` (name -> ``save(path)``, which writes the new file) as one change."""
-    run_dir = Path(run_dir)
-    recover(run_dir)
+def new_staging(run_dir: Path) -> Path:
+    """A fresh staging folder in the run: what is written into it (as run-relative paths) joins the next
+    :func:`commit` given it, or is removed by :func:`recover` if the process dies first."""
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=run_dir))
+    os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; readers of other users follow the umask
+    return staging
+
+
+def commit(run_dir: Path, files: dict[str, Callable[[Path], None]], staging: Path | None = None) -> None:
+    """Replace the run's ``files`` (name -> ``save(path)``, which writes the new file) as one change, with
+    what was already written into ``staging`` (from :func:`new_staging`)."""
+    run_dir = Path(run_dir)
+    recover(run_dir, keep=staging)
     try:
-        os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; readers of other users follow the umask
+        staging = staging or new_staging(run_dir)
         for name, save in files.items():
             _stage(staging / name, save)
+        for written in _staged_files(staging, run_dir):
+            settle(written)
         _sync_folder(staging)
         _switch(staging, run_dir / COMMIT_DIR)
     except BaseException as error:
         reason = write_failure(error, run_dir) if isinstance(error, Exception) else None
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if reason is not None:
-            kept = "keeps its previous epoch" if committed(run_dir, "state.pt").exists() else "holds no epoch yet"
+            kept = "keeps its previous epoch" if committed(run_dir, "metrics.csv").exists() else "holds no epoch yet"
             raise VQError(f"{run_dir}: cannot save the epoch's files ({reason}); the run folder {kept}") from error
         raise
     _sync_folder(run_dir)
@@ -78,7 +89,6 @@ def commit(run_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
 def _stage(path: Path, save: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save(path)
-    settle(path)
 
 
 def _switch(staging: Path, commit_dir: Path) -> None:
@@ -123,14 +133,17 @@ def _install(staged: Path, destination: Path) -> None:
     os.replace(staged, destination)
 
 
-def recover(run_dir: Path) -> None:
-    """Finish an interrupted commit and remove what a killed writer left: staging folders, temporary files."""
+def recover(run_dir: Path, keep: Path | None = None) -> None:
+    """Finish an interrupted commit and remove what a killed writer left: staging folders (but ``keep``, being
+    filled for the next commit), temporary files."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
     install_commit(run_dir)
     for leftover in run_dir.iterdir():
-        if leftover.name.startswith(STAGING_PREFIX) and leftover.is_dir():
+        if leftover == keep:
+            continue
+        if leftover.name.startswith(STAGING_PREFIX) and leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         elif _temporary_run_file(leftover.name) and leftover.is_file():
             leftover.unlink(missing_ok=True)
