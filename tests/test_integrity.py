@@ -456,3 +456,175 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
     assert [path.name for path in made] == ["train-20261202-120000", "train-20261202-120000-2",
                                             "train-20261202-120000-3"]
     assert all(path.is_dir() for path in made)
+
+
+# --- a detector run folder is one epoch too --------------------------------------------------------------
+
+WEIGHTS = Path("ultralytics") / "weights"
+
+
+def detector_epoch(run: Path) -> int | None:
+    """The epoch a detector run folder holds, read as resume reads it; fails unless last.pt and metrics.csv
+    agree (the checkpoint loads, and metrics.csv has one row per epoch it has trained)."""
+    from vqtool.runs.commit import committed
+
+    last, metrics = committed(run, str(WEIGHTS / "last.pt")), committed(run, "metrics.csv")
+    if not last.is_file():
+        assert not metrics.exists()
+        return None
+    checkpoint = torch.load(last, weights_only=False)  # our own test's file
+    rows = list(csv.DictReader(open(metrics)))
+    assert [int(float(row["epoch"])) for row in rows] == list(range(1, len(rows) + 1))
+    if checkpoint.get("optimizer") is not None:  # stripped at the very end: then epoch is -1
+        assert checkpoint["epoch"] + 1 == len(rows)
+    assert committed(run, str(WEIGHTS / "best.pt")).is_file()
+    torch.load(committed(run, str(WEIGHTS / "best.pt")), weights_only=False)
+    return len(rows)
+
+
+def test_a_detector_run_killed_at_any_instant_reads_as_one_epoch_and_resumes(run_cli, tmp_path, monkeypatch):
+    """Every step of every commit, and Ultralytics' own checkpoint writes, frozen in a copy of the run folder
+    (a file being written is torn in half), as SIGKILL at that instant leaves it; each copy reads as one epoch
+    and a sample of them resumes to the end."""
+    import vqtool.runs.commit as commit
+    from test_detect import make_yolo_dataset
+    from vqtool.detection import checkpoints
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    monkeypatch.setattr("vqtool.detection.train.PLOTS", False)
+    data = make_yolo_dataset(tmp_path / "shapes")
+    run, snapshots = tmp_path / "run", []
+
+    def freeze(torn: Path | None = None) -> None:
+        copy = tmp_path / "frozen" / f"{len(snapshots):03d}"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock"))
+        if torn is not None and torn.is_file():
+            half = copy / torn.relative_to(run)
+            half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+        snapshots.append(copy)
+
+    def staging(path, save, _stage=commit._stage):
+        freeze()
+        _stage(path, save)
+        freeze(torn=path)
+
+    def switching(staged, commit_dir, _switch=commit._switch):
+        for written in staged.rglob("*.pt"):  # killed while Ultralytics wrote the epoch's checkpoints
+            freeze(torn=written)
+        _switch(staged, commit_dir)
+        freeze()
+
+    def installing(staged, destination, _install=commit._install):
+        _install(staged, destination)
+        freeze()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(commit, "_stage", staging)
+        patch.setattr(commit, "_switch", switching)
+        patch.setattr(commit, "_install", installing)
+        straight = summary_of(run_cli("train", data, "--epochs", "2", "--imgsz", "64", "--json", "-q",
+                                      "--out", run))
+    assert straight["epochs"] == 2 and detector_epoch(run) == 2
+    seen = [detector_epoch(snapshot) for snapshot in snapshots]
+    assert set(seen) == {None, 1, 2}
+    candidates = {  # killed mid-run after the switch, torn while staging, and after the last epoch's commit
+        "switched": [s for s, epoch in zip(snapshots, seen) if epoch == 1 and (s / ".commit").is_dir()][0],
+        "torn staging": [s for s, epoch in zip(snapshots, seen) if epoch == 1 and list(s.glob(".staging-*"))][-1],
+        "last epoch": [s for s, epoch in zip(snapshots, seen) if epoch == 2][-1],
+    }
+    for name, snapshot in candidates.items():
+        resumed = summary_of(run_cli("train", "--resume", snapshot, "--json", "-q"))
+        assert resumed["epochs"] == 2 and detector_epoch(snapshot) == 2, name
+        assert (snapshot / "model.pt").is_file() and not list(snapshot.glob(".*")), name
+
+
+# Dies (os._exit) half-way through Ultralytics' Nth write of a checkpoint, as SIGKILL would leave it
+DIE_IN_CHECKPOINT_WRITE = textwrap.dedent("""
+    import os, pathlib, sys
+    import torch
+
+    writes, die_at = [0], int(os.environ["DIE_AT_WRITE"])
+    write_bytes, save = pathlib.Path.write_bytes, torch.save
+
+    def dying(path, data):
+        if str(path).endswith(".pt"):
+            writes[0] += 1
+            if writes[0] == die_at:
+                write_bytes(path, data[: len(data) // 2])
+                os._exit(137)
+        return write_bytes(path, data)
+
+    def dying_save(obj, f, *args, **kwargs):  # the final strip of the optimizer
+        if str(f).endswith(".pt") or ".pt" in os.path.basename(str(f)):
+            writes[0] += 1
+            if writes[0] == die_at:
+                pathlib.Path(f).write_bytes(b"PK")
+                os._exit(137)
+        return save(obj, f, *args, **kwargs)
+
+    pathlib.Path.write_bytes, torch.save = dying, dying_save
+    from vqtool.cli import main
+    sys.argv[0] = "vqtool"
+    main()
+""")
+
+
+def killed_detector(tmp_path, die_at: int) -> Path:
+    from test_detect import make_yolo_dataset
+
+    data = tmp_path / "shapes" / "data.yaml"
+    if not data.exists():
+        make_yolo_dataset(tmp_path / "shapes")
+    run = tmp_path / f"run-{die_at}"
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "DIE_AT_WRITE": str(die_at),
+                   "VQTOOL_HOME": str(tmp_path / "vqtool-home")}
+    process = subprocess.run([sys.executable, "-c", DIE_IN_CHECKPOINT_WRITE, "train", str(data), "--epochs", "2",
+                              "--imgsz", "64", "-q", "--out", str(run)], env=environment, capture_output=True,
+                             text=True, timeout=300)
+    assert process.returncode == 137, process.stderr[-2000:]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", [3])  # epoch 2's last.pt (epoch 1 wrote last.pt and best.pt)
+def test_a_detector_killed_while_ultralytics_writes_last_pt_keeps_its_epoch_and_resumes(run_cli, tmp_path, die_at,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    run = killed_detector(tmp_path, die_at)
+    assert detector_epoch(run) == 1  # the torn file was a staged one: last.pt is epoch 1's, whole
+    assert summary_of(run_cli("train", "--resume", run, "--json", "-q"))["epochs"] == 2
+    assert detector_epoch(run) == 2 and not list(run.glob(".*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", [1, 2, 4, 5, 6])  # epoch 1's files, epoch 2's best.pt, the final strips
+def test_a_detector_killed_in_any_checkpoint_write_keeps_one_epoch(run_cli, tmp_path, die_at, monkeypatch):
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    run = killed_detector(tmp_path, die_at)
+    epoch = detector_epoch(run)
+    resumed = run_cli("train", "--resume", run, "--json", "-q")
+    if epoch is None:  # killed before its first commit: nothing to resume, and it says so
+        assert resumed.exit_code == 2 and "no detector training to resume" in resumed.stderr
+        return
+    assert summary_of(resumed)["epochs"] == 2 and detector_epoch(run) == 2 and (run / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_detector_sigkilled_at_random_instants_reads_as_one_epoch_and_resumes(run_cli, tmp_path, monkeypatch):
+    from test_detect import make_yolo_dataset
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    data = make_yolo_dataset(tmp_path / "shapes")
+    rng = random.Random(29)
+    for attempt in range(4):
+        run = tmp_path / f"run{attempt}"
+        process = vqtool_process("train", data, "--epochs", "3", "--imgsz", "64", "--out", run, "-q",
+                                 env={"VQTOOL_HOME": str(tmp_path / "vqtool-home")})
+        while not (run / "metrics.csv").exists() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 6))
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        if detector_epoch(run) is not None:
+            assert run_cli("train", "--resume", run, "-q").exit_code in (0, 2)
+            assert detector_epoch(run) == 3 and (run / "model.pt").is_file()
