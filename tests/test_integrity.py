@@ -628,3 +628,58 @@ def test_a_detector_sigkilled_at_random_instants_reads_as_one_epoch_and_resumes(
         if detector_epoch(run) is not None:
             assert run_cli("train", "--resume", run, "-q").exit_code in (0, 2)
             assert detector_epoch(run) == 3 and (run / "model.pt").is_file()
+
+
+@pytest.fixture
+def interrupted_detector(run_cli, tmp_path, monkeypatch) -> Path:
+    """A 2-epoch detector run stopped (Ctrl-C) after its first epoch's commit."""
+    from test_detect import make_yolo_dataset
+    from vqtool.detection.train import EpochRecorder
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    monkeypatch.setattr("vqtool.detection.train.PLOTS", False)
+    data = make_yolo_dataset(tmp_path / "shapes")
+    epoch_done = EpochRecorder.epoch_done
+
+    def interrupted(self, trainer):
+        epoch_done(self, trainer)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochRecorder, "epoch_done", interrupted)
+        assert run_cli("train", data, "--epochs", "2", "--imgsz", "64", "-q", "--out", "run").exit_code == 130
+    assert detector_epoch(Path("run")) == 1
+    return Path("run")
+
+
+def test_resuming_a_copied_detector_run_leaves_the_original_as_it_was(run_cli, interrupted_detector, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(interrupted_detector, copy)
+    before = digests(interrupted_detector)
+    assert summary_of(run_cli("train", "--resume", copy, "--json", "-q"))["epochs"] == 2
+    assert digests(interrupted_detector) == before and detector_epoch(copy) == 2
+
+
+def test_detector_resume_ignores_the_save_dir_its_checkpoint_names(run_cli, interrupted_detector, tmp_path):
+    last = interrupted_detector / WEIGHTS / "last.pt"
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["train_args"]["save_dir"] = str(tmp_path / "elsewhere")
+    torch.save(checkpoint, last)
+    assert summary_of(run_cli("train", "--resume", interrupted_detector, "--json", "-q"))["epochs"] == 2
+    assert not (tmp_path / "elsewhere").exists() and detector_epoch(interrupted_detector) == 2
+
+
+@pytest.mark.parametrize("link", [".commit", "ultralytics/weights"])
+def test_detector_resume_takes_in_no_file_through_a_link(run_cli, interrupted_detector, tmp_path, link):
+    other = tmp_path / "other"
+    shutil.copytree(interrupted_detector / WEIGHTS, other)
+    (other / "metrics.csv").write_text("epoch\n1\n2\n3\n")
+    before = digests(other)
+    if link == ".commit":
+        (interrupted_detector / link).symlink_to(other)
+    else:
+        shutil.rmtree(interrupted_detector / link)
+        (interrupted_detector / link).symlink_to(other)
+    result = run_cli("train", "--resume", interrupted_detector, "-q")
+    one_error_line(result, 1, "link")
+    assert digests(other) == before and (interrupted_detector / "metrics.csv").read_text().count("\n") == 2
