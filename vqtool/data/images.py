@@ -67,7 +67,15 @@ def list_folder(folder: Path) -> list[os.DirEntry]:
 
 
 def class_folders(root: Path) -> list[Path]:
-    return sorted(Path(entry.path) for entry in list_folder(root) if entry.is_dir())
+    return sorted(Path(entry.path) for entry in list_folder(root) if _is(entry.is_dir, False))
+
+
+def _is(test, when_unknown: bool) -> bool:
+    """A DirEntry test that follows links; a link that loops answers ``when_unknown`` instead of raising."""
+    try:
+        return test()
+    except OSError:
+        return when_unknown
 
 
 def image_files(folder: Path, unreadable: dict[str, str]) -> list[str]:
@@ -90,8 +98,8 @@ def image_files(folder: Path, unreadable: dict[str, str]) -> list[str]:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 pending.append(Path(entry.path))
-            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                found.append(entry.path)
+            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and _is(entry.is_file, True):
+                found.append(entry.path)  # a link that loops is listed, then reported as unreadable
     return sorted(found)
 
 
