@@ -683,3 +683,69 @@ def test_detector_resume_takes_in_no_file_through_a_link(run_cli, interrupted_de
     result = run_cli("train", "--resume", interrupted_detector, "-q")
     one_error_line(result, 1, "link")
     assert digests(other) == before and (interrupted_detector / "metrics.csv").read_text().count("\n") == 2
+
+
+# --- every output a command writes follows one rule: --overwrite to replace, never a run's own file -------------
+
+
+def test_confusion_pngs_replace_nothing_unasked(run_cli, trained, tmp_path):
+    image = next((tmp_path.parent / "integrity0" / "stripes").rglob("*.png"), None) or trained / "curves.png"
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own figure")
+    before = digests(trained)
+    for option in ("--png", "--examples"):
+        for target in (mine, trained / "curves.png"):
+            result = run_cli("confusion", trained, option, target)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            assert ("already exists; pass --overwrite" if target == mine else "is one of the files of the run "
+                    "folder") in result.stderr
+        one_error_line(run_cli("confusion", trained, option, trained / "curves.png", "--overwrite"), 2,
+                       "is one of the files of the run folder")
+    assert mine.read_bytes() == b"my own figure" and digests(trained) == before and image.is_file()
+    summary_of(run_cli("confusion", trained, "--png", mine, "--overwrite", "--json", "-q"))
+    assert mine.read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_compare_png_replaces_nothing_unasked(run_cli, trained, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"mine")
+    one_error_line(run_cli("runs", "compare", trained, other, "--png", mine), 2, "already exists; pass --overwrite")
+    one_error_line(run_cli("runs", "compare", trained, other, "--png", other / "curves.png", "--overwrite"), 2,
+                   "is one of the files of the run folder")
+    assert mine.read_bytes() == b"mine"
+    assert run_cli("runs", "compare", trained, other, "--png", mine, "--overwrite", "-q").exit_code == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("command", [["conv", "apply", "--demo", "square", "--kernel", "sobel-x"],
+                                     ["conv", "filters", "smallcnn"]], ids=["conv apply", "conv filters"])
+def test_conv_outputs_replace_same_named_files_only_with_overwrite(run_cli, tmp_path, command):
+    first = run_cli(*command, "--out", "maps", "--json")
+    files = [Path(name) for name in json.loads(first.stdout)["files"]]
+    for path in files:
+        path.write_bytes(b"mine")
+    one_error_line(run_cli(*command, "--out", "maps", "-q"), 2, "already exists")
+    assert all(path.read_bytes() == b"mine" for path in files)
+    assert run_cli(*command, "--out", "maps", "--overwrite", "-q").exit_code == 0
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in files)
+
+
+def test_conv_never_writes_into_a_run_folder(run_cli, trained):
+    before = digests(trained)
+    one_error_line(run_cli("conv", "apply", "--demo", "square", "--out", trained, "--overwrite"), 2, "a run folder")
+    assert digests(trained) == before
+
+
+def test_export_never_replaces_a_detector_run_s_own_checkpoint(run_cli, detector, tmp_path):
+    run = tmp_path / "run"
+    (run / "ultralytics" / "weights").mkdir(parents=True)
+    (run / "args.json").write_text('{"command": "train", "args": {}}')
+    for name in ("best.pt", "last.pt", "best.onnx"):
+        shutil.copyfile(detector, run / "ultralytics" / "weights" / name)
+    before = digests(run)
+    for target in ("ultralytics/weights/best.pt", "ultralytics/weights/last.pt", "ultralytics/weights/best.onnx"):
+        result = run_cli("export", detector, "-o", run / target, "--overwrite", "--no-verify")
+        one_error_line(result, 2, "is one of the files of the run folder")
+    assert digests(run) == before

@@ -32,7 +32,7 @@ def output_folder(path: str | None, command: str) -> Path:
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise VQError(f"{folder}: exists and is not a folder; choose another --out", usage=True)
-    if folder.is_dir() and (is_run_folder(folder) or run_folder_owning(folder / "x") is not None):
+    if folder.is_dir() and (is_run_folder(folder) or run_folder_owning(folder) is not None):
         raise VQError(f"--out {folder}: a run folder (or inside one); vqtool writes nothing into it from outside",
                       usage=True)
     folder.mkdir(parents=True, exist_ok=True)

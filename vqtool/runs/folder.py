@@ -35,9 +35,10 @@ TEMP_MARK = ".tmp"  # in every temporary file's name: .model.json.123-ab12.tmp.j
 RUN_FILES = ("model.safetensors", "model.json", "model.pt", "state.pt", "args.json", "metrics.csv", "curves.png",
              "status.json", "mlflow.json")
 RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of these is a run folder
-# A run folder's own subfolders (Ultralytics' artifacts, an epoch being committed): nothing is written into them
-# from outside either.
-RUN_SUBFOLDERS = ("ultralytics", ".commit")
+# A run folder's own subfolders (Ultralytics' artifacts, an epoch being committed): no file in them is replaced
+# from outside (an export may add one beside Ultralytics' weights).
+COMMIT_FOLDER = ".commit"
+RUN_SUBFOLDERS = ("ultralytics", COMMIT_FOLDER)
 
 
 def new_run_dir(command: str, out: str | None) -> Path:
@@ -130,8 +131,8 @@ def check_output(path: Path, *, overwrite: bool, option: str = "-o") -> None:
     unless ``overwrite``."""
     owner = run_folder_owning(path)
     if owner is not None:
-        raise VQError(f"{option} {path}: one of the files of the run folder {owner}; vqtool never writes over "
-                      f"it (choose another name)", usage=True)
+        raise VQError(f"{option} {path}: {Path(path).name} is one of the files of the run folder {owner}; vqtool "
+                      f"never writes over it (choose another name)", usage=True)
     if os.path.lexists(path) and not overwrite:
         raise VQError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another name",
                       usage=True)
@@ -142,13 +143,15 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def run_folder_owning(path) -> Path | None:
-    """The run folder whose own file ``path`` is (judged by the file a link would overwrite), or None."""
+    """The run folder whose own file ``path`` is (judged by the file a link would overwrite), or None: one of its
+    files, or a file already in one of its subfolders."""
     target = Path(os.path.realpath(path))
     if target.name in RUN_FILES and is_run_folder(target.parent):
         return target.parent
+    if not os.path.lexists(target) and COMMIT_FOLDER not in target.parts:
+        return None
     for folder in target.parents:
-        relative = target.relative_to(folder).parts
-        if relative[0] in RUN_SUBFOLDERS and is_run_folder(folder):
+        if target.relative_to(folder).parts[0] in RUN_SUBFOLDERS and is_run_folder(folder):
             return folder
     return None
 
