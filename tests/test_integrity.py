@@ -749,3 +749,14 @@ def test_export_never_replaces_a_detector_run_s_own_checkpoint(run_cli, detector
         result = run_cli("export", detector, "-o", run / target, "--overwrite", "--no-verify")
         one_error_line(result, 2, "is one of the files of the run folder")
     assert digests(run) == before
+
+
+def test_runs_lists_each_run_once_however_many_links_lead_to_it(run_cli, trained, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "group").mkdir(parents=True)
+    shutil.copytree(trained, runs / "group" / "one")
+    (runs / "group" / "loop").symlink_to("..")  # a link to a parent: a walk that follows it never ends
+    (runs / "group" / "self").symlink_to("self")  # a link to itself
+    (runs / "again").symlink_to(runs / "group" / "one")
+    rows = json.loads(run_cli("runs", "list", runs, "--json").stdout)
+    assert len(rows) == 1
