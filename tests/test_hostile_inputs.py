@@ -661,3 +661,23 @@ def test_library_noise_about_a_damaged_jpeg_stays_off_stderr(run_cli, detector, 
     assert "Corrupt JPEG" not in capfd.readouterr().err
     run_cli("--debug", "detect", damaged, "-w", detector, "--imgsz", "64", "-q")
     assert "Corrupt JPEG" in capfd.readouterr().err  # --debug shows what the libraries say
+
+
+@pytest.mark.parametrize("names, says", [
+    ({}, "class names are missing or empty"),
+    ([], "class names are missing or empty"),
+    ({0: "", 1: "blue"}, "not a name for each class number 0..1"),
+    ({0: "red", 5: "blue"}, "not a name for each class number 0..1"),
+], ids=["an empty mapping", "an empty list", "an empty name", "numbers with a gap"])
+def test_a_detector_checkpoint_without_class_names_is_one_line(run_cli, detector, shapes, tmp_path, names, says):
+    import torch
+
+    checkpoint = torch.load(detector, weights_only=False)  # the test's own file
+    checkpoint["model"].names = names
+    broken = tmp_path / "broken.pt"
+    torch.save(checkpoint, broken)
+    image = next((shapes.parent / "images").rglob("*.png"))
+    for command in (["detect", image, "-w", broken], ["eval", broken, shapes]):
+        result = run_cli(*command)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.stderr.startswith("Error: ") and says in result.stderr and result.stderr.count("\n") == 1
