@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 from vqtool.reporter import Reporter
 from vqtool.runs.commit import committed
 from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
@@ -106,8 +107,12 @@ def history(run_dir: Path) -> list[dict]:
     path = committed(run_dir, "metrics.csv")
     if not path.is_file():
         return []
-    with open(path, newline="") as file:
-        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    try:
+        rows = list(csv.DictReader(read_text(path).splitlines()))
+    except (OSError, ValueError, csv.Error) as error:
+        raise VQError(f"{path}: cannot read ({error.strerror if isinstance(error, OSError) else first_line(error)})"
+                      ) from error
+    return [{key: _number(value) for key, value in row.items()} for row in rows]
 
 
 def _number(text: str | None):
