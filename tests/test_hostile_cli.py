@@ -340,7 +340,7 @@ def vqtool_within(tmp_path: Path, *args, seconds: int = 120, env=None) -> subpro
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VQTOOL_CACHE_DIR": str(tmp_path / "store"), **(env or {})}
     try:
         return subprocess.run([sys.executable, "-m", "vqtool", *map(str, args)], capture_output=True, text=True,
-                              cwd=tmp_path, env=env, timeout=seconds)
+                              cwd=tmp_path, env=env, timeout=seconds, input="")  # stdin: a pipe nobody closes early
     except subprocess.TimeoutExpired:
         pytest.fail(f"vqtool {' '.join(map(str, args))} still ran after {seconds} s")
 
