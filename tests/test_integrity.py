@@ -488,7 +488,6 @@ def test_a_detector_run_killed_at_any_instant_reads_as_one_epoch_and_resumes(run
     and a sample of them resumes to the end."""
     import vqtool.runs.commit as commit
     from test_detect import make_yolo_dataset
-    from vqtool.detection import checkpoints
 
     monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
     monkeypatch.setattr("vqtool.detection.train.PLOTS", False)
