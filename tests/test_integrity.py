@@ -759,3 +759,29 @@ def test_runs_lists_each_run_once_however_many_links_lead_to_it(run_cli, trained
     (runs / "again").symlink_to(runs / "group" / "one")
     rows = json.loads(run_cli("runs", "list", runs, "--json").stdout)
     assert len(rows) == 1
+
+
+@pytest.mark.parametrize("plant", ["ultralytics is a link", "a staged file is a link", ".commit is a link"])
+def test_an_interrupted_commit_is_never_installed_through_or_from_a_link(tmp_path, plant):
+    from vqtool.errors import VQError
+    from vqtool.runs.commit import recover
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    (other / "weights").mkdir(parents=True)
+    (other / "weights" / "last.pt").write_text("theirs")
+    (other / "metrics.csv").write_text("theirs")
+    staged = run / ".commit" / "ultralytics" / "weights"
+    staged.mkdir(parents=True)
+    (run / "args.json").write_text("{}")
+    (staged / "last.pt").write_text("ours")
+    if plant == "ultralytics is a link":
+        (run / "ultralytics").symlink_to(other)
+    elif plant == "a staged file is a link":
+        (run / ".commit" / "metrics.csv").symlink_to(other / "metrics.csv")
+    else:
+        shutil.rmtree(run / ".commit")
+        (run / ".commit").symlink_to(other)
+    with pytest.raises(VQError, match="link"):
+        recover(run)
+    assert (other / "weights" / "last.pt").read_text() == "theirs" and (other / "metrics.csv").read_text() == "theirs"
+    assert not (run / "metrics.csv").exists()

@@ -100,9 +100,11 @@ def install_commit(run_dir: Path) -> None:
     commit_dir = Path(run_dir) / COMMIT_DIR
     if not os.path.lexists(commit_dir):
         return
-    staged = _staged_files(commit_dir, run_dir)
-    for path in staged:
-        _install(path, Path(run_dir) / path.relative_to(commit_dir))
+    staged = [(path, Path(run_dir) / path.relative_to(commit_dir)) for path in _staged_files(commit_dir, run_dir)]
+    for _, destination in staged:
+        _refuse_linked_folders(Path(run_dir), destination)
+    for path, destination in staged:
+        _install(path, destination)
     for folder, _, _ in sorted(os.walk(commit_dir), key=lambda entry: -len(entry[0])):  # deepest first
         os.rmdir(folder)
     _sync_folder(run_dir)
@@ -126,9 +128,15 @@ def _staged_files(commit_dir: Path, run_dir) -> list[Path]:
     return sorted(files)
 
 
+def _refuse_linked_folders(run_dir: Path, destination: Path) -> None:
+    """A run's file goes into the run folder itself: no folder on the way there may be a link to elsewhere."""
+    for folder in destination.relative_to(run_dir).parents[:-1]:  # the run folder itself ('.') may be a link
+        if (run_dir / folder).is_symlink():
+            raise VQError(f"{run_dir / folder} is a symbolic link; vqtool writes a run's files only inside its "
+                          f"own folder (copy the files in instead)")
+
+
 def _install(staged: Path, destination: Path) -> None:
-    if destination.parent.is_symlink():
-        raise VQError(f"{destination.parent} is a link; vqtool writes a run's files only inside its folder")
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, destination)
 
