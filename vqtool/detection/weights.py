@@ -79,7 +79,8 @@ def load_detector(spec: str):
     if model.task != "detect":
         raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
                       usage=True)
-    _check_class_names(getattr(model.model, "names", {}), path)
+    if hasattr(model.model, "names"):  # a checkpoint's model (an export's names come with its runtime)
+        _check_class_names(model.model.names, path)
     return model
 
 
