@@ -60,6 +60,14 @@ def read_text(path, limit: int = TEXT_LIMIT, encoding: str = "utf-8") -> str:
     return read_bytes(path, limit).decode(encoding)
 
 
+def is_real_folder(path) -> bool:
+    """A folder, and not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):

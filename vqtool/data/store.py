@@ -47,7 +47,7 @@ import torch
 from vqtool.data.images import decode_into, decoding_pool, max_image_pixels
 from vqtool.data.rows import StoredRows
 from vqtool.errors import VQError, first_line
-from vqtool.files import MB, open_regular, read_text
+from vqtool.files import MB, is_real_folder, open_regular, read_text
 from vqtool.reporter import Reporter
 
 CACHE_ENV = "VQTOOL_CACHE_DIR"
@@ -377,20 +377,13 @@ def entries() -> list[dict]:
     found = []
     for kind in KINDS:
         kind_folder = cache_root() / kind
-        if not _real_folder(kind_folder):
+        if not is_real_folder(kind_folder):
             continue
         with contextlib.suppress(OSError):
             for folder in sorted(kind_folder.iterdir()):
-                if is_key(folder.name) and _real_folder(folder):
+                if is_key(folder.name) and is_real_folder(folder):
                     found.append(_describe(Entry(kind, folder.name)))
     return found
-
-
-def _real_folder(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _describe(entry: Entry) -> dict:

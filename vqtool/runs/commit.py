@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from vqtool.errors import VQError
+from vqtool.files import is_real_folder
 from vqtool.runs.folder import RUN_FILES, TEMP_MARK, settle, umask, write_failure
 
 COMMIT_DIR = ".commit"
@@ -43,14 +44,7 @@ STAGING_PREFIX = ".staging-"
 def committed(run_dir: Path, name: str) -> Path:
     """Where the run's current ``name`` is: in the switched-in commit if one is being installed, else in place."""
     pending = Path(run_dir) / COMMIT_DIR / name
-    return pending if _real_folder(Path(run_dir) / COMMIT_DIR) and pending.exists() else Path(run_dir) / name
-
-
-def _real_folder(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
+    return pending if is_real_folder(Path(run_dir) / COMMIT_DIR) and pending.exists() else Path(run_dir) / name
 
 
 def new_staging(run_dir: Path) -> Path:
@@ -112,7 +106,7 @@ def install_commit(run_dir: Path) -> None:
 
 def _staged_files(commit_dir: Path, run_dir) -> list[Path]:
     """The regular files of a commit vqtool made; VQError for anything else (a link, a device)."""
-    if not _real_folder(commit_dir):
+    if not is_real_folder(commit_dir):
         raise VQError(f"{commit_dir} is not a folder vqtool made (a link or a file); remove it and resume "
                       f"{run_dir} again")
     files = []
