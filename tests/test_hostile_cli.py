@@ -330,3 +330,88 @@ def test_the_training_summary_table_shows_figures_with_their_units(run_cli, tmp_
     assert result.exit_code == 0, result.output
     assert re.search(r"seconds\s+│\s+[\d.]+ s\b", result.stdout), result.stdout
     assert re.search(r"images_per_second\s+│\s+[\d,.]+ img/s", result.stdout), result.stdout
+
+
+# --- issue 29: inputs that would block or never end ------------------------------------------------------
+
+
+def vqtool_within(tmp_path: Path, *args, seconds: int = 120, env=None) -> subprocess.CompletedProcess:
+    """vqtool ARGS in a subprocess that must end within ``seconds`` (a hang fails the test, it does not block it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VQTOOL_CACHE_DIR": str(tmp_path / "store"), **(env or {})}
+    try:
+        return subprocess.run([sys.executable, "-m", "vqtool", *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=seconds, input="")  # stdin: a pipe nobody closes early
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"vqtool {' '.join(map(str, args))} still ran after {seconds} s")
+
+
+def fifo_in_a_list(folder: Path) -> list:
+    data = make_class_tree(folder / "data", per_class=4, size=16, splits=())
+    os.mkfifo(data / "vertical" / "pipe.png")  # in the tree and in the list: nobody ever writes to it
+    rows = [f"data/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
+    (folder / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return ["train", folder / "list.csv", *QUICK, "--out", "run"]
+
+
+def fifo_in_a_tree(folder: Path) -> list:
+    data = make_class_tree(folder / "data", per_class=4, size=16, splits=())
+    os.mkfifo(data / "vertical" / "pipe.png")
+    return ["train", data, *QUICK, "--out", "run"]
+
+
+def fifo_in_a_detection_dataset(folder: Path) -> list:
+    from test_detect import make_yolo_dataset
+
+    data = make_yolo_dataset(folder / "shapes", train=4, val=2)
+    os.mkfifo(folder / "shapes" / "images" / "train" / "pipe.png")  # Ultralytics itself would wait on it
+    return ["train", data, "--epochs", "1", "--imgsz", "64", "-q", "--out", "run"]
+
+
+def class_weights_of(path: str):
+    def build(folder: Path) -> list:
+        return ["train", make_class_tree(folder / "data", per_class=4, size=16), "--class-weights", path, *QUICK]
+    return build
+
+
+@pytest.mark.parametrize("build, code, says", [
+    (fifo_in_a_list, 0, "pipe.png (not a regular file (a FIFO))"),
+    (fifo_in_a_tree, 0, ""),  # listing a tree takes regular files (and links) only: it never comes up
+    (fifo_in_a_detection_dataset, 1, "are not regular files (a FIFO or device would block Ultralytics)"),
+    (class_weights_of("/dev/zero"), 2, "--class-weights /dev/zero: not 'auto' or a readable JSON file (not a "
+                                       "regular file (a character device))"),
+    (class_weights_of("/dev/stdin"), 2, "not a regular file"),
+], ids=["a FIFO named in a CSV", "a FIFO in a class folder", "a FIFO in a detection dataset",
+        "--class-weights /dev/zero", "--class-weights /dev/stdin"])
+def test_inputs_that_never_end_are_refused_not_waited_for(tmp_path, build, code, says):
+    result = vqtool_within(tmp_path, *build(tmp_path), env={"VQTOOL_HOME": str(tmp_path / "home")})
+    assert result.returncode == code, result.stderr[-2000:]
+    assert says in result.stderr and "Traceback" not in result.stderr
+
+
+@needs_root
+def test_a_store_on_a_full_disk_is_one_line(tmp_path, full_disk):
+    data = make_class_tree(tmp_path / "data", per_class=40, size=64)
+    result = subprocess.run([sys.executable, "-m", "vqtool", "train", str(data), *QUICK, "--imgsz", "64"],
+                            capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "VQTOOL_CACHE_DIR": str(full_disk / "c")})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert error_lines(result.stderr) == result.stderr.strip().splitlines()[-1:]
+    assert "--no-cache-store" in result.stderr
+
+
+@needs_root
+def test_a_store_on_a_read_only_filesystem_is_one_line(run_cli, tmp_path, read_only, monkeypatch):
+    monkeypatch.setenv("VQTOOL_CACHE_DIR", str(read_only / "cache"))
+    result = run_cli("train", make_class_tree(tmp_path / "data", per_class=4, size=16), *QUICK)
+    assert result.exit_code == 1 and error_lines(result.stderr) == result.stderr.strip().splitlines()[-1:]
+    assert "VQTOOL_CACHE_DIR=" in result.stderr and "Read-only file system" in result.stderr
+
+
+def test_an_unexpected_os_error_anywhere_is_one_line(run_cli, tmp_path, monkeypatch):
+    """The CLI's last resort: a failed system call the library did not turn into its own message."""
+    def refused(folders):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "runs"))
+
+    monkeypatch.setattr("vqtool.runs.catalog.find_runs", refused)
+    result = run_cli("runs", "list")
+    assert result.exit_code == 1 and result.stderr == f"Error: {tmp_path / 'runs'}: Permission denied\n"

@@ -278,6 +278,66 @@ def weights_of_another_model(command: str):
     return build
 
 
+# --- issue 29: lists, configs and folders that loop, hold junk or are not text ----------------------------
+
+
+def csv_of(folder: Path, *extra_rows: str) -> Path:
+    """labels.csv naming a small tree's images (path,label), then ``extra_rows``."""
+    root = tree(folder / "data", splits=())
+    rows = ["path,label", *(f"data/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(root.rglob("*.png")))]
+    (folder / "labels.csv").write_text("\n".join([*rows, *extra_rows]) + "\n")
+    return folder / "labels.csv"
+
+
+def csv_with(*extra_rows: str):
+    return lambda folder, monkeypatch: ["train", csv_of(folder, *extra_rows), *QUICK, "--out", "run"]
+
+
+def csv_with_bytes(data: bytes):
+    def build(folder: Path, monkeypatch) -> list:
+        listing = csv_of(folder)
+        listing.write_bytes(listing.read_bytes() + data)
+        return ["train", listing, *QUICK, "--out", "run"]
+    return build
+
+
+def repeated_rows(folder: Path, monkeypatch) -> list:
+    listing = csv_of(folder)
+    lines = listing.read_text().splitlines()
+    listing.write_text("\n".join([*lines, *lines[1:]]) + "\n")  # every image listed twice
+    return ["train", listing, *QUICK, "--val-split", "0.5"]
+
+
+def non_utf8_class(folder: Path, monkeypatch) -> list:
+    root = tree(folder / "data", splits=())
+    os.rename(root / "vertical", os.fsencode(root) + b"/v\xffrtical")
+    return ["train", root, *QUICK]
+
+
+def self_loop(folder: Path, monkeypatch) -> list:
+    root = tree(folder / "data", splits=())
+    (root / "vertical" / "loop.png").symlink_to("loop.png")
+    (root / "vertical" / "dir-loop").symlink_to(".")
+    return ["train", root, *QUICK]
+
+
+def one_class(folder: Path, monkeypatch) -> list:
+    return ["train", tree(folder / "data", splits=(), classes=("only",)), *QUICK]
+
+
+def binary_config(folder: Path, monkeypatch) -> list:
+    (folder / "recipe.yaml").write_bytes(bytes(range(256)) * 4)
+    return ["train", "--config", folder / "recipe.yaml", *QUICK]
+
+
+def cache_dir(value: str):
+    def build(folder: Path, monkeypatch) -> list:
+        root = tree(folder / "data", splits=())
+        monkeypatch.setenv("VQTOOL_CACHE_DIR", value.format(image=root / "vertical" / "vertical_0.png"))
+        return ["train", root, *QUICK, "--out", "run"]
+    return build
+
+
 CASES = [
     Case("image over the pixel limit is skipped and named", lambda f, m: ["train", tree_with_bomb(f, m), *QUICK],
          0, ("skipped 1 unreadable image file(s)", "bomb.png", "VQTOOL_MAX_IMAGE_PIXELS")),
@@ -335,6 +395,29 @@ CASES = [
          2, ("backbone parameters of resnet18", "--allow-partial-weights"), absent=("run",)),
     Case("weights of another architecture in conv", weights_of_another_model("conv"),
          2, ("backbone parameters of resnet18", "--allow-partial-weights")),
+    Case("a CSV cell holding a NUL", csv_with_bytes(b"data/x\x00.png,vertical\n"), 2, ("NUL character",),
+         absent=("run",)),
+    Case("a CSV cell over csv's 128k limit", csv_with("a" * 200_000 + ",vertical"), 2,
+         ("a line of 200,009 characters",), absent=("run",)),
+    Case("a CSV that is not UTF-8", csv_with_bytes(b"data/\xff\xfe.png,vertical\n"), 1, ("cannot read the list",),
+         absent=("run",)),
+    Case("a CSV row naming a folder", csv_with("data,vertical"), 0,
+         ("skipped 1 unreadable image file(s)", "not a regular file (a folder)")),
+    Case("every CSV row twice: each image used once", repeated_rows, 0, ("the same image as row",)),
+    Case("a class folder whose name is not UTF-8", non_utf8_class, 0, ()),
+    Case("symlinks that loop, to a file and to a folder", self_loop, 0, ()),
+    Case("a single class trains with a warning", one_class, 0, ("has a single class (only)", "means nothing")),
+    Case("a binary --config", binary_config, 2, ("--config", "not a text file"), absent=("run",)),
+    Case("--config naming a device", lambda f, m: ["train", "--config", "/dev/zero", *QUICK], 2,
+         ("--config", "not a regular file (a character device)")),
+    Case("--class-weights naming a folder", lambda f, m: ["train", tree(f / "data"), "--class-weights", f, *QUICK],
+         2, ("--class-weights", "not a regular file (a folder)")),
+    Case("VQTOOL_CACHE_DIR a file", cache_dir("{image}"), 1, ("VQTOOL_CACHE_DIR=", "Not a directory",
+                                                            "--no-cache-store"), absent=("run",)),
+    Case("VQTOOL_CACHE_DIR under /proc", cache_dir("/proc/vqtool-cache"), 1,
+         ("VQTOOL_CACHE_DIR=/proc/vqtool-cache", "--no-cache-store"), absent=("run",)),
+    Case("VQTOOL_CACHE_DIR on a filesystem that refuses folders", cache_dir("/sys/vqtool-cache"), 1,
+         ("VQTOOL_CACHE_DIR=/sys/vqtool-cache", "Operation not permitted"), absent=("run",)),
 ]
 
 
@@ -578,3 +661,23 @@ def test_library_noise_about_a_damaged_jpeg_stays_off_stderr(run_cli, detector, 
     assert "Corrupt JPEG" not in capfd.readouterr().err
     run_cli("--debug", "detect", damaged, "-w", detector, "--imgsz", "64", "-q")
     assert "Corrupt JPEG" in capfd.readouterr().err  # --debug shows what the libraries say
+
+
+@pytest.mark.parametrize("names, says", [
+    ({}, "class names are missing or empty"),
+    ([], "class names are missing or empty"),
+    ({0: "", 1: "blue"}, "not a name for each class number 0..1"),
+    ({0: "red", 5: "blue"}, "not a name for each class number 0..1"),
+], ids=["an empty mapping", "an empty list", "an empty name", "numbers with a gap"])
+def test_a_detector_checkpoint_without_class_names_is_one_line(run_cli, detector, shapes, tmp_path, names, says):
+    import torch
+
+    checkpoint = torch.load(detector, weights_only=False)  # the test's own file
+    checkpoint["model"].names = names
+    broken = tmp_path / "broken.pt"
+    torch.save(checkpoint, broken)
+    image = next((shapes.parent / "images").rglob("*.png"))
+    for command in (["detect", image, "-w", broken], ["eval", broken, shapes]):
+        result = run_cli(*command)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.stderr.startswith("Error: ") and says in result.stderr and result.stderr.count("\n") == 1

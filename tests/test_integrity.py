@@ -456,3 +456,332 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
     assert [path.name for path in made] == ["train-20261202-120000", "train-20261202-120000-2",
                                             "train-20261202-120000-3"]
     assert all(path.is_dir() for path in made)
+
+
+# --- a detector run folder is one epoch too --------------------------------------------------------------
+
+WEIGHTS = Path("ultralytics") / "weights"
+
+
+def detector_epoch(run: Path) -> int | None:
+    """The epoch a detector run folder holds, read as resume reads it; fails unless last.pt and metrics.csv
+    agree (the checkpoint loads, and metrics.csv has one row per epoch it has trained)."""
+    from vqtool.runs.commit import committed
+
+    last, metrics = committed(run, str(WEIGHTS / "last.pt")), committed(run, "metrics.csv")
+    if not last.is_file():
+        assert not metrics.exists()
+        return None
+    checkpoint = torch.load(last, weights_only=False)  # our own test's file
+    rows = list(csv.DictReader(open(metrics)))
+    assert [int(float(row["epoch"])) for row in rows] == list(range(1, len(rows) + 1))
+    if checkpoint.get("optimizer") is not None:  # stripped at the very end: then epoch is -1
+        assert checkpoint["epoch"] + 1 == len(rows)
+    assert committed(run, str(WEIGHTS / "best.pt")).is_file()
+    torch.load(committed(run, str(WEIGHTS / "best.pt")), weights_only=False)
+    return len(rows)
+
+
+def test_a_detector_run_killed_at_any_instant_reads_as_one_epoch_and_resumes(run_cli, tmp_path, monkeypatch):
+    """Every step of every commit, and Ultralytics' own checkpoint writes, frozen in a copy of the run folder
+    (a file being written is torn in half), as SIGKILL at that instant leaves it; each copy reads as one epoch
+    and a sample of them resumes to the end."""
+    import vqtool.runs.commit as commit
+    from test_detect import make_yolo_dataset
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    monkeypatch.setattr("vqtool.detection.train.PLOTS", False)
+    data = make_yolo_dataset(tmp_path / "shapes")
+    run, snapshots = tmp_path / "run", []
+
+    def freeze(torn: Path | None = None) -> None:
+        copy = tmp_path / "frozen" / f"{len(snapshots):03d}"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.lock"))
+        if torn is not None and torn.is_file():
+            half = copy / torn.relative_to(run)
+            half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+        snapshots.append(copy)
+
+    def staging(path, save, _stage=commit._stage):
+        freeze()
+        _stage(path, save)
+        freeze(torn=path)
+
+    def switching(staged, commit_dir, _switch=commit._switch):
+        for written in staged.rglob("*.pt"):  # killed while Ultralytics wrote the epoch's checkpoints
+            freeze(torn=written)
+        _switch(staged, commit_dir)
+        freeze()
+
+    def installing(staged, destination, _install=commit._install):
+        _install(staged, destination)
+        freeze()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(commit, "_stage", staging)
+        patch.setattr(commit, "_switch", switching)
+        patch.setattr(commit, "_install", installing)
+        straight = summary_of(run_cli("train", data, "--epochs", "2", "--imgsz", "64", "--json", "-q",
+                                      "--out", run))
+    assert straight["epochs"] == 2 and detector_epoch(run) == 2
+    seen = [detector_epoch(snapshot) for snapshot in snapshots]
+    assert set(seen) == {None, 1, 2}
+    candidates = {  # killed mid-run after the switch, torn while staging, and after the last epoch's commit
+        "switched": [s for s, epoch in zip(snapshots, seen) if epoch == 1 and (s / ".commit").is_dir()][0],
+        "torn staging": [s for s, epoch in zip(snapshots, seen) if epoch == 1 and list(s.glob(".staging-*"))][-1],
+        "last epoch": [s for s, epoch in zip(snapshots, seen) if epoch == 2][-1],
+    }
+    for name, snapshot in candidates.items():
+        resumed = summary_of(run_cli("train", "--resume", snapshot, "--json", "-q"))
+        assert resumed["epochs"] == 2 and detector_epoch(snapshot) == 2, name
+        assert (snapshot / "model.pt").is_file() and not list(snapshot.glob(".*")), name
+
+
+# Dies (os._exit) half-way through Ultralytics' Nth write of a checkpoint, as SIGKILL would leave it
+DIE_IN_CHECKPOINT_WRITE = textwrap.dedent("""
+    import os, pathlib, sys
+    import torch
+
+    writes, die_at = [0], int(os.environ["DIE_AT_WRITE"])
+    write_bytes, save = pathlib.Path.write_bytes, torch.save
+
+    def dying(path, data):
+        if str(path).endswith(".pt"):
+            writes[0] += 1
+            if writes[0] == die_at:
+                write_bytes(path, data[: len(data) // 2])
+                os._exit(137)
+        return write_bytes(path, data)
+
+    def dying_save(obj, f, *args, **kwargs):  # the final strip of the optimizer
+        if str(f).endswith(".pt") or ".pt" in os.path.basename(str(f)):
+            writes[0] += 1
+            if writes[0] == die_at:
+                pathlib.Path(f).write_bytes(b"PK")
+                os._exit(137)
+        return save(obj, f, *args, **kwargs)
+
+    pathlib.Path.write_bytes, torch.save = dying, dying_save
+    from vqtool.cli import main
+    sys.argv[0] = "vqtool"
+    main()
+""")
+
+
+def killed_detector(tmp_path, die_at: int) -> Path:
+    from test_detect import make_yolo_dataset
+
+    data = tmp_path / "shapes" / "data.yaml"
+    if not data.exists():
+        make_yolo_dataset(tmp_path / "shapes")
+    run = tmp_path / f"run-{die_at}"
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "DIE_AT_WRITE": str(die_at),
+                   "VQTOOL_HOME": str(tmp_path / "vqtool-home")}
+    process = subprocess.run([sys.executable, "-c", DIE_IN_CHECKPOINT_WRITE, "train", str(data), "--epochs", "2",
+                              "--imgsz", "64", "-q", "--out", str(run)], env=environment, capture_output=True,
+                             text=True, timeout=300)
+    assert process.returncode == 137, process.stderr[-2000:]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", [3])  # epoch 2's last.pt (epoch 1 wrote last.pt and best.pt)
+def test_a_detector_killed_while_ultralytics_writes_last_pt_keeps_its_epoch_and_resumes(run_cli, tmp_path, die_at,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    run = killed_detector(tmp_path, die_at)
+    assert detector_epoch(run) == 1  # the torn file was a staged one: last.pt is epoch 1's, whole
+    assert summary_of(run_cli("train", "--resume", run, "--json", "-q"))["epochs"] == 2
+    assert detector_epoch(run) == 2 and not list(run.glob(".*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", [1, 2, 4, 5, 6])  # epoch 1's files, epoch 2's best.pt, the final strips
+def test_a_detector_killed_in_any_checkpoint_write_keeps_one_epoch(run_cli, tmp_path, die_at, monkeypatch):
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    run = killed_detector(tmp_path, die_at)
+    epoch = detector_epoch(run)
+    resumed = run_cli("train", "--resume", run, "--json", "-q")
+    if epoch is None:  # killed before its first commit: nothing to resume, and it says so
+        assert resumed.exit_code == 2 and "no detector training to resume" in resumed.stderr
+        return
+    assert summary_of(resumed)["epochs"] == 2 and detector_epoch(run) == 2 and (run / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_detector_sigkilled_at_random_instants_reads_as_one_epoch_and_resumes(run_cli, tmp_path, monkeypatch):
+    from test_detect import make_yolo_dataset
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    data = make_yolo_dataset(tmp_path / "shapes")
+    rng = random.Random(29)
+    for attempt in range(4):
+        run = tmp_path / f"run{attempt}"
+        process = vqtool_process("train", data, "--epochs", "3", "--imgsz", "64", "--out", run, "-q",
+                                 env={"VQTOOL_HOME": str(tmp_path / "vqtool-home")})
+        while not (run / "metrics.csv").exists() and process.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 6))
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        if detector_epoch(run) is not None:
+            assert run_cli("train", "--resume", run, "-q").exit_code in (0, 2)
+            assert detector_epoch(run) == 3 and (run / "model.pt").is_file()
+
+
+@pytest.fixture
+def interrupted_detector(run_cli, tmp_path, monkeypatch) -> Path:
+    """A 2-epoch detector run stopped (Ctrl-C) after its first epoch's commit."""
+    from test_detect import make_yolo_dataset
+    from vqtool.detection.train import EpochRecorder
+
+    monkeypatch.setenv("VQTOOL_HOME", str(tmp_path / "vqtool-home"))
+    monkeypatch.setattr("vqtool.detection.train.PLOTS", False)
+    data = make_yolo_dataset(tmp_path / "shapes")
+    epoch_done = EpochRecorder.epoch_done
+
+    def interrupted(self, trainer):
+        epoch_done(self, trainer)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochRecorder, "epoch_done", interrupted)
+        assert run_cli("train", data, "--epochs", "2", "--imgsz", "64", "-q", "--out", "run").exit_code == 130
+    assert detector_epoch(Path("run")) == 1
+    return Path("run")
+
+
+def test_resuming_a_copied_detector_run_leaves_the_original_as_it_was(run_cli, interrupted_detector, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(interrupted_detector, copy)
+    before = digests(interrupted_detector)
+    assert summary_of(run_cli("train", "--resume", copy, "--json", "-q"))["epochs"] == 2
+    assert digests(interrupted_detector) == before and detector_epoch(copy) == 2
+
+
+def test_detector_resume_ignores_the_save_dir_its_checkpoint_names(run_cli, interrupted_detector, tmp_path):
+    last = interrupted_detector / WEIGHTS / "last.pt"
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["train_args"]["save_dir"] = str(tmp_path / "elsewhere")
+    torch.save(checkpoint, last)
+    assert summary_of(run_cli("train", "--resume", interrupted_detector, "--json", "-q"))["epochs"] == 2
+    assert not (tmp_path / "elsewhere").exists() and detector_epoch(interrupted_detector) == 2
+
+
+@pytest.mark.parametrize("link", [".commit", "ultralytics/weights"])
+def test_detector_resume_takes_in_no_file_through_a_link(run_cli, interrupted_detector, tmp_path, link):
+    other = tmp_path / "other"
+    shutil.copytree(interrupted_detector / WEIGHTS, other)
+    (other / "metrics.csv").write_text("epoch\n1\n2\n3\n")
+    before = digests(other)
+    if link == ".commit":
+        (interrupted_detector / link).symlink_to(other)
+    else:
+        shutil.rmtree(interrupted_detector / link)
+        (interrupted_detector / link).symlink_to(other)
+    result = run_cli("train", "--resume", interrupted_detector, "-q")
+    one_error_line(result, 1, "link")
+    assert digests(other) == before and (interrupted_detector / "metrics.csv").read_text().count("\n") == 2
+
+
+# --- every output a command writes follows one rule: --overwrite to replace, never a run's own file -------------
+
+
+def test_confusion_pngs_replace_nothing_unasked(run_cli, trained, tmp_path):
+    image = next((tmp_path.parent / "integrity0" / "stripes").rglob("*.png"), None) or trained / "curves.png"
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own figure")
+    before = digests(trained)
+    for option in ("--png", "--examples"):
+        for target in (mine, trained / "curves.png"):
+            result = run_cli("confusion", trained, option, target)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            assert ("already exists; pass --overwrite" if target == mine else "is one of the files of the run "
+                    "folder") in result.stderr
+        one_error_line(run_cli("confusion", trained, option, trained / "curves.png", "--overwrite"), 2,
+                       "is one of the files of the run folder")
+    assert mine.read_bytes() == b"my own figure" and digests(trained) == before and image.is_file()
+    summary_of(run_cli("confusion", trained, "--png", mine, "--overwrite", "--json", "-q"))
+    assert mine.read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_compare_png_replaces_nothing_unasked(run_cli, trained, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"mine")
+    one_error_line(run_cli("runs", "compare", trained, other, "--png", mine), 2, "already exists; pass --overwrite")
+    one_error_line(run_cli("runs", "compare", trained, other, "--png", other / "curves.png", "--overwrite"), 2,
+                   "is one of the files of the run folder")
+    assert mine.read_bytes() == b"mine"
+    assert run_cli("runs", "compare", trained, other, "--png", mine, "--overwrite", "-q").exit_code == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("command", [["conv", "apply", "--demo", "square", "--kernel", "sobel-x"],
+                                     ["conv", "filters", "smallcnn"]], ids=["conv apply", "conv filters"])
+def test_conv_outputs_replace_same_named_files_only_with_overwrite(run_cli, tmp_path, command):
+    first = run_cli(*command, "--out", "maps", "--json")
+    files = [Path(name) for name in json.loads(first.stdout)["files"]]
+    for path in files:
+        path.write_bytes(b"mine")
+    one_error_line(run_cli(*command, "--out", "maps", "-q"), 2, "already exists")
+    assert all(path.read_bytes() == b"mine" for path in files)
+    assert run_cli(*command, "--out", "maps", "--overwrite", "-q").exit_code == 0
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in files)
+
+
+def test_conv_never_writes_into_a_run_folder(run_cli, trained):
+    before = digests(trained)
+    one_error_line(run_cli("conv", "apply", "--demo", "square", "--out", trained, "--overwrite"), 2, "a run folder")
+    assert digests(trained) == before
+
+
+def test_export_never_replaces_a_detector_run_s_own_checkpoint(run_cli, detector, tmp_path):
+    run = tmp_path / "run"
+    (run / "ultralytics" / "weights").mkdir(parents=True)
+    (run / "args.json").write_text('{"command": "train", "args": {}}')
+    for name in ("best.pt", "last.pt", "best.onnx"):
+        shutil.copyfile(detector, run / "ultralytics" / "weights" / name)
+    before = digests(run)
+    for target in ("ultralytics/weights/best.pt", "ultralytics/weights/last.pt", "ultralytics/weights/best.onnx"):
+        result = run_cli("export", detector, "-o", run / target, "--overwrite", "--no-verify")
+        one_error_line(result, 2, "is one of the files of the run folder")
+    assert digests(run) == before
+
+
+def test_runs_lists_each_run_once_however_many_links_lead_to_it(run_cli, trained, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "group").mkdir(parents=True)
+    shutil.copytree(trained, runs / "group" / "one")
+    (runs / "group" / "loop").symlink_to("..")  # a link to a parent: a walk that follows it never ends
+    (runs / "group" / "self").symlink_to("self")  # a link to itself
+    (runs / "again").symlink_to(runs / "group" / "one")
+    rows = json.loads(run_cli("runs", "list", runs, "--json").stdout)
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize("plant", ["ultralytics is a link", "a staged file is a link", ".commit is a link"])
+def test_an_interrupted_commit_is_never_installed_through_or_from_a_link(tmp_path, plant):
+    from vqtool.errors import VQError
+    from vqtool.runs.commit import recover
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    (other / "weights").mkdir(parents=True)
+    (other / "weights" / "last.pt").write_text("theirs")
+    (other / "metrics.csv").write_text("theirs")
+    staged = run / ".commit" / "ultralytics" / "weights"
+    staged.mkdir(parents=True)
+    (run / "args.json").write_text("{}")
+    (staged / "last.pt").write_text("ours")
+    if plant == "ultralytics is a link":
+        (run / "ultralytics").symlink_to(other)
+    elif plant == "a staged file is a link":
+        (run / ".commit" / "metrics.csv").symlink_to(other / "metrics.csv")
+    else:
+        shutil.rmtree(run / ".commit")
+        (run / ".commit").symlink_to(other)
+    with pytest.raises(VQError, match="link"):
+        recover(run)
+    assert (other / "weights" / "last.pt").read_text() == "theirs" and (other / "metrics.csv").read_text() == "theirs"
+    assert not (run / "metrics.csv").exists()

@@ -205,3 +205,80 @@ def test_a_text_list_takes_labels_from_folders(tmp_path):
     (tmp_path / "list.txt").write_text("\n".join(paths) + "\n")
     dataset = load_dataset(str(tmp_path / "list.txt"), DataOptions(val_split=0))
     assert dataset.classes == ["horizontal", "vertical"] and dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+# --- entries are checked before they are used; only entries are listed and cleared (issue 29) -----------------
+
+
+def store_entry(class_tree, reporter):
+    """(the decoded train split, its store entry's folder)."""
+    from vqtool.data.pipeline import decode_split
+
+    decoded = decode_split(train_split(class_tree), preprocess(), reporter=reporter, name="train")
+    return decoded, Path(decoded.pixels.source).parent
+
+
+def random_bytes(entry: Path) -> None:
+    data = entry / "data.bin"
+    data.write_bytes(os.urandom(data.stat().st_size))
+
+
+def rows_listed_twice(entry: Path) -> None:
+    index = json.loads((entry / "index.json").read_text())
+    index["kept"] = index["kept"][:12] * 2  # the first 12 images twice, the others never
+    (entry / "index.json").write_text(json.dumps(index))
+
+
+def junk_index(entry: Path) -> None:
+    (entry / "index.json").write_text('{"shape": "x", "kept": 5')
+
+
+def index_of_another_shape(entry: Path) -> None:
+    index = json.loads((entry / "index.json").read_text())
+    index["shape"][0] *= 2  # data.bin would be read past its end
+    (entry / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (random_bytes, "data.bin does not match its checksum"),
+    (rows_listed_twice, "an index that does not match its checksum"),
+    (junk_index, "unreadable index"),
+    (index_of_another_shape, "an index that does not match its checksum"),
+], ids=["data.bin of random bytes", "index.json listing rows twice", "index.json that is not JSON",
+        "index.json of another shape"])
+def test_a_damaged_entry_is_decoded_again_never_used(class_tree, reporter, damage, reason):
+    from vqtool.data.pipeline import decode_split
+
+    first, entry = store_entry(class_tree, reporter)
+    expected = first.pixels[torch.arange(len(first))].clone()
+    damage(entry)
+    again = decode_split(train_split(class_tree), preprocess(), reporter=reporter, name="train")
+    assert any("is damaged" in warning and reason in warning for warning in reporter.warnings), reporter.warnings
+    assert decoded_counts(reporter.logs) == [24, 24]
+    assert torch.equal(again.pixels[torch.arange(len(again))], expected)
+    assert decode_split(train_split(class_tree), preprocess(), reporter=reporter, name="train") is not None
+    assert decoded_counts(reporter.logs) == [24, 24]  # repaired: the third read decodes nothing
+
+
+def test_cache_list_and_clear_take_only_entries(run_cli, class_tree, reporter, tmp_path):
+    from vqtool.data.store import cache_root
+
+    _, entry = store_entry(class_tree, reporter)
+    root = cache_root()
+    photos = root / "pixels" / "my_photos"  # a user's folder inside the cache folder: not an entry
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"meow")
+    (root / "pixels" / "notes.txt").write_text("mine")
+    elsewhere = tmp_path / "elsewhere" / ("0" * 32)  # a kind folder that is a link: never followed
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "index.json").write_text("{}")
+    (root / "features").symlink_to(elsewhere.parent)
+    junk = root / "pixels" / ("f" * 32)  # an entry folder holding junk: listed as damaged, cleared
+    junk.mkdir()
+    (junk / "index.json").write_bytes(b"\xff[[[")
+    listed = json.loads(run_cli("cache", "list", "--json").stdout)
+    assert {(row["key"], "damaged" in row) for row in listed["entries"]} == {(entry.name, False), ("f" * 32, True)}
+    assert "cannot" not in run_cli("cache", "list").stderr
+    assert json.loads(run_cli("cache", "clear", "--json").stdout)["removed"] == 2
+    assert (photos / "cat.jpg").read_bytes() == b"meow" and (root / "pixels" / "notes.txt").exists()
+    assert (elsewhere / "index.json").exists() and not entry.exists() and not junk.exists()

@@ -22,7 +22,7 @@ import click
 
 from vqtool import __version__
 from vqtool.commands import StdoutClosed, debug_option
-from vqtool.errors import VQError, VQWarning, debug_enabled, first_line
+from vqtool.errors import VQError, VQWarning, debug_enabled, first_line, os_error_line
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -99,6 +99,8 @@ class LazyGroup(click.Group):
             _fail(ctx, f"{error.format_message()} (see '{where} --help')", 2)
         except VQError as error:  # one line even when a library's text slipped into the message
             _fail(ctx, first_line(error), error.exit_code)
+        except OSError as error:  # a file or folder the library did not expect to fail (a last resort: one line)
+            _fail(ctx, os_error_line(error), 1)
         except StdoutClosed:  # `vqtool ... | head -1`: the reader has what it wanted, as with any Unix filter
             _silence_stdout()
             ctx.exit(0)

@@ -48,6 +48,13 @@ def first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def os_error_line(error: OSError) -> str:
+    """A failed system call as one line: the path it was about and what the system said."""
+    reason = error.strerror or first_line(error)
+    paths = [path for path in (error.filename, error.filename2) if path is not None]
+    return f"{' -> '.join(map(os.fsdecode, paths))}: {reason}" if paths else reason
+
+
 @contextlib.contextmanager
 def native_stderr_hidden():
     """Outside --debug, what C libraries print straight to file descriptor 2 during the block (libjpeg's

@@ -66,7 +66,7 @@ def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]
 VAL_CURVES = {"val_loss": "val loss", "val_top1": "val top-1", "map50_95": "val mAP50-95"}
 
 
-def plot_val_curves(path: Path, histories: dict[str, list[dict]]) -> None:
+def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bool = False) -> None:
     """Each run's val curves (``histories``: run name -> metrics.csv rows) overlaid, a panel per metric."""
     import matplotlib.ticker
 
@@ -75,7 +75,8 @@ def plot_val_curves(path: Path, histories: dict[str, list[dict]]) -> None:
     if not panels:
         raise VQError("--png: none of these runs has a val curve (no val_loss, val_top1 or map50_95 in metrics.csv)",
                       usage=True)
-    with png_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (figure, axes):
+    with png_figure(path, replace=replace, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (
+            figure, axes):
         for axis, column in zip(axes[0], panels):
             for name, rows in histories.items():
                 points = [(row["epoch"], row[column]) for row in rows if row.get(column) is not None]

@@ -19,10 +19,10 @@ def confusion_report(evaluation: Evaluation, top: int = 5, normalize: bool = Fal
             **confusion_document(counts, classes, top=top, normalize=normalize)}
 
 
-def plot_confusion(report: dict, path: Path) -> None:
+def plot_confusion(report: dict, path: Path, *, replace: bool = False) -> None:
     classes, matrix = report["classes"], torch.tensor(report["matrix"], dtype=torch.float64)
     side = max(5.0, 0.55 * len(classes) + 2)
-    with png_figure(path, figsize=(side, side)) as (figure, axis):
+    with png_figure(path, replace=replace, figsize=(side, side)) as (figure, axis):
         _draw_matrix(figure, axis, classes, matrix, report)
 
 
@@ -44,7 +44,7 @@ def _draw_matrix(figure, axis, classes: list[str], matrix: torch.Tensor, report:
     axis.set_title(f"{report['dataset']} ({report['split']}, n={report['n']})")
 
 
-def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25) -> int:
+def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25, *, replace: bool = False) -> int:
     """A grid of up to ``limit`` misclassified images (most confident mistakes first); returns how many."""
     classes = evaluation.classifier.classes
     probabilities = evaluation.logits.softmax(1)
@@ -55,7 +55,7 @@ def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25) -> i
         return 0
     columns = min(5, len(wrong))
     rows = (len(wrong) + columns - 1) // columns
-    with png_figure(path, nrows=rows, ncols=columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False) as (_, axes):
+    with png_figure(path, replace=replace, nrows=rows, ncols=columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False) as (_, axes):
         for axis in axes.flat:
             axis.axis("off")
         for axis, index in zip(axes.flat, wrong.tolist()):

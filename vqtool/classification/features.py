@@ -178,6 +178,9 @@ def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: 
         weights = _weights_digest(model, head)
         entries = {name: _feature_entry(weights, want, recipe) for name, want in wanted.items()}
     found = {name: distributed.shared(entry.index()) for name, entry in entries.items()}  # rank 0 decides for all
+    for name, entry in entries.items():
+        if entry.damage:
+            reporter.warn(f"store: {entry.folder} is damaged ({entry.damage}); computing the {name} features again")
     ready = {name: Split(labels=wanted[name].split.labels, pixels=entries[name].open(index))
              for name, index in found.items() if index is not None}
     if ready:

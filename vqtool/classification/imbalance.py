@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 
 STRONG_IMBALANCE = 5.0  # largest / smallest class: from here the summary suggests the options above
 
@@ -36,9 +37,10 @@ def class_weights(spec: str | None, labels: torch.Tensor, classes: list[str]) ->
 def _weights_file(path: Path, classes: list[str]) -> torch.Tensor:
     """A JSON object {class: weight} naming every class, or a list of weights in class order."""
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(read_text(path))
     except (OSError, ValueError) as error:
-        raise VQError(f"--class-weights {path}: not 'auto' or a readable JSON file ({error})", usage=True) from error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
+        raise VQError(f"--class-weights {path}: not 'auto' or a readable JSON file ({reason})", usage=True) from error
     if isinstance(document, dict):
         missing = [name for name in classes if name not in document]
         unknown = sorted(set(document) - set(classes))

@@ -10,9 +10,9 @@ commands read these before anything heavy is imported.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from vqtool.errors import VQError
+from vqtool.files import read_text
 
 RECIPES = {
     # the loop's defaults with the cheap, almost always helpful regularisers
@@ -46,9 +46,11 @@ def option_file(path: str) -> tuple[dict, bool]:
     """(option values, from a run?) of a --config file (YAML or JSON; keys are option names, - or _), or of a
     run's args.json (its dataset, data, training and fine-tuning arguments)."""
     try:
-        text = Path(path).read_text()
+        text = read_text(path)
     except OSError as error:
         raise VQError(f"--config {path}: {error.strerror or error}", usage=True) from error
+    except UnicodeDecodeError as error:
+        raise VQError(f"--config {path}: not a text file (YAML or JSON)", usage=True) from error
     try:
         document = json.loads(text) if path.endswith(".json") else _yaml(text)
     except ValueError as error:

@@ -55,6 +55,9 @@ def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
 
 
 def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, reporter: Reporter) -> dict[str, Split]:
+    if len(dataset.classes) < 2:  # every prediction is right: the figures would say nothing
+        reporter.warn(f"{dataset.name} has a single class ({', '.join(map(str, dataset.classes))}): a classifier "
+                      f"learns nothing from it and its accuracy of 1.0 means nothing; give it two classes or more")
     prepared = {}
     for name in ("train", "val", "test"):
         split = dataset.split(name) if name == "train" else getattr(dataset, name)  # no train split: one line

@@ -63,6 +63,13 @@ def output_options(command):
     return wrapper
 
 
+def overwrite_option(command):
+    """--overwrite: the one switch that lets a command replace an existing output file (the rule itself is
+    ``runs.folder.check_output``: a run folder's own files are never replaced)."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace existing output files (a run folder's own files are never replaced).")(command)
+
+
 def data_options(command):
     """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``)."""
 

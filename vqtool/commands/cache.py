@@ -67,6 +67,8 @@ def clear(older_than, out):
 
 
 def _what(row: dict) -> str:
+    if row.get("damaged"):
+        return f"(damaged: {row['damaged']})"
     if not row["complete"]:
         return "(incomplete)"
     return f"{row.get('data') or '?'} ({row.get('what') or row['kind']})"

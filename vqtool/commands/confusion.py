@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import data_options, output_options, trust_pickle_option, typed_options
+from vqtool.commands import data_options, output_options, overwrite_option, trust_pickle_option, typed_options
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
 from vqtool.commands.types import OutputPath
@@ -17,11 +17,12 @@ from vqtool.commands.types import OutputPath
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="How many confused pairs.")
 @click.option("--png", type=OutputPath(), help="Save the matrix as a heatmap PNG.")
 @click.option("--examples", type=OutputPath(), help="Save a grid of misclassified images (PNG).")
+@overwrite_option
 @evaluation_options
 @data_options
 @trust_pickle_option
 @output_options
-def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_size, device, data, out):
+def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, split, batch_size, device, data, out):
     """Confusion matrix of CHECKPOINT on held-out data, and the most-confused class pairs.
 
     \b
@@ -33,7 +34,12 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     from pathlib import Path
 
     from vqtool.classification.checkpoint_files import check_model_path
+    from vqtool.runs.folder import check_output
     from vqtool.tasks import DETECTION, task_of
+
+    for option, path in (("--png", png), ("--examples", examples)):
+        if path:  # before anything is evaluated: a refused output costs nothing
+            check_output(Path(path), overwrite=overwrite, option=option)
 
     if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
         from vqtool.detection.evaluate import detection_confusion
@@ -55,10 +61,10 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
     from vqtool.classification.confusion import plot_confusion, plot_misclassified
 
     if png:
-        plot_confusion(report, Path(png))
+        plot_confusion(report, Path(png), replace=overwrite)
         out.log(f"wrote {png}")
     if examples:
-        shown = plot_misclassified(evaluation, Path(examples))
+        shown = plot_misclassified(evaluation, Path(examples), replace=overwrite)
         out.log(f"wrote {examples} ({shown} misclassified images)" if shown else "no misclassified images")
     if out.json:
         out.emit(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import output_options, trust_pickle_option
+from vqtool.commands import output_options, overwrite_option, trust_pickle_option
 from vqtool.commands.completion import complete_model
 from vqtool.commands.types import OutputPath
 
@@ -24,6 +24,7 @@ def model_options(command):
 
 
 def out_option(command):
+    command = overwrite_option(command)
     return click.option("--out", "out_dir", type=OutputPath(folder=True),
                         help="Folder for the PNGs (default runs/conv-<command>-<timestamp>).")(command)
 
@@ -59,7 +60,7 @@ def conv():
 @click.option("--demo", metavar="NAME", help="A built-in tiny image instead of IMAGE: square (5x5).")
 @out_option
 @output_options
-def apply(image, kernel_specs, stride, padding, demo, out_dir, out):
+def apply(image, kernel_specs, stride, padding, demo, out_dir, overwrite, out):
     """Slide kernels over IMAGE (greyscale; default: a sample photo) and save each feature map as a PNG.
 
     Uses torch.nn.functional.conv2d, a cross-correlation (the kernel is not
@@ -83,7 +84,7 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, out):
     pixels, source = load_input(image, demo)
     maps = apply_kernels(pixels, kernels, stride, padding)
     folder = output_folder(out_dir, "apply")
-    files = save_maps(pixels, maps, folder)
+    files = save_maps(pixels, maps, folder, replace=overwrite)
     out.log(f"{source}: {pixels.shape[1]}×{pixels.shape[0]} (width×height) greyscale, stride {stride}, "
             f"padding {padding}")
     if not out.json:
@@ -179,7 +180,7 @@ def summary(model, weights, allow_partial_weights, input_spec, num_classes, out)
               help="A layer whose activations to save (repeatable); without it, list the layers.")
 @out_option
 @output_options
-def features(model, weights, allow_partial_weights, image, layers, out_dir, out):
+def features(model, weights, allow_partial_weights, image, layers, out_dir, overwrite, out):
     """Save the activation maps of named layers for IMAGE (default: a sample photo) as PNG grids.
 
     The image is prepared as the model's input (size, channels, normalisation);
@@ -210,7 +211,7 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, out)
     batch, source = prepare_image(image, inspected.preprocess)
     maps = feature_maps(inspected, batch, list(dict.fromkeys(layers)))
     out.log(f"{inspected.source} on {source}")
-    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source)
+    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source, replace=overwrite)
     print_files(out, files, {"model": model, "image": source,
                              "layers": {name: list(values.shape) for name, values in maps.items()}})
 
@@ -220,7 +221,7 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, out)
 @click.option("--layer", metavar="NAME", help="A Conv2d layer (default: the first).")
 @out_option
 @output_options
-def filters(model, weights, allow_partial_weights, layer, out_dir, out):
+def filters(model, weights, allow_partial_weights, layer, out_dir, overwrite, out):
     """Save a conv layer's kernels as a PNG grid: one cell per output channel.
 
     RGB kernels are shown in colour, others as the mean over input channels;
@@ -239,5 +240,5 @@ def filters(model, weights, allow_partial_weights, layer, out_dir, out):
     inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     name, weight = conv_filters(inspected, layer)
     out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
-    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source)
+    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source, replace=overwrite)
     print_files(out, [path], {"model": model, "layer": name, "shape": list(weight.shape)})

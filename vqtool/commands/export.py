@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import output_options, print_summary, trust_pickle_option
+from vqtool.commands import output_options, overwrite_option, print_summary, trust_pickle_option
 from vqtool.commands.types import FiniteFloat, OutputPath
 
 FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
@@ -29,8 +29,7 @@ def complete_format(ctx, param, incomplete):
 @click.option("-o", "--output", type=OutputPath(folder=None), default=None,
               help="Where to write (default: model.onnx / model.ts beside the checkpoint, or the weights' name "
                    "with the format's suffix beside YOLO weights); an existing file is refused without --overwrite.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an existing file at the output path (a run folder's own files are never replaced).")
+@overwrite_option
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Compare the export with the original model afterwards; exit 1 beyond --tolerance.")
 @click.option("--tolerance", type=FiniteFloat(0), default=None,

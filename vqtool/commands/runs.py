@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import output_options
+from vqtool.commands import output_options, overwrite_option
 from vqtool.commands.types import OutputPath
 
 
@@ -70,8 +70,9 @@ def _cell(row: dict, column: str):
 @runs.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--png", type=OutputPath(), help="Also draw the runs' val curves overlaid into this PNG.")
+@overwrite_option
 @output_options
-def compare_runs(run_dirs, png, out):
+def compare_runs(run_dirs, png, overwrite, out):
     """The arguments that differ between RUN_DIRS, and their final metrics, side by side.
 
     \b
@@ -92,9 +93,10 @@ def compare_runs(run_dirs, png, out):
     if png:
         from vqtool.plots import plot_val_curves
 
-        check_output(Path(png), overwrite=True, option="--png")
+        check_output(Path(png), overwrite=overwrite, option="--png")
         plot_val_curves(Path(png), {name: history(Path(run)) for name, run in zip(comparison["runs"],
-                                                                                 comparison["paths"])})
+                                                                                 comparison["paths"])},
+                        replace=overwrite)
         comparison["png"] = png
     if out.json:
         out.emit(comparison)

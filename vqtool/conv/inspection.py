@@ -173,11 +173,12 @@ def conv_filters(inspected: InspectedModel, name: str | None = None) -> tuple[st
     return name, convs[name].weight.detach()
 
 
-def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path, source: str) -> list[Path]:
+def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path, source: str, *, replace: bool = False) -> list[Path]:
     """``<layer>-maps.png`` per layer: one grid cell per channel, titled with ``source`` (the model) and the layer."""
-    return [save_feature_grid(values, folder / f"{name}-maps.png", f"{source}, {name}") for name, values in maps.items()]
+    return [save_feature_grid(values, folder / f"{name}-maps.png", f"{source}, {name}", replace=replace)
+            for name, values in maps.items()]
 
 
-def save_filters(name: str, weight: torch.Tensor, folder: Path, source: str) -> Path:
+def save_filters(name: str, weight: torch.Tensor, folder: Path, source: str, *, replace: bool = False) -> Path:
     """``<layer>-filters.png``: one grid cell per output channel, titled with ``source`` and the layer."""
-    return save_filter_grid(weight, folder / f"{name}-filters.png", f"{source}, {name}")
+    return save_filter_grid(weight, folder / f"{name}-filters.png", f"{source}, {name}", replace=replace)

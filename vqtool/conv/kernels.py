@@ -120,11 +120,11 @@ def apply_kernels(image: torch.Tensor, kernels: list[tuple[str, torch.Tensor]], 
     return maps
 
 
-def save_maps(image: torch.Tensor, maps: list[FeatureMap], folder: Path) -> list[Path]:
+def save_maps(image: torch.Tensor, maps: list[FeatureMap], folder: Path, *, replace: bool = False) -> list[Path]:
     """``<kernel>.png`` per map (one pixel per value), then ``figure.png``: the input beside every map."""
-    files = [save_map(feature.values, folder / f"{feature.name}.png") for feature in maps]
+    files = [save_map(feature.values, folder / f"{feature.name}.png", replace=replace) for feature in maps]
     figure = save_kernel_figure(image, [(feature.name, feature.kernel, feature.values) for feature in maps],
-                                folder / "figure.png")
+                                folder / "figure.png", replace=replace)
     return [*files, figure]
 
 

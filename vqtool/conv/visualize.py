@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vqtool.plots import png_figure, pyplot
-from vqtool.runs.folder import atomic_save, new_run_dir
+from vqtool.runs.folder import atomic_save, is_run_folder, new_run_dir, run_folder_owning
 from vqtool.errors import VQError
 
 CELL_MIN = 48  # grid cells smaller than this (3×3 kernels, 7×7 maps) are enlarged by a whole factor
@@ -25,18 +25,22 @@ TINY_MAP_SIDE = 192  # the side a map of up to NUMBERED values is enlarged to in
 
 
 def output_folder(path: str | None, command: str) -> Path:
-    """The folder named by ``--out`` (created, files in it overwritten), else a new runs/conv-<command>-<time>."""
+    """The folder named by ``--out`` (created), else a new runs/conv-<command>-<time>; never a run folder. Its
+    same-named files are replaced only with --overwrite (the writers' ``replace``)."""
     if path is None:
         return new_run_dir(f"conv-{command}", None)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise VQError(f"{folder}: exists and is not a folder; choose another --out", usage=True)
+    if folder.is_dir() and (is_run_folder(folder) or run_folder_owning(folder) is not None):
+        raise VQError(f"--out {folder}: a run folder (or inside one); vqtool writes nothing into it from outside",
+                      usage=True)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def save_png(image: Image.Image, path: Path) -> Path:
-    atomic_save(path, lambda tmp: image.save(tmp, format="PNG"))
+def save_png(image: Image.Image, path: Path, *, replace: bool = False) -> Path:
+    atomic_save(path, lambda tmp: image.save(tmp, format="PNG"), replace=replace)
     return path
 
 
@@ -48,14 +52,14 @@ def stretch(values: torch.Tensor) -> np.ndarray:
     return (scaled * 255).round().to(torch.uint8).numpy()
 
 
-def save_map(values: torch.Tensor, path: Path) -> Path:
+def save_map(values: torch.Tensor, path: Path, *, replace: bool = False) -> Path:
     """One H×W map as an H×W greyscale PNG; a tiny map (the demo's 3×3) enlarged by a whole factor, nearest
     neighbour, to about TINY_MAP_SIDE pixels, so each value is a square one can see."""
     pixels = stretch(values)
     if is_numbered(values):
         scale = math.ceil(TINY_MAP_SIDE / max(pixels.shape))
         pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-    return save_png(Image.fromarray(pixels, mode="L"), path)
+    return save_png(Image.fromarray(pixels, mode="L"), path, replace=replace)
 
 
 def cell_scale(height: int, width: int) -> int:
@@ -81,7 +85,7 @@ def value_canvas(cells: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, i
     return canvas, corners
 
 
-def grid_figure(cells: list[np.ndarray], path: Path, title: str, scale: dict) -> Path:
+def grid_figure(cells: list[np.ndarray], path: Path, title: str, scale: dict, *, replace: bool = False) -> Path:
     """The cells in a grid with a title, each cell's channel number and a colour scale.
 
     ``scale``: ``cmap``, ``vmin``, ``vmax`` and ``label`` of the colour bar; RGB cells (H×W×3, already in 0..1)
@@ -94,7 +98,7 @@ def grid_figure(cells: list[np.ndarray], path: Path, title: str, scale: dict) ->
     canvas, corners = value_canvas(cells)
     colour = plt.get_cmap(scale["cmap"]).with_extremes(bad="white")
     width = min(16.0, max(5.0, canvas.shape[1] / 45))
-    with png_figure(path, figsize=(width + 1.5, width * canvas.shape[0] / canvas.shape[1] + 0.9)) as (figure, axis):
+    with png_figure(path, replace=replace, figsize=(width + 1.5, width * canvas.shape[0] / canvas.shape[1] + 0.9)) as (figure, axis):
         axis.imshow(np.nan_to_num(canvas, nan=1.0) if canvas.ndim == 3 else canvas, cmap=colour,
                     vmin=scale["vmin"], vmax=scale["vmax"], interpolation="nearest")
         axis.set_axis_off()
@@ -107,7 +111,7 @@ def grid_figure(cells: list[np.ndarray], path: Path, title: str, scale: dict) ->
     return path
 
 
-def save_feature_grid(maps: torch.Tensor, path: Path, title: str) -> Path:
+def save_feature_grid(maps: torch.Tensor, path: Path, title: str, *, replace: bool = False) -> Path:
     """C×H×W activations as a titled grid, one cell per channel, on one colour scale for all channels."""
     values = maps.detach().float()
     low, high = float(values.min()), float(values.max())
@@ -115,10 +119,10 @@ def save_feature_grid(maps: torch.Tensor, path: Path, title: str) -> Path:
     return grid_figure([channel.numpy() for channel in values], path,
                        f"{title}: {channels} channels of {width}×{height}",
                        {"cmap": "viridis", "vmin": low, "vmax": high if high > low else low + 1,
-                        "label": "activation"})
+                        "label": "activation"}, replace=replace)
 
 
-def save_filter_grid(weight: torch.Tensor, path: Path, title: str) -> Path:
+def save_filter_grid(weight: torch.Tensor, path: Path, title: str, *, replace: bool = False) -> Path:
     """O×I×kH×kW conv weights as a titled grid of O cells: colour when I is 3, else the mean over input
     channels; zero is the middle of the colour scale."""
     weight = weight.detach().float()
@@ -131,13 +135,14 @@ def save_filter_grid(weight: torch.Tensor, path: Path, title: str) -> Path:
         cells = [kernel.mean(0).numpy() for kernel in weight]
         what, cmap, label = f"mean over {inputs} input channels", "RdBu_r", "weight (white = 0)"
     return grid_figure(cells, path, f"{title}: {outputs} filters of {width}×{height}, {what}",
-                       {"cmap": cmap, "vmin": -peak, "vmax": peak, "label": label})
+                       {"cmap": cmap, "vmin": -peak, "vmax": peak, "label": label}, replace=replace)
 
 
-def save_kernel_figure(image: torch.Tensor, maps: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path) -> Path:
+def save_kernel_figure(image: torch.Tensor, maps: list[tuple[str, torch.Tensor, torch.Tensor]], path: Path, *,
+                       replace: bool = False) -> Path:
     """One row per kernel: the input, the kernel, the map it gives (input ⋆ kernel = map); values are written in
     the cells of tiny ones, sizes are width×height."""
-    with png_figure(path, nrows=len(maps), ncols=3, figsize=(9.6, 3.2 * len(maps)), squeeze=False) as (_, axes):
+    with png_figure(path, replace=replace, nrows=len(maps), ncols=3, figsize=(9.6, 3.2 * len(maps)), squeeze=False) as (_, axes):
         for row, (name, kernel, values) in enumerate(maps):
             panels = [(f"input {size_text(image)}", image), (f"kernel {name} {size_text(kernel)}", kernel),
                       (f"map {size_text(values)}", values)]

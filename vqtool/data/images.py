@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vqtool.errors import VQError, debug_enabled, first_line
+from vqtool.files import IMAGE_LIMIT, open_regular
 
 if TYPE_CHECKING:  # torch loads when images are decoded, not when the sources register
     import torch
@@ -66,7 +67,15 @@ def list_folder(folder: Path) -> list[os.DirEntry]:
 
 
 def class_folders(root: Path) -> list[Path]:
-    return sorted(Path(entry.path) for entry in list_folder(root) if entry.is_dir())
+    return sorted(Path(entry.path) for entry in list_folder(root) if _is(entry.is_dir, False))
+
+
+def _is(test, when_unknown: bool) -> bool:
+    """A DirEntry test that follows links; a link that loops answers ``when_unknown`` instead of raising."""
+    try:
+        return test()
+    except OSError:
+        return when_unknown
 
 
 def image_files(folder: Path, unreadable: dict[str, str]) -> list[str]:
@@ -89,8 +98,8 @@ def image_files(folder: Path, unreadable: dict[str, str]) -> list[str]:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 pending.append(Path(entry.path))
-            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                found.append(entry.path)
+            elif Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS and _is(entry.is_file, True):
+                found.append(entry.path)  # a link that loops is listed, then reported as unreadable
     return sorted(found)
 
 
@@ -116,7 +125,7 @@ def common_square_size(files: list[str], samples: int = 32) -> int | None:
     with pillow_limits():
         for path in files[:: max(1, len(files) // samples)][:samples]:
             try:
-                with Image.open(path) as image:
+                with open_regular(path, IMAGE_LIMIT) as file, Image.open(file) as image:
                     sizes.add(image.size)
             except Exception:  # noqa: BLE001 - an unreadable sample says nothing about the size; decoding reports it
                 continue
@@ -174,7 +183,7 @@ def decode_image(path: str, channels: int, draft_size: int | None = None) -> Ima
 def decode_image_sized(path: str, channels: int, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """``decode_image`` and the full image's (width, height) as it is meant to be seen (a draft decodes smaller)."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path, IMAGE_LIMIT) as file, Image.open(file) as image:
             width, height = image.size
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: much faster

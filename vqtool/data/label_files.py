@@ -20,7 +20,8 @@ from pathlib import Path
 from vqtool.data import DataOptions, Dataset, Split
 from vqtool.data.images import IMAGE_EXTENSIONS, common_square_size, image_files
 from vqtool.data.sources import SINGLE_TREE_VAL_SPLIT, carve_val
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 from vqtool.registry import register_dataset
 
 LIST_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -30,6 +31,7 @@ LABEL_COLUMNS = ("label", "class", "category", "target", "class_name", "label_na
 SPLIT_COLUMN = "split"
 SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_FOLDERS = ("images", "train", "train_images", "imgs")
+MAX_LINE = 64 * 1024  # a row naming an image and its label; longer is not a list (and csv refuses 128k cells)
 
 
 def is_label_file(spec: str) -> bool:
@@ -56,7 +58,9 @@ def load_label_file(spec: str, options: DataOptions) -> Dataset:
                    key=_natural)
     if not known:
         raise VQError(f"{listing}: no row has a label", usage=True)
+    by_split, repeated = _first_of_each_image(listing, by_split, set(known))
     splits = {name: _split(listing, entries, known) for name, entries in by_split.items() if entries}
+    next(iter(splits.values())).rejected.update(repeated)
     train, val, test = (splits.get(name) for name in ("train", "val", "test"))
     if train is not None and val is None:
         train, val = carve_val(train, options, SINGLE_TREE_VAL_SPLIT)
@@ -70,15 +74,28 @@ def load_label_file(spec: str, options: DataOptions) -> Dataset:
 def read_rows(listing: Path) -> list[list[str]]:
     """The list's non-empty rows as cells: CSV/TSV by their delimiter, a text list by tabs, commas or spaces."""
     try:
-        text = listing.read_text(encoding="utf-8-sig")
+        text = read_text(listing, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
-        raise VQError(f"{listing}: cannot read the list ({error})") from error
+        raise VQError(f"{listing}: cannot read the list ({_reason(error)})") from error
+    if "\0" in text:
+        raise VQError(f"{listing}: holds a NUL character; not a text list", usage=True)
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    longest = max(map(len, lines), default=0)
+    if longest > MAX_LINE:
+        raise VQError(f"{listing}: a line of {longest:,} characters (over {MAX_LINE:,}); not a list of image paths",
+                      usage=True)
     sample = "\n".join(lines[:5])
     delimiter = "\t" if "\t" in sample else "," if "," in sample or listing.suffix.lower() != ".txt" else None
     if delimiter is None:  # a text list: path [label [split]] separated by spaces
         return [line.split() for line in lines]
-    return [[cell.strip() for cell in row] for row in csv.reader(lines, delimiter=delimiter)]
+    try:
+        return [[cell.strip() for cell in row] for row in csv.reader(lines, delimiter=delimiter)]
+    except csv.Error as error:
+        raise VQError(f"{listing}: not a readable list ({error})", usage=True) from error
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
 
 
 def columns(rows: list[list[str]], listing: Path) -> tuple[int, int | None, int | None, int]:
@@ -142,6 +159,20 @@ def _id_file(folder: Path, value: str) -> bool:
     if Path(value).suffix.lower() in IMAGE_EXTENSIONS:
         return (folder / value).is_file()
     return any((folder / f"{value}{suffix}").is_file() for suffix in (".jpg", ".png", ".jpeg"))
+
+
+def _first_of_each_image(listing: Path, by_split: dict[str, list], known: set) -> tuple[dict[str, list], dict]:
+    """The rows with one image listed again (with a class) left out: the image could otherwise land in train and
+    in val. Each image is used once (train first, then val, then test); the others are reported as rejected rows."""
+    first_row, repeated, kept = {}, {}, {name: [] for name in by_split}
+    for name, entries in by_split.items():
+        for number, path, label in entries:
+            seen = first_row.setdefault(os.path.normpath(path), number) if label in known else number
+            if seen != number:
+                repeated[f"{listing.name} row {number}"] = f"the same image as row {seen}"
+            else:
+                kept[name].append((number, path, label))
+    return kept, repeated
 
 
 def _split(listing: Path, entries: list[tuple[int, str, str]], classes: list[str]) -> Split:

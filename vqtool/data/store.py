@@ -12,7 +12,13 @@ the weights and the views), and holds:
     data.bin        the array: one row per listed file (the rows of unreadable files stay zero)
     progress.json   while building: the rows done so far, the unreadable files found among them
     index.json      once complete (its presence is what "complete" means): shape, dtype, the rows kept,
-                    the unreadable files and why, what the data is; its modification time is the last use
+                    the unreadable files and why, what the data is, the SHA-256 of data.bin and of the index
+                    itself; its modification time is the last use
+
+An entry is used only once both checksums and the index's own shape agree (a
+damaged or edited entry is decoded again, with a warning): stored pixels are
+never trusted blindly. Only folders named by a key are entries, and links are
+never followed: `cache clear` removes nothing else.
 
 Building takes ``<key>.lock`` (a file lock), so of several processes (or the
 ranks of one torchrun) one builds and the others wait, then read it. It is
@@ -28,8 +34,10 @@ import errno
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +47,41 @@ import torch
 
 from vqtool.data.images import decode_into, decoding_pool, max_image_pixels
 from vqtool.data.rows import StoredRows
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
+from vqtool.files import MB, is_real_folder, open_regular, read_text
 from vqtool.reporter import Reporter
 
 CACHE_ENV = "VQTOOL_CACHE_DIR"
-FORMAT_VERSION = 1  # bump when what a key stands for, or how pixels are decoded, changes
+FORMAT_VERSION = 2  # bump when what a key stands for, or how pixels are decoded, changes
 KINDS = ("pixels", "features")
 CHUNK_BYTES = 64 * 1024**2  # decoded between two progress records
 DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
 
 
+KEY_LENGTH = 32
+INDEX_LIMIT = 1024 * MB  # the index lists every row: tens of millions of them fit
+DTYPES = ("uint8", "float16", "float32", "float64", "int64")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vqtool")
+    return Path(os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/vqtool"))
+
+
+def is_key(name: str) -> bool:
+    return len(name) == KEY_LENGTH and all(c in "0123456789abcdef" for c in name)
+
+
+@contextlib.contextmanager
+def store_errors():
+    """A failure to write the store (a cache folder that is a file, unwritable, full) as one line that says
+    how to go on without it."""
+    try:
+        yield
+    except OSError as error:
+        where = os.fsdecode(error.filename) if error.filename else str(cache_root())
+        raise VQError(f"the store ({CACHE_ENV}={cache_root()}) cannot be written: {where}: "
+                      f"{error.strerror or error}; point {CACHE_ENV} at a writable folder, or pass "
+                      f"--no-cache-store") from error
 
 
 @dataclass
@@ -59,6 +90,7 @@ class Entry:
 
     kind: str
     key: str
+    damage: str | None = None  # why index() found the entry unusable
 
     @property
     def folder(self) -> Path:
@@ -68,12 +100,34 @@ class Entry:
     def data(self) -> Path:
         return self.folder / DATA_FILE
 
-    def index(self) -> dict | None:
-        """The complete entry's index (None while it is not complete)."""
+    def index(self, checksum: bool = True) -> dict | None:
+        """The complete entry's index, verified (None while it is not complete, or when it is damaged:
+        ``damage`` then says how). ``checksum=False`` skips reading all of data.bin (listing the store)."""
+        self.damage = None
         try:
-            return json.loads((self.folder / INDEX_FILE).read_text())
-        except (OSError, ValueError):
+            document = json.loads(read_text(self.folder / INDEX_FILE, INDEX_LIMIT))
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except (OSError, ValueError, RecursionError) as error:
+            self.damage = f"unreadable index ({first_line(error)})"
+            return None
+        self.damage = _index_problem(document) or self._data_problem(document, checksum)
+        return None if self.damage else document
+
+    def _data_problem(self, index: dict, checksum: bool) -> str | None:
+        expected = math.prod(index["shape"]) * np.dtype(index["dtype"]).itemsize
+        try:
+            if not stat.S_ISREG(os.lstat(self.data).st_mode):
+                return f"{DATA_FILE} is not a regular file"
+            size = os.path.getsize(self.data)
+            if size < expected:
+                return f"{DATA_FILE} holds {size} bytes, {expected} expected"
+            if checksum and _written_stat(self.data) != index.get("data_stat") \
+                    and file_digest(self.data) != index["data_sha256"]:
+                return f"{DATA_FILE} does not match its checksum"
+        except OSError as error:
+            return f"{DATA_FILE} unreadable ({error.strerror or error})"
+        return None
 
     def open(self, index: dict, rows: torch.Tensor | None = None) -> StoredRows:
         """The stored array, to read rows from; marks the entry used now (what `cache clear --older-than` goes by)."""
@@ -87,6 +141,8 @@ class Entry:
         from filelock import FileLock, Timeout
 
         self.folder.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(self.folder):  # an entry is a folder of the store's own, never written through a link
+            os.unlink(self.folder)
         lock = FileLock(str(self.folder.parent / f"{self.key}.lock"))
         try:
             lock.acquire(timeout=0)
@@ -101,6 +157,7 @@ class Entry:
     def reserve(self, nbytes: int) -> None:
         """The data file at its full size, its blocks allocated: a full disk stops the build here, in one line."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.data.unlink(missing_ok=True)  # a fresh file: never write through a link left in its place
         free = shutil.disk_usage(self.folder).free
         if free < nbytes:
             raise _full_disk(self.folder, nbytes, free)
@@ -114,9 +171,10 @@ class Entry:
 
     def progress(self) -> dict | None:
         try:
-            return json.loads((self.folder / PROGRESS_FILE).read_text())
-        except (OSError, ValueError):
+            document = json.loads(read_text(self.folder / PROGRESS_FILE, INDEX_LIMIT))
+        except (OSError, ValueError, RecursionError):
             return None
+        return document if isinstance(document, dict) and _progress_problem(document) is None else None
 
     def record(self, name: str, document: dict) -> None:
         """progress.json or index.json replaced as a whole (a reader sees the old one or the new one)."""
@@ -128,9 +186,57 @@ class Entry:
         os.replace(temporary, self.folder / name)
 
     def complete(self, index: dict) -> None:
-        self.record(INDEX_FILE, index)
+        index = {**index, "data_sha256": file_digest(self.data), "data_stat": _written_stat(self.data)}
+        self.record(INDEX_FILE, {**index, "index_sha256": _index_digest(index)})
         with contextlib.suppress(FileNotFoundError):
             (self.folder / PROGRESS_FILE).unlink()
+
+
+def _written_stat(path: Path) -> list[int]:
+    """data.bin's size, inode and change time: while they are as the entry recorded them, the file is not hashed
+    again on every use (seconds per GB); a file written or replaced since (random bytes, another entry's data) is.
+    The change time, unlike the modification time, cannot be set back by hand."""
+    status = os.stat(path)
+    return [status.st_size, status.st_ino, status.st_ctime_ns]
+
+
+def file_digest(path: Path) -> str:
+    with open_regular(path, limit=1 << 62) as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _index_digest(index: dict) -> str:
+    content = {key: value for key, value in index.items() if key != "index_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _index_problem(index) -> str | None:
+    """What makes ``index`` unusable as a complete entry's index (its checksum first: an edited index is
+    refused whatever it says), or None."""
+    if not isinstance(index, dict) or not isinstance(index.get("index_sha256"), str):
+        return "an index without its checksum"
+    if index["index_sha256"] != _index_digest(index):
+        return "an index that does not match its checksum"
+    shape, kept = index.get("shape"), index.get("kept")
+    if not (isinstance(shape, list) and shape and all(type(n) is int and n >= 0 for n in shape)):
+        return "an index without a valid shape"
+    if index.get("dtype") not in DTYPES or not isinstance(index.get("data_sha256"), str):
+        return "an index without a valid dtype or data checksum"
+    if kept is not None and not (isinstance(kept, list) and all(type(i) is int for i in kept)
+                                 and kept == sorted(set(kept)) and all(0 <= i < shape[0] for i in kept)):
+        return "an index whose kept rows are not distinct rows of the array"
+    if not isinstance(index.get("bad", {}), dict):
+        return "an index whose unreadable files are not a mapping"
+    return None
+
+
+def _progress_problem(progress: dict) -> str | None:
+    shape, done, bad = progress.get("shape"), progress.get("done"), progress.get("bad")
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape) and shape):
+        return "shape"
+    if not (type(done) is int and 0 <= done <= shape[0] and isinstance(bad, dict)):
+        return "rows"
+    return None
 
 
 def _full_disk(folder: Path, needed: int, free: int) -> VQError:
@@ -150,9 +256,9 @@ def pixel_key(files: list[str], size: int, channels: int, resize: int | None, in
         path = os.path.abspath(path)
         try:
             status = os.stat(path)
-            digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+            digest.update(os.fsencode(path) + f"\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
         except OSError:  # a missing file is part of the key too: decoding reports it
-            digest.update(f"{path}\0missing\n".encode())
+            digest.update(os.fsencode(path) + b"\0missing\n")
     return digest.hexdigest()[:32]
 
 
@@ -162,7 +268,9 @@ def stored_pixels(files: list[str], labels: torch.Tensor, size: int, channels: i
     entry = Entry("pixels", pixel_key(files, size, channels, resize, interpolation))
     index = entry.index()
     if index is None:
-        with entry.locked(reporter, f"decoding {what}"):
+        if entry.damage:
+            reporter.warn(f"store: {entry.folder} is damaged ({entry.damage}); decoding {what} again")
+        with store_errors(), entry.locked(reporter, f"decoding {what}"):
             index = entry.index() or _build(entry, files, labels, (len(files), channels, size, size),
                                             (resize, interpolation), workers, reporter, what)
     else:
@@ -239,7 +347,7 @@ def save_rows(entry: Entry, blocks, rows: int, index: dict, reporter: Reporter, 
     """Store the row blocks (CPU tensors of one dtype and row shape) of a ``rows``-row array as ``entry``, each
     written as it comes, so that the array is never whole in memory; the entry's index. ``blocks`` is not drawn
     from when another process stored the entry meanwhile."""
-    with entry.locked(reporter, f"storing {what}"):
+    with store_errors(), entry.locked(reporter, f"storing {what}"):
         if (done := entry.index()) is not None:
             return done
         blocks = iter(blocks)
@@ -288,25 +396,40 @@ def content_key(pixels) -> str:
 
 
 def entries() -> list[dict]:
-    """Every entry of the store, complete or not: kind, key, folder, bytes, last use, what it holds."""
+    """Every entry of the store, complete or not: kind, key, folder, bytes, last use, what it holds.
+
+    Only folders named by a key, in kind folders that are themselves folders: what else the cache folder holds
+    (a user's folder, a link to elsewhere) is no entry, and is never listed or cleared.
+    """
     found = []
     for kind in KINDS:
-        with contextlib.suppress(FileNotFoundError):
-            for folder in sorted((cache_root() / kind).iterdir()):
-                if folder.is_dir():
+        kind_folder = cache_root() / kind
+        if not is_real_folder(kind_folder):
+            continue
+        with contextlib.suppress(OSError):
+            for folder in sorted(kind_folder.iterdir()):
+                if is_key(folder.name) and is_real_folder(folder):
                     found.append(_describe(Entry(kind, folder.name)))
     return found
 
 
 def _describe(entry: Entry) -> dict:
-    index = entry.index()
-    size = sum(path.stat().st_size for path in entry.folder.iterdir() if path.is_file())
-    used = (entry.folder / INDEX_FILE) if index else entry.folder
+    index = entry.index(checksum=False)
+    size, newest = 0, 0.0
+    with contextlib.suppress(OSError):
+        for path in entry.folder.iterdir():
+            status = os.lstat(path)
+            if stat.S_ISREG(status.st_mode):
+                size += status.st_size
+                newest = max(newest, status.st_mtime)
+    used = os.lstat(entry.folder / INDEX_FILE).st_mtime if index else newest or os.lstat(entry.folder).st_mtime
     described = {"kind": entry.kind, "key": entry.key, "path": str(entry.folder), "bytes": size,
-                 "complete": index is not None, "last_used": used.stat().st_mtime}
+                 "complete": index is not None, "last_used": used}
+    if entry.damage:
+        described["damaged"] = entry.damage
     if index:
         described.update(data=index.get("data"), what=index.get("what"), shape=index.get("shape"),
-                         rows=len(index.get("kept", ())) or (index.get("shape") or [0])[0],
+                         rows=len(index.get("kept") or ()) or index["shape"][0],
                          preprocess=index.get("preprocess"))
     return described
 

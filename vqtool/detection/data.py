@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.files import IMAGE_LIMIT, open_regular, read_bytes, read_text
 from vqtool.pickles import LABEL_CACHE, check
 from vqtool.registry import register_dataset
 
@@ -135,7 +136,7 @@ def split_images(sources: list[str]) -> list[str]:
             found += glob.glob(str(Path(glob.escape(str(source))) / "**" / "*.*"), recursive=True)
         elif source.is_file():  # a list of image paths, "./" relative to the list
             parent = str(source.parent) + os.sep
-            lines = source.read_text(encoding="utf-8-sig", errors="replace").strip().splitlines()
+            lines = read_bytes(source).decode("utf-8-sig", errors="replace").strip().splitlines()
             found += [line.replace("./", parent, 1) if line.startswith("./") else line for line in lines]
     return sorted(path for path in found if path.rpartition(".")[-1].lower() in IMG_FORMATS)
 
@@ -145,7 +146,7 @@ def image_problem(image: str, label_file: str, num_classes: int) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(image) as opened:
+        with open_regular(image, IMAGE_LIMIT) as file, Image.open(file) as opened:
             width, height = opened.size
             image_format = opened.format
     except Exception as error:  # noqa: BLE001 - whatever Pillow raises, Ultralytics drops the image
@@ -159,6 +160,7 @@ def image_problem(image: str, label_file: str, num_classes: int) -> str | None:
 
 
 TRUNCATED_JPEG = "JPEG without its end marker"
+NOT_REGULAR = "not a regular file"  # in the reason NotRegularFile gives
 
 
 def _ends_with_jpeg_marker(image: str) -> bool:
@@ -175,7 +177,7 @@ def label_problem(label_file: str, num_classes: int) -> str | None:
     if not path.is_file():
         return None
     try:
-        rows = [line.split() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        rows = [line.split() for line in read_text(path, encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, ValueError) as error:
         return f"cannot read it ({first_line(error)})"
     if not rows:
@@ -222,6 +224,7 @@ def usable_images(dataset: YoloDataset, split: str, reporter) -> LabelCheck:
     if not check.invalid:
         return check
     _refuse_truncated_jpegs(dataset, check)
+    _refuse_special_files(dataset, check)
     listed, more = _listing(check.invalid)
     if check.usable == 0:
         raise VQError(f"{dataset.yaml}: none of the {check.images} {split} images can be used: {listed}{more}")
@@ -238,6 +241,16 @@ def _refuse_truncated_jpegs(dataset: YoloDataset, check: LabelCheck) -> None:
         raise VQError(f"{dataset.yaml}: {len(truncated)} {check.split} JPEG file(s) lack their end marker "
                       f"(truncated or damaged) and Ultralytics would rewrite them in place: {listed}{more}; "
                       "re-save or remove them")
+
+
+def _refuse_special_files(dataset: YoloDataset, check: LabelCheck) -> None:
+    """A FIFO or device among the images or labels: Ultralytics would open it and wait forever (or read without
+    end); vqtool reads only regular files and stops here."""
+    special = {image: why for image, why in check.invalid.items() if NOT_REGULAR in why}
+    if special:
+        listed, more = _listing(special)
+        raise VQError(f"{dataset.yaml}: {len(special)} {check.split} image(s) or label file(s) are not regular files "
+                      f"(a FIFO or device would block Ultralytics): {listed}{more}; remove them")
 
 
 def _listing(problems: dict[str, str]) -> tuple[str, str]:

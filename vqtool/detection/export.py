@@ -119,10 +119,10 @@ def output_path(weights: Path, options: ExportOptions) -> Path:
         path = weights.with_name(weights.stem + suffix)
         check_output(path, overwrite=options.overwrite, option="the export")
         return path
+    check_output(options.output, overwrite=options.overwrite)
     if not options.output.name.endswith(suffix):
         raise VQError(f"-o {options.output}: a {options.format} export must end in {suffix} "
                       f"(Ultralytics chooses the runtime by the name)", usage=True)
-    check_output(options.output, overwrite=options.overwrite)
     return options.output
 
 

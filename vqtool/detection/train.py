@@ -10,9 +10,12 @@ A detector run folder holds::
 
 Options the user did not type keep Ultralytics' defaults (vqtool's defaults
 are tuned for classifiers); ``--epochs``, ``--imgsz``, ``--device`` and
-``--seed`` always apply. metrics.csv and curves.png change together after each
-epoch (:mod:`vqtool.runs.commit`). ``--resume`` continues with Ultralytics' own
-resume on the run's recorded data.yaml; a run killed after its last epoch but
+``--seed`` always apply. Ultralytics' last.pt and best.pt, metrics.csv and
+curves.png change together after each epoch, as one commit
+(:mod:`vqtool.detection.checkpoints`, :mod:`vqtool.runs.commit`): a run killed at
+any instant reads as one epoch. ``--resume`` continues with Ultralytics' own
+resume on the run's recorded data.yaml, writing only inside the run folder given
+(whatever save_dir the checkpoint records); a run killed after its last epoch but
 before model.pt was written is finished without training (model.pt copied,
 best.pt validated on that data.yaml).
 """
@@ -20,12 +23,14 @@ best.pt validated on that data.yaml).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool import __version__
+from vqtool.detection.checkpoints import StagedCheckpoints, committing_trainer
 from vqtool.detection.data import YoloDataset, no_valid_images_as_error, usable_images
 from vqtool.detection.evaluate import box_metrics
 from vqtool.detection.predict import ultralytics_device
@@ -33,7 +38,7 @@ from vqtool.detection.tracking import ultralytics_tracking
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
-from vqtool.runs.catalog import job_status
+from vqtool.runs.catalog import history as run_history, job_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
 from vqtool.runs.tracking import TrackingOptions, check_resumed
@@ -202,7 +207,7 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
     with job_status(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name):
         with keeping_threads(), no_valid_images_as_error(dataset), tracked:
             model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
-                        exist_ok=True, **args)
+                        exist_ok=True, trainer=committing_trainer(model, recorder.checkpoints), **args)
         return _trained(run_dir, recorder, model, started, {"dataset": dataset.name, **record})
 
 
@@ -211,17 +216,18 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     started = time.perf_counter()
     run = Path(run_dir)
     check_resumed(tracking, run)
+    _refuse_links_out(run)
+    recover(run)  # an epoch whose commit was switched in is installed first: last.pt may be among its files
     last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
     if not last.is_file():
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
-    recover(run)
     recorded = read_json(run / "args.json")["args"]
     data = recorded_data(run, recorded)
     model = load_detector(str(last))
     check_resumable(model.ckpt, last)
     check_rebuilds(model)
     _check_resumed_files(last, data)
-    recorder = EpochRecorder(run, reporter, history=_read_history(run / "metrics.csv"))
+    recorder = EpochRecorder(run, reporter, history=run_history(run))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
     status = job_status(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
     if training_finished(model.ckpt):
@@ -234,8 +240,19 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     tracked = ultralytics_tracking(model, run, tracking, experiment_default=record["dataset"], reporter=reporter)
     with status:
         with keeping_threads(), tracked:
-            model.train(resume=True, data=data)  # the run's own data.yaml, never Ultralytics' default dataset
+            # the run's own data.yaml, never Ultralytics' default dataset; its own folder, never the save_dir
+            # last.pt records (a copied run would write into the original, a crafted one anywhere)
+            model.train(resume=True, data=data, save_dir=str((run / ULTRALYTICS_DIR).resolve()),
+                        trainer=committing_trainer(model, recorder.checkpoints))
         return _trained(run, recorder, model, started, record)
+
+
+def _refuse_links_out(run: Path) -> None:
+    """Resume writes only inside the run folder: its Ultralytics folders must be folders of its own, not links."""
+    for folder in (run / ULTRALYTICS_DIR, run / ULTRALYTICS_DIR / "weights"):
+        if folder.is_symlink():
+            raise VQError(f"{folder} is a symbolic link to {os.readlink(folder)}; vqtool resumes a run only in its "
+                          f"own folder (copy the files in instead of linking them)")
 
 
 def _check_resumed_files(last: Path, data: str | None) -> None:
@@ -327,15 +344,6 @@ def _finish(run_dir: Path, epochs: int, best_epoch, metrics: dict, started: floa
             "vqtool_version": __version__}
 
 
-def _read_history(path: Path) -> list[dict]:
-    import csv
-
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 class EpochRecorder:
     """Ultralytics callbacks that keep vqtool's conventions: a line per epoch, metrics.csv and curves.png.
 
@@ -350,6 +358,7 @@ class EpochRecorder:
         self._bar = contextlib.ExitStack()
         self._advance = None
         self._trained = False
+        self.checkpoints = StagedCheckpoints(self.run_dir)
 
     def attach(self, model) -> None:
         model.add_callback("on_train_epoch_start", self.epoch_started)
@@ -380,7 +389,8 @@ class EpochRecorder:
             self.best_epoch = row["epoch"]
         history = list(self.history)
         commit(self.run_dir, {"metrics.csv": lambda path: Path(path).write_text(metrics_csv(history)),
-                              "curves.png": lambda path: plot_detection_curves(path, history)})
+                              "curves.png": lambda path: plot_detection_curves(path, history)},
+               staging=self.checkpoints.take())
         self.reporter.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
                      f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
                      f"P {row['precision']:.3f} R {row['recall']:.3f} mAP50 {row['map50']:.3f} "

@@ -79,7 +79,22 @@ def load_detector(spec: str):
     if model.task != "detect":
         raise VQError(f"{path}: a YOLO {model.task} model; vqtool's detection commands need a detect model",
                       usage=True)
+    if hasattr(model.model, "names"):  # a checkpoint's model (an export's names come with its runtime)
+        _check_class_names(model.model.names, path)
     return model
+
+
+def _check_class_names(names, path) -> None:
+    """A checkpoint's class names: a non-empty mapping (or list) of class numbers to non-empty names, as every
+    command prints them (Ultralytics fails deep inside otherwise, or prints empty labels)."""
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise VQError(f"{path}: its class names are missing or empty ({names!r:.60}); not a usable detector")
+    bad = next((key for key, name in names.items() if not isinstance(key, int) or not str(name).strip()), None)
+    if bad is not None or sorted(names) != list(range(len(names))):
+        raise VQError(f"{path}: its class names are not a name for each class number 0..{len(names) - 1} "
+                      f"({names!r:.60}); not a usable detector")
 
 
 def load_yolo(spec: str, exported_task: str):

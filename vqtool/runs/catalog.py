@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 from vqtool.reporter import Reporter
 from vqtool.runs.commit import committed
 from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
@@ -69,20 +70,32 @@ def _now() -> str:
 
 
 def find_runs(folders) -> list[Path]:
-    """The run folders among ``folders`` and below them (not inside a run folder), in name order."""
-    found = []
+    """The run folders among ``folders`` and below them (not inside a run folder), in name order.
+
+    Each real folder is visited once, however many links lead to it: a link to a parent (a loop) or a second
+    name of a run lists nothing twice.
+    """
+    found, seen = [], set()
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise VQError(f"{folder}: no such folder", usage=True)
-        found.extend(_runs_under(folder))
-    return sorted(dict.fromkeys(found), key=lambda path: (str(path.parent), path.name))
+        found.extend(_runs_under(folder, seen))
+    return sorted(found, key=lambda path: (str(path.parent), path.name))
 
 
-def _runs_under(folder: Path) -> list[Path]:
+def _runs_under(folder: Path, seen: set) -> list[Path]:
+    try:
+        real = os.path.realpath(folder, strict=True)
+        children = [] if is_run(folder) else sorted(folder.iterdir())
+    except OSError:  # unreadable, or a loop of links: nothing to list there
+        return []
+    if real in seen:
+        return []
+    seen.add(real)
     if is_run(folder):
         return [folder]
-    return [run for child in sorted(folder.iterdir()) if child.is_dir() and not child.name.startswith(".")
-            for run in _runs_under(child)]
+    return [run for child in children if not child.name.startswith(".") and child.is_dir()
+            for run in _runs_under(child, seen)]
 
 
 def is_run(folder: Path) -> bool:
@@ -94,8 +107,12 @@ def history(run_dir: Path) -> list[dict]:
     path = committed(run_dir, "metrics.csv")
     if not path.is_file():
         return []
-    with open(path, newline="") as file:
-        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    try:
+        rows = list(csv.DictReader(read_text(path).splitlines()))
+    except (OSError, ValueError, csv.Error) as error:
+        raise VQError(f"{path}: cannot read ({error.strerror if isinstance(error, OSError) else first_line(error)})"
+                      ) from error
+    return [{key: _number(value) for key, value in row.items()} for row in rows]
 
 
 def _number(text: str | None):

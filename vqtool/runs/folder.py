@@ -28,12 +28,17 @@ import time
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
+from vqtool.files import read_text
 
 TEMP_MARK = ".tmp"  # in every temporary file's name: .model.json.123-ab12.tmp.json
 # A run folder's own files: never the target of an export or any other output, whatever --overwrite says.
 RUN_FILES = ("model.safetensors", "model.json", "model.pt", "state.pt", "args.json", "metrics.csv", "curves.png",
              "status.json", "mlflow.json")
 RUN_MARKERS = ("args.json", "model.json", "state.pt")  # a folder holding one of these is a run folder
+# A run folder's own subfolders (Ultralytics' artifacts, an epoch being committed): no file in them is replaced
+# from outside (an export may add one beside Ultralytics' weights).
+COMMIT_FOLDER = ".commit"
+RUN_SUBFOLDERS = ("ultralytics", COMMIT_FOLDER)
 
 
 def new_run_dir(command: str, out: str | None) -> Path:
@@ -103,7 +108,7 @@ def output_problem(path, *, folder: bool | None = False, empty: bool = False) ->
 
 
 def _taken_folder(path: Path) -> str:
-    if any((path / marker).is_file() for marker in RUN_MARKERS):
+    if is_run_folder(path):
         return f"already holds a run; choose another --out, or continue it with --resume {path}"
     return "already exists and holds files; choose another --out (nothing is overwritten)"
 
@@ -121,14 +126,34 @@ def _write_problem(folder: str) -> str | None:
 
 
 def check_output(path: Path, *, overwrite: bool, option: str = "-o") -> None:
-    """Refuse (usage error) an output that is a run folder's own file, or that exists unless ``overwrite``."""
-    target = Path(os.path.realpath(path))  # a symlink is judged by the file it would overwrite
-    if target.name in RUN_FILES and any((target.parent / marker).is_file() for marker in RUN_MARKERS):
-        raise VQError(f"{option} {path}: {target.name} is one of the files of the run folder {target.parent}; "
-                      f"vqtool never writes over it (choose another name)", usage=True)
+    """The rule for every file a command writes where the user said: refused (usage error) when it is a run
+    folder's own file or lies in a run folder's own subfolder, whatever ``overwrite`` says, or when it exists
+    unless ``overwrite``."""
+    owner = run_folder_owning(path)
+    if owner is not None:
+        raise VQError(f"{option} {path}: {Path(path).name} is one of the files of the run folder {owner}; vqtool "
+                      f"never writes over it (choose another name)", usage=True)
     if os.path.lexists(path) and not overwrite:
         raise VQError(f"{option} {path} already exists; pass --overwrite to replace it, or choose another name",
                       usage=True)
+
+
+def is_run_folder(folder: Path) -> bool:
+    return any((Path(folder) / marker).is_file() for marker in RUN_MARKERS)
+
+
+def run_folder_owning(path) -> Path | None:
+    """The run folder whose own file ``path`` is (judged by the file a link would overwrite), or None: one of its
+    files, or a file already in one of its subfolders."""
+    target = Path(os.path.realpath(path))
+    if target.name in RUN_FILES and is_run_folder(target.parent):
+        return target.parent
+    if not os.path.lexists(target) and COMMIT_FOLDER not in target.parts:
+        return None
+    for folder in target.parents:
+        if target.relative_to(folder).parts[0] in RUN_SUBFOLDERS and is_run_folder(folder):
+            return folder
+    return None
 
 
 def umask() -> int:
@@ -256,9 +281,10 @@ def write_json(path: Path, document) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(read_text(path))
     except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8, or not JSON
-        raise VQError(f"{path}: cannot read ({first_line(error)})") from error
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
+        raise VQError(f"{path}: cannot read ({reason})") from error
 
 
 def run_arguments(run_dir, command: str) -> dict:
