@@ -89,7 +89,7 @@ def test_no_verify_skips_the_check(run_cli, trained, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "tflite"], "exports to onnx or torchscript"),
+    (["--format", "tflite"], "exports to onnx, torchscript or openvino"),
     (["--format", "torchscript", "--opset", "17"], "--opset applies to ONNX"),
     (["-o", "model.txt"], "must end in .onnx"),
 ])

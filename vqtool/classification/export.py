@@ -53,6 +53,8 @@ class Float32Interface(torch.nn.Module):
 def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> dict:
     """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints."""
     check_options(options)
+    for module, purpose in packages_needed(options):  # before the minutes of calibration, not after
+        require(module, purpose)
     checkpoint = load_checkpoint(spec)
     preprocess = checkpoint.preprocess.at_size(options.imgsz)
     output = output_path(checkpoint.path, options)
@@ -80,6 +82,16 @@ def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> 
     return summary
 
 
+def packages_needed(options: ExportOptions) -> list[tuple[str, str]]:
+    """(package, what needs it) for the export ``options`` ask for."""
+    needed = {"onnx": [("onnx", "exporting to ONNX")], "torchscript": [],
+              "openvino": [("onnx", "exporting to OpenVINO"), ("openvino", "exporting to OpenVINO")]}[options.format]
+    if options.int8:
+        needed.append(("nncf", "an int8 OpenVINO export") if options.format == "openvino"
+                      else ("onnxruntime", "an int8 ONNX export"))
+    return needed
+
+
 def verify(checkpoint, preprocess, output: Path, options: ExportOptions, reporter: Reporter) -> dict:
     """Logits compared within --tolerance; an int8 export, whose logits move by design, by held-out accuracy."""
     if not options.int8:
@@ -98,8 +110,6 @@ def size_of(path: Path) -> int:
 
 
 def write_onnx(model, example, path: Path, document: dict, options: ExportOptions, calibration=None) -> None:
-    require("onnx", "exporting to ONNX")
-
     def save(tmp: str) -> None:
         if calibration is None:
             to_onnx(model, example, tmp, dynamic_batch=options.dynamic_batch, opset=options.opset)
@@ -132,8 +142,6 @@ def _legacy_exporter() -> dict:
 def write_openvino(model, example, path: Path, document: dict, options: ExportOptions, calibration=None) -> None:
     """An IR folder (model.xml, model.bin, vqtool.json) converted by OpenVINO from our ONNX; NNCF int8 when asked."""
     ov = require("openvino", "exporting to OpenVINO")
-    if calibration is not None:
-        require("nncf", "an int8 OpenVINO export")
 
     def save(folder: Path) -> None:
         source = folder / "source.onnx"

@@ -208,8 +208,9 @@ def is_exported(path: str | Path) -> bool:
 
 def check_options(options: ExportOptions) -> None:
     if options.format not in SUFFIXES:
+        *others, last = SUFFIXES
         raise VQError(f"--format {options.format}: a classification checkpoint exports to "
-                      f"{' or '.join(SUFFIXES)}", usage=True)
+                      f"{', '.join(others)} or {last}", usage=True)
     if options.format == "torchscript" and options.opset is not None:
         raise VQError("--opset applies to ONNX exports", usage=True)
     if options.format == "torchscript" and not options.dynamic_batch:

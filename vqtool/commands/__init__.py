@@ -90,6 +90,21 @@ def data_options(command):
     return wrapper
 
 
+def threads_option(command):
+    """--threads N: CPU threads for torch and for every export runtime (ONNX Runtime, OpenVINO)."""
+
+    def apply(ctx, param, value):
+        if value is not None:
+            from vqtool.compute.device import use_threads
+
+            use_threads(value)
+        return value
+
+    return click.option("--threads", type=click.IntRange(1), default=None, callback=apply, expose_value=False,
+                        help="CPU threads for the model, whatever runs it (torch, ONNX Runtime, OpenVINO); "
+                             "default: torch's (the cores).")(command)
+
+
 def device_option(command):
     """--device, checked where it is used (a GPU list is for Ultralytics; classifiers use torchrun)."""
     from vqtool.choices import DEVICES

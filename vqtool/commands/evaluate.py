@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import SPLITS
-from vqtool.commands import data_options, device_option, output_options, trust_pickle_option, typed_options
+from vqtool.commands import (data_options, device_option, output_options, threads_option, trust_pickle_option,
+                             typed_options)
 from vqtool.commands.completion import complete_dataset
 
 
@@ -16,7 +17,7 @@ def evaluation_options(command):
                            help="Which split (default: test, else val, else everything).")(command)
     command = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)(command)
     command = device_option(command)
-    return command
+    return threads_option(command)
 
 
 @click.command("eval")
