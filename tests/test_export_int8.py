@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from conftest import summary_of
-from test_export import trained  # noqa: F401  (the module-scoped fixture)
 
 pytest.importorskip("onnxruntime")
 openvino = pytest.importorskip("openvino")
@@ -24,7 +23,7 @@ def one_error_line(result, code: int, message: str) -> None:
     assert message in result.stderr, result.stderr
 
 
-def test_openvino_ir_folder_is_verified_and_evaluates_like_the_checkpoint(run_cli, trained, tmp_path):  # noqa: F811
+def test_openvino_ir_folder_is_verified_and_evaluates_like_the_checkpoint(run_cli, trained, tmp_path):
     run, data = trained
     summary = summary_of(run_cli("export", run, "--format", "openvino", "-o", tmp_path / "m.openvino", "--json", "-q"))
     folder = tmp_path / "m.openvino"
@@ -42,7 +41,7 @@ def test_openvino_ir_folder_is_verified_and_evaluates_like_the_checkpoint(run_cl
 
 
 @pytest.mark.parametrize("fmt, name", [("onnx", "model.int8.onnx"), ("openvino", "model.int8.openvino")])
-def test_int8_is_calibrated_and_judged_on_held_out_images(run_cli, trained, tmp_path, fmt, name):  # noqa: F811
+def test_int8_is_calibrated_and_judged_on_held_out_images(run_cli, trained, tmp_path, fmt, name):
     run, data = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -63,7 +62,7 @@ def test_int8_is_calibrated_and_judged_on_held_out_images(run_cli, trained, tmp_
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantized (QDQ)
 
 
-def test_an_export_losing_more_than_max_drop_is_kept_flagged_and_exits_1(trained, tmp_path):  # noqa: F811
+def test_an_export_losing_more_than_max_drop_is_kept_flagged_and_exits_1(trained, tmp_path):
     """judge_int8 on a real runtime whose answers are the checkpoint's reversed: every answer changes."""
     from vqtool.classification.checkpoint import load_checkpoint
     from vqtool.classification.quantize import judge_int8
@@ -92,7 +91,7 @@ def test_an_export_losing_more_than_max_drop_is_kept_flagged_and_exits_1(trained
     (["-o", "m.onnx", "--format", "openvino"], 2, "must end in .openvino"),
     (["--int8", "--calibrate", "no-such-data"], 2, "--int8 needs calibration images"),
 ])
-def test_refusals_are_one_line(run_cli, trained, tmp_path, args, code, message):  # noqa: F811
+def test_refusals_are_one_line(run_cli, trained, tmp_path, args, code, message):
     run, _ = trained
     one_error_line(run_cli("export", run, *args), code, message)
 
@@ -101,7 +100,7 @@ def test_int8_of_a_detector_points_to_ultralytics(run_cli, tmp_path):
     one_error_line(run_cli("export", tmp_path / "yolov8n.pt", "--int8"), 2, "Ultralytics' own int8 export")
 
 
-def test_no_calibration_images_is_one_line(run_cli, trained, tmp_path):  # noqa: F811
+def test_no_calibration_images_is_one_line(run_cli, trained, tmp_path):
     run, _ = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -113,7 +112,7 @@ def test_no_calibration_images_is_one_line(run_cli, trained, tmp_path):  # noqa:
 
 @pytest.mark.parametrize("module, args", [("openvino", ["--format", "openvino"]),
                                           ("nncf", ["--format", "openvino", "--int8"])])
-def test_a_missing_runtime_is_one_line_with_the_install_line(run_cli, trained, tmp_path, monkeypatch,  # noqa: F811
+def test_a_missing_runtime_is_one_line_with_the_install_line(run_cli, trained, tmp_path, monkeypatch,
                                                              module, args):
     run, _ = trained
     monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
@@ -128,7 +127,7 @@ def flip_byte(path, at: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_tampered_or_truncated_exports_are_refused_at_load(run_cli, trained, tmp_path):  # noqa: F811
+def test_tampered_or_truncated_exports_are_refused_at_load(run_cli, trained, tmp_path):
     import onnx
 
     run, data = trained
