@@ -1,6 +1,5 @@
 """vqtool benchmark: every available format measured on real images, one table, skipped runtimes said."""
 
-import json
 import sys
 
 import pytest

@@ -51,10 +51,7 @@ class BenchmarkOptions:
 def benchmark(target: str, dataset_spec: str | None, options: BenchmarkOptions, data, reporter: Reporter = SILENT) -> dict:
     """Measure ``target`` (a run folder or checkpoint: every format in ``options``; an export: that file alone)."""
     from vqtool.classification.evaluate import load_classifier
-    from vqtool.tasks import is_classifier
 
-    if not is_classifier(target):
-        raise VQError(f"{target}: not a vqtool classifier or export (benchmark measures classifiers)", usage=True)
     features = cpu_features(with_openvino=True)
     reporter.log(f"benchmarking on {features.describe()}")
     reference = load_classifier(target)

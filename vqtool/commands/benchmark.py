@@ -66,7 +66,11 @@ def benchmark(target, dataset, formats, batches, seconds, max_drop, calibrate, c
       vqtool benchmark runs/finetune-effnet/model.int8.openvino ./photos --threads 2
     """
     from vqtool.classification.benchmark import BenchmarkOptions, benchmark as run_benchmark
+    from vqtool.errors import VQError
+    from vqtool.tasks import is_classifier
 
+    if not is_classifier(target):
+        raise VQError(f"{target}: not a vqtool classifier or export (benchmark measures classifiers)", usage=True)
     options = BenchmarkOptions(formats=formats, batches=batches, seconds=seconds, max_drop=max_drop,
                                calibrate=calibrate, calibration_images=calibration_images)
     result = run_benchmark(target, dataset, options, data, out)
