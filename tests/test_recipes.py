@@ -475,3 +475,15 @@ def test_compile_logs_the_first_step_cost(run_cli):
 def test_augment_magnitude_only_where_a_policy_takes_one(run_cli):
     result = run_cli("train", "--epochs", "1", "--augment", "autoaugment", "--augment-magnitude", "5")
     assert result.exit_code == 2 and "--augment-magnitude applies to --augment trivial or randaugment" in result.stderr
+
+
+def test_checkpoint_inference_stays_fp32_on_the_cpu_unless_bf16_is_asked(run_cli, trained):
+    run, data = trained
+    auto, off, bf16 = (summary_of(run_cli("eval", run, data, "--amp", mode, "--device", "cpu", "--json", "-q"))
+                       for mode in ("auto", "off", "bf16"))
+    assert auto["loss"] == off["loss"]  # auto is fp32 on a CPU, whatever the CPU has
+    assert bf16["loss"] != off["loss"] and bf16["loss"] == pytest.approx(off["loss"], abs=0.05)
+    fp32, half = ([json.loads(line)["confidence"] for line in run_cli(
+        "predict", data / "val", "-w", run, "--amp", mode, "--device", "cpu", "--format", "jsonl").stdout.splitlines()]
+        for mode in ("auto", "bf16"))
+    assert fp32 != half and fp32 == pytest.approx(half, abs=0.05)

@@ -52,7 +52,7 @@ class Evaluation:
 
 
 def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: str | None = None,
-             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT) -> Evaluation:
+             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT, amp: str = "auto") -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
     dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split, reporter)
@@ -61,7 +61,7 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
                             name=None if split_name == WHOLE else split_name, classes=classifier.classes)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
-    logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
+    logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size, amp=amp)
     return Evaluation(classifier, dataset, split_name, prepared, logits)
 
 

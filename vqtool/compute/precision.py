@@ -107,8 +107,11 @@ class Precision:
             self.scaler.load_state_dict(state)
 
 
-def inference_autocast(device: torch.device):
-    """Autocast for inference: on GPUs in their best half precision (eval, confusion, predict), else none."""
-    if device.type != "cuda":
+def inference_autocast(device: torch.device, mode: str = "auto"):
+    """Autocast for eval, confusion and predict: ``auto`` is the best half precision on GPUs and fp32 elsewhere
+    (results must not depend silently on the CPU); ``bf16`` autocasts on any device; ``off`` is fp32."""
+    if mode == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type != "cuda" or mode == "off":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
