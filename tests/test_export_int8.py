@@ -152,3 +152,23 @@ def test_tampered_or_truncated_exports_are_refused_at_load(run_cli, trained, tmp
         assert result.exit_code in (1, 2) and message in result.stderr, (target, result.output)
         assert result.stderr.count("\n") == 1 and not result.stdout
     assert torch.get_num_threads() >= 1
+
+
+def test_threads_reach_every_runtime(run_cli, trained, tmp_path):
+    from vqtool.classification.exported import load_exported
+
+    run, data = trained
+    summary_of(run_cli("export", run, "-o", tmp_path / "m.onnx", "--no-verify", "--json", "-q"))
+    summary_of(run_cli("export", run, "--format", "openvino", "-o", tmp_path / "m.openvino", "--no-verify", "-q",
+                       "--json"))
+    before = torch.get_num_threads()
+    try:
+        summary_of(run_cli("eval", tmp_path / "m.onnx", data, "--threads", "1", "--json", "-q"))
+        assert torch.get_num_threads() == 1  # --threads set torch's count, which the runtimes read at load
+        onnx_model = load_exported(tmp_path / "m.onnx").model
+        ir_model = load_exported(tmp_path / "m.openvino").model
+        assert onnx_model.session.get_session_options().intra_op_num_threads == 1
+        assert int(ir_model.compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+        assert str(ir_model.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    finally:
+        torch.set_num_threads(before)
