@@ -172,3 +172,15 @@ def test_threads_reach_every_runtime(run_cli, trained, tmp_path):
         assert str(ir_model.compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_existing_ir_folder_is_replaced_only_with_overwrite(run_cli, trained, tmp_path):
+    run, _ = trained
+    folder = tmp_path / "m.openvino"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    one_error_line(run_cli("export", run, "--format", "openvino", "-o", folder), 2, "already exists")
+    assert (folder / "notes.txt").read_text() == "mine"
+    summary_of(run_cli("export", run, "--format", "openvino", "-o", folder, "--overwrite", "--json", "-q"))
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml", "vqtool.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.openvino"]  # no temporary folder left behind
