@@ -47,13 +47,17 @@ def run(command: list[str], what: str) -> tuple[float, str]:
     return seconds, result.stdout
 
 
-def make_runs(data: Path, weights: Path, folder: Path) -> dict[str, Path]:
-    lite0, resnet = folder / "lite0", folder / "resnet18"
-    run(vqtool("finetune", data, "--model", "timm/tf_efficientnet_lite0", "--weights", weights, "--freeze", "backbone",
-               "--epochs", "1", "-q", "--json", "--out", lite0), "finetune Lite0")
+MODELS = ("Lite0", "ResNet-18")
+
+
+def make_run(name: str, data: Path, weights: Path, folder: Path) -> Path:
+    if name == "Lite0":
+        run(vqtool("finetune", data, "--model", "timm/tf_efficientnet_lite0", "--weights", weights, "--freeze",
+                   "backbone", "--epochs", "1", "-q", "--json", "--out", folder / "lite0"), "finetune Lite0")
+        return folder / "lite0"
     run(vqtool("train", data, "--model", "resnet18", "--imgsz", "224", "--epochs", "1", "--batch-size", "32", "-q",
-               "--json", "--out", resnet), "train ResNet-18")
-    return {"Lite0": lite0, "ResNet-18": resnet}
+               "--json", "--out", folder / "resnet18"), "train ResNet-18")
+    return folder / "resnet18"
 
 
 def model_only(name: str, checkpoint: Path, data: Path, seconds: float) -> None:
@@ -92,6 +96,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=ASSETS / "weights" / "tf_efficientnet_lite0.in1k.safetensors")
     parser.add_argument("--seconds", type=float, default=3.0, help="vqtool benchmark --seconds")
     parser.add_argument("--repeat", type=int, default=2, help="predict goes over the photos this many times")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"a comma-separated subset of {', '.join(MODELS)}")
     args = parser.parse_args()
     for path in (args.data, args.weights):
         if not path.exists():
@@ -100,8 +105,10 @@ def main() -> None:
 
     print(f"CPU features: {cpu_features(with_openvino=True).describe()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        runs = make_runs(args.data, args.weights, Path(folder))
-        for name, checkpoint in runs.items():
+        for name in args.models.split(","):
+            if name not in MODELS:
+                sys.exit(f"--models: {name} is not one of {', '.join(MODELS)}")
+            checkpoint = make_run(name, args.data, args.weights, Path(folder))
             model_only(name, checkpoint, args.data, args.seconds)
             whole_process(name, checkpoint, args.data, args.repeat, Path(folder))
             sys.stdout.flush()
