@@ -20,7 +20,7 @@ import time
 import torch
 import torchvision
 
-from vqtool.compute.precision import Precision, amp_dtype, inference_autocast
+from vqtool.compute.precision import Precision, amp_choice, inference_autocast
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,7 +33,7 @@ def train_mode(name: str, device: torch.device, args) -> dict:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).to(device, memory_format=torch.channels_last)
     amp = name != "fp32"  # --amp auto on a GPU; bf16 for the CPU smoke run, where auto would be off
-    dtype = (amp_dtype("auto", device)[0] if device.type == "cuda" else torch.bfloat16) if amp else None
+    dtype = (amp_choice("auto", device).dtype if device.type == "cuda" else torch.bfloat16) if amp else None
     precision = Precision(dtype, device)
     network = torch.compile(model) if "compile" in name else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

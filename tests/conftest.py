@@ -98,3 +98,20 @@ class RecordingReporter:
 @pytest.fixture
 def reporter():
     return RecordingReporter()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A smallcnn checkpoint (28 px input) trained one epoch on the stripes, and its data."""
+    from click.testing import CliRunner
+
+    from vqtool.cli import cli
+
+    root = tmp_path_factory.mktemp("export")
+    data = make_class_tree(root / "stripes")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(cli, ["train", str(data), "--model", "smallcnn", "--epochs", "1",
+                                          "--out", str(root / "run"), "--json", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root / "run", data

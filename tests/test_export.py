@@ -17,23 +17,6 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A smallcnn checkpoint (28 px input) trained one epoch on the stripes, and its data."""
-    from click.testing import CliRunner
-
-    from vqtool.cli import cli
-
-    root = tmp_path_factory.mktemp("export")
-    data = make_class_tree(root / "stripes")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        result = CliRunner().invoke(cli, ["train", str(data), "--model", "smallcnn", "--epochs", "1",
-                                          "--out", str(root / "run"), "--json", "-q"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return root / "run", data
-
-
 @pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("torchscript", ".ts")])
 def test_export_verifies_and_evaluates_like_the_checkpoint(run_cli, trained, tmp_path, fmt, suffix):
     run, data = trained
@@ -89,7 +72,7 @@ def test_no_verify_skips_the_check(run_cli, trained, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "tflite"], "exports to onnx or torchscript"),
+    (["--format", "tflite"], "exports to onnx, torchscript or openvino"),
     (["--format", "torchscript", "--opset", "17"], "--opset applies to ONNX"),
     (["-o", "model.txt"], "must end in .onnx"),
 ])

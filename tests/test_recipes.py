@@ -1,6 +1,7 @@
 """Training recipes: warm-up, clipping, accumulation, class imbalance, mixup/CutMix, EMA, AMP, --recipe, --config."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -301,16 +302,58 @@ def test_balancing_runs_keep_the_epoch_of_the_best_class_balanced_val_accuracy(r
     assert summary["val_balanced_top1"] == pytest.approx(float(best["val_balanced_top1"]))
 
 
-def test_amp_is_off_on_the_cpu_by_default_and_bf16_is_warned_about():
-    from vqtool.compute.precision import amp_dtype
+AMX_CPU = frozenset({"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"})
+VNNI_CPU = frozenset({"avx512_vnni", "avx512f", "avx2"})
+
+
+@pytest.mark.parametrize("mode, flags, dtype, reason, warned", [
+    ("auto", AMX_CPU, torch.bfloat16, "computes bf16 natively (amx_bf16 and avx512_bf16)", False),
+    ("auto", frozenset({"avx512_bf16", "avx512f"}), torch.bfloat16, "natively (avx512_bf16)", False),
+    ("auto", VNNI_CPU, None, "no native bf16", False),
+    ("auto", frozenset(), None, "no native bf16", False),
+    ("off", AMX_CPU, None, "--amp off", False),
+    ("bf16", AMX_CPU, torch.bfloat16, "natively", False),
+    ("bf16", VNNI_CPU, torch.bfloat16, "--amp bf16", True),
+])
+def test_amp_on_the_cpu_is_decided_by_the_cpus_native_bf16(mode, flags, dtype, reason, warned):
+    from vqtool.compute.cpu import CpuFeatures
+    from vqtool.compute.precision import amp_choice
+
+    choice = amp_choice(mode, torch.device("cpu"), CpuFeatures(flags=flags))
+    assert choice.dtype == dtype and reason in choice.reason
+    assert (choice.warning is not None and "slower" in choice.warning) == warned
+
+
+def test_amp_fp16_on_the_cpu_raises():
+    from vqtool.compute.precision import amp_choice
     from vqtool.errors import VQError
 
-    cpu = torch.device("cpu")
-    assert amp_dtype("auto", cpu) == (None, None)
-    dtype, warning = amp_dtype("bf16", cpu)
-    assert dtype == torch.bfloat16 and "slower" in warning
     with pytest.raises(VQError, match="fp16 needs a CUDA GPU"):
-        amp_dtype("fp16", cpu)
+        amp_choice("fp16", torch.device("cpu"))
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line():
+    from vqtool.compute.cpu import CpuFeatures, cpuinfo_flags
+
+    text = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni amx_bf16 amx_tile\nbugs\t: x\n"
+    flags = cpuinfo_flags(text)
+    assert flags == {"avx2", "avx512f", "avx512_vnni", "amx_bf16"}
+    line = CpuFeatures(flags=flags, torch_capability="AVX512", threads=2).describe()
+    assert line == "CPU amx_bf16 avx512_vnni avx512f avx2 (native bf16), torch AVX512, 2 threads"
+    assert cpuinfo_flags("no flags here") == frozenset()
+
+
+def test_the_default_amp_on_this_cpu_follows_the_detector(run_cli, class_tree):
+    """--amp auto trains in what the detected CPU allows, and the log, each epoch and the summary say so."""
+    from vqtool.compute.cpu import cpu_features
+
+    result = run_cli("train", class_tree, "--epochs", "1", "--device", "cpu", "--json", "--out", "run")
+    expected = "bf16" if cpu_features().native_bf16 else "fp32"
+    summary = summary_of(result)
+    assert summary["precision"] == expected and "--amp auto" in summary["precision_reason"]
+    assert f"precision: {expected} (--amp auto" in result.stderr
+    assert re.search(rf"epoch 1/1 .* {expected}\n", result.stderr)
+    assert summary["cpu"].startswith("CPU ")
 
 
 def test_amp_fp16_on_the_cpu_is_a_usage_error(run_cli):
@@ -432,3 +475,15 @@ def test_compile_logs_the_first_step_cost(run_cli):
 def test_augment_magnitude_only_where_a_policy_takes_one(run_cli):
     result = run_cli("train", "--epochs", "1", "--augment", "autoaugment", "--augment-magnitude", "5")
     assert result.exit_code == 2 and "--augment-magnitude applies to --augment trivial or randaugment" in result.stderr
+
+
+def test_checkpoint_inference_stays_fp32_on_the_cpu_unless_bf16_is_asked(run_cli, trained):
+    run, data = trained
+    auto, off, bf16 = (summary_of(run_cli("eval", run, data, "--amp", mode, "--device", "cpu", "--json", "-q"))
+                       for mode in ("auto", "off", "bf16"))
+    assert auto["loss"] == off["loss"]  # auto is fp32 on a CPU, whatever the CPU has
+    assert bf16["loss"] != off["loss"] and bf16["loss"] == pytest.approx(off["loss"], abs=0.05)
+    fp32, half = ([json.loads(line)["confidence"] for line in run_cli(
+        "predict", data / "val", "-w", run, "--amp", mode, "--device", "cpu", "--format", "jsonl").stdout.splitlines()]
+        for mode in ("auto", "bf16"))
+    assert fp32 != half and fp32 == pytest.approx(half, abs=0.05)

@@ -4,5 +4,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle")
 AUGMENT_POLICIES = ("none", "basic", "strong", "trivial", "randaugment", "autoaugment")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+INFERENCE_AMP_MODES = ("auto", "off", "bf16")  # eval, confusion, predict
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SPLITS = ("train", "val", "test")

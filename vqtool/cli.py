@@ -33,6 +33,7 @@ COMMANDS = {
     "detect": "vqtool.commands.detect:detect",
     "predict": "vqtool.commands.predict:predict",
     "export": "vqtool.commands.export:export",
+    "benchmark": "vqtool.commands.benchmark:benchmark",
     "conv": "vqtool.commands.conv:conv",
     "models": "vqtool.commands.listing:models",
     "datasets": "vqtool.commands.listing:datasets",

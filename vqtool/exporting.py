@@ -18,6 +18,11 @@ FP32_TOLERANCE = 1e-4
 # fp16 keeps about 3 significant digits, so logits of a few units move by a few thousandths.
 FP16_TOLERANCE = 5e-2
 INSTALL_HINT = "pip install onnx onnxruntime"  # dependencies of vqtool, so missing only from a broken install
+# The optional runtimes, and the line that installs each (the extra works from PyPI and from a clone: pip install -e .[openvino]).
+INSTALL_LINES = {"openvino": "pip install 'vqtool[openvino]' (or: pip install openvino nncf)",
+                 "nncf": "pip install 'vqtool[openvino]' (or: pip install openvino nncf)"}
+DEFAULT_CALIBRATION_IMAGES = 300
+DEFAULT_MAX_DROP = 1.0  # accuracy points an int8 export may lose against the checkpoint
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,10 @@ class ExportOptions:
     tolerance: float | None = None
     sample_data: str | None = None  # the dataset whose images form the real verification batch
     overwrite: bool = False  # replace an existing file at the output path (never a run folder's own files)
+    int8: bool = False  # post-training static quantization (ONNX Runtime QDQ for onnx, NNCF for openvino)
+    calibrate: str | None = None  # the dataset whose images calibrate int8 (default: the run's training images)
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    max_drop: float = DEFAULT_MAX_DROP  # int8: accuracy points it may lose on held-out images before exit 1
 
     @property
     def max_abs_diff(self) -> float:
@@ -44,6 +53,10 @@ class ExportOptions:
 
 def check_verified(summary: dict) -> None:
     """Fail (exit 1) when verification found the export beyond tolerance; the file and summary stay for a look."""
+    if summary.get("verified") is False and "accuracy_drop" in summary:
+        raise VQError(f"{summary['file']} loses {summary['accuracy_drop']:.2f} accuracy points against the "
+                      f"checkpoint on {summary['held_out_images']} held-out images (--max-drop "
+                      f"{summary['max_drop']:g}); the file is kept, flagged in its summary")
     if summary.get("verified") is False:
         raise VQError(f"{summary['file']} differs from the original beyond the tolerance: max abs diff "
                       f"{summary.get('max_abs_diff', summary.get('box_max_abs_diff')):.3g} > {summary['tolerance']:g}"
@@ -62,7 +75,8 @@ def require(module: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise VQError(f"{purpose} needs the {module} package, which is not installed: {INSTALL_HINT}") from error
+        install = INSTALL_LINES.get(module.split(".")[0], INSTALL_HINT)
+        raise VQError(f"{purpose} needs the {module} package, which is not installed: {install}") from error
 
 
 def export_warnings() -> tuple[type[Warning], ...]:

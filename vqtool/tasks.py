@@ -67,6 +67,10 @@ def export(checkpoint: str, options, reporter) -> dict:
     if task_of(checkpoint) == DETECTION:
         from vqtool.detection.export import export_detector
 
+        if options.int8:
+            raise VQError(f"--int8 quantizes classifiers; {checkpoint} is a YOLO detector: use Ultralytics' own int8 "
+                          f"export (yolo export model={checkpoint} format=openvino int8=True data=DATA.yaml)",
+                          usage=True)
         return export_detector(checkpoint, options, reporter)
     from vqtool.classification.checkpoint_files import check_model_path
     from vqtool.classification.export_metadata import check_options

@@ -22,11 +22,11 @@ def load_classifier(path: str) -> Classifier:
     from pathlib import Path
 
     from vqtool.classification.checkpoint import load_checkpoint
-    from vqtool.classification.exported import LOADERS
+    from vqtool.classification.export_metadata import ir_folder
+    from vqtool.classification.exported import LOADERS, load_exported
 
-    exported_loader = LOADERS.get(Path(path).suffix.lower())
-    if exported_loader is not None:
-        return exported_loader(path)
+    if Path(path).suffix.lower() in LOADERS or ir_folder(path) is not None:
+        return load_exported(path)
     checkpoint = load_checkpoint(path)
     return Classifier(checkpoint.model, checkpoint.classes, checkpoint.preprocess, checkpoint.meta)
 
@@ -52,7 +52,7 @@ class Evaluation:
 
 
 def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: str | None = None,
-             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT) -> Evaluation:
+             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT, amp: str = "auto") -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
     dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split, reporter)
@@ -61,7 +61,7 @@ def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: s
                             name=None if split_name == WHOLE else split_name, classes=classifier.classes)
     if isinstance(classifier.model, torch.nn.Module):
         classifier.model.to(resolve_device(device))
-    logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size)
+    logits = logits_of(classifier.model, prepared, classifier.preprocess, resolve_device(device), batch_size, amp=amp)
     return Evaluation(classifier, dataset, split_name, prepared, logits)
 
 
@@ -73,7 +73,7 @@ def evaluation_split(classifier: Classifier, dataset_spec: str | None, data: Dat
     called "all". A model's own dataset without one means evaluating the
     training images, which is said.
     """
-    dataset = _dataset_for(classifier, dataset_spec, data)
+    dataset = dataset_for(classifier, dataset_spec, data)
     split_name = split or _default_split(dataset)
     chosen = dataset.split(split_name)
     if split is None and split_name == "train":
@@ -86,7 +86,8 @@ def evaluation_split(classifier: Classifier, dataset_spec: str | None, data: Dat
     return dataset, split_name, _aligned(dataset, chosen, classifier.classes)
 
 
-def _dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:
+def dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:
+    """The dataset named by ``spec`` (evaluated whole unless it has its own held-out split), else the model's own."""
     if spec is not None:
         # A dataset named on the command line is evaluated whole unless it has its own held-out split.
         options = data if data.val_split is not None else DataOptions(**{**data.__dict__, "val_split": 0.0})

@@ -1,10 +1,13 @@
 """What an exported classifier carries so it can be used without its checkpoint.
 
 One JSON document, stored under the key ``vqtool`` in an ONNX model's
-``metadata_props`` and as the extra file ``vqtool.json`` of a TorchScript
-archive. It holds the class names, the whole preprocessing recipe (input size,
+``metadata_props``, as the extra file ``vqtool.json`` of a TorchScript
+archive, and as ``vqtool.json`` in an OpenVINO IR folder (``NAME.openvino/``
+with ``model.xml`` and ``model.bin``). It holds the class names, the whole preprocessing recipe (input size,
 channels, mean and std, resize and interpolation), the input and output
 tensors (the output is logits), and the dataset the model was trained on.
+It also holds digests of what it describes (the ONNX graph; the IR's files),
+so that a tampered or truncated file is refused at load rather than run.
 
 Reading it needs no torch: the commands use :func:`read_metadata` to tell an
 exported classifier from YOLO weights before anything heavy is imported, and
@@ -13,6 +16,7 @@ exported classifier from YOLO weights before anything heavy is imported, and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zipfile
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from vqtool import __version__
 from vqtool.errors import VQError
-from vqtool.exporting import ExportOptions
+from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, ExportOptions
 from vqtool.runs.folder import check_output
 
 FORMAT = "vqtool-export"
@@ -30,7 +34,11 @@ EXTRA_FILE = "vqtool.json"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt")
-SUFFIXES = {"onnx": (".onnx",), "torchscript": TORCHSCRIPT_SUFFIXES}  # eval and confusion pick the runtime by suffix
+OPENVINO_SUFFIX = ".openvino"  # an IR folder: model.xml, model.bin, vqtool.json
+IR_FILES = ("model.xml", "model.bin")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": TORCHSCRIPT_SUFFIXES,  # eval and confusion pick the runtime by suffix
+            "openvino": (OPENVINO_SUFFIX,)}
+INT8_FORMATS = ("onnx", "openvino")
 
 
 def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, precision: str, exported_as: str) -> dict:
@@ -56,12 +64,13 @@ def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, prec
 
 
 def read_metadata(path: str | Path) -> dict | None:
-    """The vqtool document of an exported ONNX or TorchScript file, or None if it has none."""
-    path = Path(path)
-    if not path.is_file():
+    """The vqtool document of an exported ONNX or TorchScript file or OpenVINO IR folder, or None if it has none."""
+    path = ir_folder(path) or Path(path)
+    if path.suffix.lower() == OPENVINO_SUFFIX:
+        text = _read_text(path / EXTRA_FILE)
+    elif not path.is_file():
         return None
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    elif (suffix := path.suffix.lower()) == ".onnx":
         text = _onnx_property(path)
     elif suffix in TORCHSCRIPT_SUFFIXES:
         text = _torchscript_extra_file(path)
@@ -76,9 +85,25 @@ def read_metadata(path: str | Path) -> dict | None:
     return document if isinstance(document, dict) and document.get("format") == FORMAT else None
 
 
+def ir_folder(path: str | Path) -> Path | None:
+    """The IR folder of ``path`` (the folder itself, or its model.xml), or None when it is not one."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml" and path.parent.suffix.lower() == OPENVINO_SUFFIX:
+        path = path.parent
+    return path if path.suffix.lower() == OPENVINO_SUFFIX and path.is_dir() else None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def checked_metadata(path: str | Path) -> dict:
-    """The document of an exported classifier; VQError when the file is not one this vqtool can use."""
-    if not Path(path).is_file():
+    """The document of an exported classifier; VQError when the file is not one this vqtool can use, or no longer
+    matches the digests recorded at export (tampered or truncated)."""
+    if not Path(path).is_file() and ir_folder(path) is None:
         raise VQError(f"{path}: no such file", usage=True)
     document = read_metadata(path)
     if document is None:
@@ -87,7 +112,47 @@ def checked_metadata(path: str | Path) -> dict:
         raise VQError(f"{path}: exported by a newer vqtool ({document.get('vqtool_version')}); upgrade vqtool")
     if document.get("task") != "classification":
         raise VQError(f"{path}: a {document.get('task')} model; eval and confusion take classifiers", usage=True)
+    check_digests(path, document)
     return document
+
+
+def check_digests(path: str | Path, document: dict) -> None:
+    """Refuse a file whose content differs from what was exported (files written before digests pass)."""
+    digests = document.get("sha256") or {}
+    folder = ir_folder(path)
+    for name, expected in digests.items():
+        if folder is not None:
+            actual = file_digest(folder / name)
+        elif name == "onnx_graph":
+            actual = onnx_graph_digest(Path(path))
+        else:
+            continue
+        if actual != expected:
+            raise VQError(f"{path}: {name} does not match the digest recorded at export (modified or truncated); "
+                          f"export it again")
+
+
+def file_digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def onnx_graph_digest(path: Path) -> str:
+    """The digest of an ONNX file's graph and opsets: all it computes, without the metadata that carries the digest."""
+    import onnx
+
+    model = onnx.load(str(path))
+    return graph_digest(model)
+
+
+def graph_digest(model) -> str:
+    digest = hashlib.sha256(model.graph.SerializeToString(deterministic=True))
+    for opset in model.opset_import:
+        digest.update(opset.SerializeToString(deterministic=True))
+    return digest.hexdigest()
 
 
 def is_exported_classifier(path: str | Path) -> bool:
@@ -116,35 +181,57 @@ def _torchscript_extra_file(path: Path) -> str | None:
 
 
 def embed_in_onnx(path: Path, document: dict) -> None:
-    """Add the document to an ONNX file's metadata_props, in place."""
+    """Add the document (with the graph's digest) to an ONNX file's metadata_props, in place."""
     import onnx
 
     model = onnx.load(str(path))
+    for entry in [p for p in model.metadata_props if p.key == ONNX_KEY]:
+        model.metadata_props.remove(entry)
     entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_KEY, json.dumps(document)
+    entry.key, entry.value = ONNX_KEY, json.dumps({**document, "sha256": {"onnx_graph": graph_digest(model)}})
     onnx.save(model, str(path))
 
 
+def write_ir_document(folder: Path, document: dict) -> None:
+    """vqtool.json of an IR folder: the document and the digests of the IR's files."""
+    digests = {name: file_digest(folder / name) for name in IR_FILES}
+    (folder / EXTRA_FILE).write_text(json.dumps({**document, "sha256": digests}))
+
+
 def is_exported(path: str | Path) -> bool:
-    """An already exported model (ONNX, or TorchScript with vqtool metadata), which cannot be exported again."""
+    """An already exported model (ONNX, an IR folder, or TorchScript with vqtool metadata), which cannot be
+    exported again."""
+    if ir_folder(path) is not None:
+        return True
     return Path(path).is_file() and (Path(path).suffix.lower() == ".onnx" or read_metadata(path) is not None)
 
 
 def check_options(options: ExportOptions) -> None:
     if options.format not in SUFFIXES:
+        *others, last = SUFFIXES
         raise VQError(f"--format {options.format}: a classification checkpoint exports to "
-                      f"{' or '.join(SUFFIXES)}", usage=True)
+                      f"{', '.join(others)} or {last}", usage=True)
     if options.format == "torchscript" and options.opset is not None:
         raise VQError("--opset applies to ONNX exports", usage=True)
     if options.format == "torchscript" and not options.dynamic_batch:
         raise VQError("--static applies to ONNX exports; a TorchScript model takes any batch size", usage=True)
+    if options.format == "openvino" and options.opset is not None:
+        raise VQError("--opset applies to ONNX exports", usage=True)
+    if options.int8 and options.format not in INT8_FORMATS:
+        raise VQError(f"--int8 applies to {' and '.join(INT8_FORMATS)} exports", usage=True)
+    if options.int8 and options.half:
+        raise VQError("--int8 and --half: choose one precision", usage=True)
+    if (options.calibrate is not None or options.calibration_images != DEFAULT_CALIBRATION_IMAGES) \
+            and not options.int8:
+        raise VQError("--calibrate and --calibration-images apply to --int8 exports", usage=True)
 
 
 def output_path(checkpoint_dir: Path, options: ExportOptions) -> Path:
-    """-o, or model.onnx / model.ts beside the checkpoint; refused where it would replace a file unasked."""
+    """-o, or model.onnx / model.int8.onnx / model.ts / model.openvino / model.int8.openvino beside the checkpoint;
+    refused where it would replace a file unasked."""
     suffixes = SUFFIXES[options.format]
     if options.output is None:
-        path = checkpoint_dir / f"model{suffixes[0]}"
+        path = checkpoint_dir / f"model{'.int8' if options.int8 else ''}{suffixes[0]}"
         check_output(path, overwrite=options.overwrite, option="the export")
         return path
     if options.output.suffix.lower() not in suffixes:

@@ -12,15 +12,16 @@ from vqtool.data.pipeline import Normalizer, Preprocess, batches, collect
 
 
 def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
-            batch_size: int = 256, progress=None) -> torch.Tensor:
+            batch_size: int = 256, progress=None, amp: str = "auto") -> torch.Tensor:
     """Logits (N×K, float32 on the CPU) for a prepared split of images, in order.
 
     ``model`` is an ``nn.Module`` or any callable from a float batch to logits
-    (an exported model's runtime session, for example). On GPUs a module runs
-    under autocast in half precision (eval, confusion, predict).
+    (an exported model's runtime session, for example). A module runs under
+    ``inference_autocast(device, amp)``: half precision on GPUs, fp32 on CPUs
+    unless ``amp`` is bf16.
     """
     to_input = Normalizer(preprocess, device, channels_last=True)
-    with inference_autocast(device) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
+    with inference_autocast(device, amp) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
         return logits_with(model, split, to_input, batch_size, progress)
 
 

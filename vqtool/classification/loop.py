@@ -94,7 +94,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
         record = run_epoch(trainer, network, train, val, config, epoch, reporter)
         # Record: the best epoch's weights are kept in memory, and in the run folder below.
         improved = state.add(record, trainer.evaluated, has_val=val is not None, key=selection_metric(config))
-        reporter.log(format_epoch(record, config.epochs))
+        reporter.log(format_epoch(record, config.epochs, trainer.step.precision.name))
         # Stop: early stopping once val has not improved for --early-stop epochs.
         state.stopped_early = bool(config.early_stop and state.bad_epochs >= config.early_stop)
         # Checkpoint: this epoch's files, committed together (curves with the last epoch).
@@ -249,12 +249,12 @@ def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[flo
     return loss_sum / count, correct / count, (recalled[seen > 0] / seen[seen > 0]).mean().item()
 
 
-def format_epoch(record: dict, epochs: int) -> str:
+def format_epoch(record: dict, epochs: int, precision: str = "fp32") -> str:
     line = (f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}  "
             f"train loss {record['train_loss']:.4f} acc {record['train_top1']:.4f}")
     if record["val_top1"] is not None:
         line += f"  val loss {record['val_loss']:.4f} acc {record['val_top1']:.4f}"
     if "head_seconds" in record:
         return line + (f"  lr {record['lr']:.2e}  head only {record['head_seconds']:.2f} s "
-                       f"({record['head_images_per_second']:,.0f} img/s on cached features)")
-    return line + f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
+                       f"({record['head_images_per_second']:,.0f} img/s on cached features, {precision})")
+    return line + f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s {precision}"

@@ -24,6 +24,7 @@ import torch
 from vqtool.classification.classifier import Classifier
 from vqtool.classification.records import image_record, ranked
 from vqtool.compute.device import resolve_device
+from vqtool.compute.precision import inference_autocast
 from vqtool.data.images import UnreadableImage, fit_square, load_image_sized, pillow_limits, to_tensor
 from vqtool.data.inputs import Failure, Frame, Input, check_outside_sources, expand_sources, video_frames
 from vqtool.data.pipeline import Normalizer, Preprocess
@@ -47,6 +48,7 @@ class PredictOptions:
     link: bool = False
     cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
     cam_layer: str | None = None
+    amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
 
 
 def predict(sources: Iterable[str], classifier: Classifier, options: PredictOptions) -> Iterator[dict | Failure]:
@@ -54,7 +56,7 @@ def predict(sources: Iterable[str], classifier: Classifier, options: PredictOpti
     sources = list(sources)
     if options.tta:
         check_flips_allowed(classifier)
-    probabilities = Probabilities(classifier, options.device, options.tta)
+    probabilities = Probabilities(classifier, options.device, options.tta, options.amp)
     after = _after_each_batch(sources, classifier, probabilities.device, options)
     return _stream(sources, classifier, probabilities, after, options)
 
@@ -102,8 +104,9 @@ def check_flips_allowed(classifier: Classifier) -> None:
 class Probabilities:
     """uint8 batch -> softmax probabilities (N×K, float32 on the CPU), as ``eval`` feeds the model."""
 
-    def __init__(self, classifier: Classifier, device: str, tta: bool):
+    def __init__(self, classifier: Classifier, device: str, tta: bool, amp: str = "auto"):
         self.model = classifier.model
+        self.amp = amp if isinstance(self.model, torch.nn.Module) else "off"  # an export runs as it was exported
         self.device = resolve_device(device) if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
         if isinstance(self.model, torch.nn.Module):
             self.model.to(self.device).eval()
@@ -114,9 +117,10 @@ class Probabilities:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images)
-        probabilities = self.model(x).float().softmax(1)
-        if self.tta:
-            probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(1)) / 2
+        with inference_autocast(self.device, self.amp):
+            probabilities = self.model(x).float().softmax(1)
+            if self.tta:
+                probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(1)) / 2
         if probabilities.ndim != 2 or probabilities.shape[1] != self.classes:
             raise VQError(f"the model gives {tuple(probabilities.shape)} scores per batch but names {self.classes} "
                           f"classes; its weights and class names do not belong together")

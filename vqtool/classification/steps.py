@@ -20,7 +20,7 @@ from vqtool.classification.ema import WeightAverage
 from vqtool.classification.imbalance import class_weights
 from vqtool.classification.mixing import BatchMixer, dominant_label
 from vqtool.classification.schedule import Schedule
-from vqtool.compute.precision import Precision, amp_dtype
+from vqtool.compute.precision import Precision, amp_choice
 from vqtool.data import Split
 from vqtool.reporter import Reporter
 
@@ -99,14 +99,15 @@ class TrainStep:
 def make_train_step(model: nn.Module, optimizer, schedule: Schedule, train: Split, classes: list[str],
                     device: torch.device, config: TrainConfig, reporter: Reporter) -> TrainStep:
     """The training step ``config`` asks for (the model is already on ``device``); logs what is on."""
-    dtype, warning = amp_dtype(config.amp, device)
-    if warning:
-        reporter.warn(warning)
+    amp = amp_choice(config.amp, device)
+    if amp.warning:
+        reporter.warn(amp.warning)
+    reporter.log(amp.line())
     weights = class_weights(config.class_weights, train.labels, classes)
     # mixed targets carry the label smoothing themselves (timm's Mixup smooths them)
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
                                   label_smoothing=0.0 if config.mixes else config.label_smoothing)
-    step = TrainStep(model, optimizer, schedule, loss_fn, Precision(dtype, device), config.accumulate,
+    step = TrainStep(model, optimizer, schedule, loss_fn, Precision(amp.dtype, device), config.accumulate,
                      config.clip_grad, BatchMixer(config, len(classes)) if config.mixes else None,
                      WeightAverage(model, config.ema) if config.ema else None,
                      reporter if config.compile else None)
@@ -118,9 +119,8 @@ def make_train_step(model: nn.Module, optimizer, schedule: Schedule, train: Spli
 def describe(config: TrainConfig, step: TrainStep, weights: torch.Tensor | None, classes: list[str]) -> list[str]:
     """Log lines naming the recipe options that are on, so a run's log says how it trained."""
     lines = []
-    if step.precision.dtype is not None:
-        scaler = " with a gradient scaler" if step.precision.scaler else ""
-        lines.append(f"mixed precision: {step.precision.name}{scaler}")
+    if step.precision.scaler:
+        lines.append("fp16 with a gradient scaler")
     if config.accumulate > 1:
         lines.append(f"--accumulate {config.accumulate}: an optimizer step every {config.accumulate} batches "
                      f"(effective batch {config.accumulate * config.batch_size})")

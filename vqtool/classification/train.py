@@ -214,6 +214,17 @@ def mean_of(history: list[dict], key: str) -> float | None:
     return round(sum(values) / len(values), 1) if values else None
 
 
+def precision_of(config: TrainConfig) -> dict:
+    """Which precision the epochs trained in and why (--amp auto decides by the CPU or GPU)."""
+    from vqtool.compute.cpu import cpu_features
+    from vqtool.compute.precision import amp_choice
+
+    device = resolve_device(config.device)
+    choice = amp_choice(config.amp, device)
+    return {"precision": choice.name, "precision_reason": choice.reason,
+            "cpu": cpu_features().describe() if device.type == "cpu" else None}
+
+
 def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: str | None = None) -> dict:
     """The summary document; ``imbalance`` (what to try for imbalanced classes) joins the hint unless the run
     already weights or balances its classes."""
@@ -234,6 +245,7 @@ def summarize(result: FitResult, config: TrainConfig, run_dir: Path, imbalance: 
         "val_top1": best["val_top1"] if best["val_loss"] is not None else None,
         "val_balanced_top1": best.get("val_balanced_top1") if best["val_loss"] is not None else None,
         "images_per_second": mean_of(result.history, "images_per_second"),
+        **precision_of(config),
         "overfitting": bool(hint and hint.startswith("overfitting")),
         "hint": hint,
         "vqtool_version": __version__,

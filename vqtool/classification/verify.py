@@ -54,9 +54,9 @@ def verdict(checks: list[Check], tolerance: float) -> dict:
 
 def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Reporter) -> dict:
     """Random and real images through the checkpoint's model and through the exported file as eval loads it."""
-    from vqtool.classification.exported import LOADERS
+    from vqtool.classification.exported import load_exported
 
-    exported = LOADERS[path.suffix.lower()](path).model
+    exported = load_exported(path).model
     generator = torch.Generator().manual_seed(0)
     batches = {"random": torch.randn(RANDOM_IMAGES, preprocess.channels, preprocess.size, preprocess.size,
                                      generator=generator),

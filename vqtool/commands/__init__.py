@@ -97,6 +97,31 @@ def data_options(command):
     return wrapper
 
 
+def amp_option(command):
+    """--amp for inference (eval, confusion, predict): checkpoints stay fp32 on CPUs unless asked for bf16."""
+    from vqtool.choices import INFERENCE_AMP_MODES
+
+    return click.option("--amp", type=click.Choice(INFERENCE_AMP_MODES), default="auto", show_default=True,
+                        help="Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not change "
+                             "with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 "
+                             "BF16); off: fp32. Exports run as exported.")(command)
+
+
+def threads_option(command):
+    """--threads N: CPU threads for torch and for every export runtime (ONNX Runtime, OpenVINO)."""
+
+    def apply(ctx, param, value):
+        if value is not None:
+            from vqtool.compute.device import use_threads
+
+            use_threads(value)
+        return value
+
+    return click.option("--threads", type=click.IntRange(1), default=None, callback=apply, expose_value=False,
+                        help="CPU threads for the model, whatever runs it (torch, ONNX Runtime, OpenVINO); "
+                             "default: torch's (the cores).")(command)
+
+
 def device_option(command):
     """--device, checked where it is used (a GPU list is for Ultralytics; classifiers use torchrun)."""
     from vqtool.choices import DEVICES

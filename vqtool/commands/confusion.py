@@ -22,7 +22,7 @@ from vqtool.commands.types import OutputPath
 @data_options
 @trust_pickle_option
 @output_options
-def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, split, batch_size, device, data, out):
+def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, split, batch_size, device, amp, data, out):
     """Confusion matrix of CHECKPOINT on held-out data, and the most-confused class pairs.
 
     \b
@@ -56,7 +56,7 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, spl
         from vqtool.classification.evaluate import evaluate
 
         evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                              reporter=out)
+                              reporter=out, amp=amp)
         report = confusion_report(evaluation, top=top, normalize=normalize)
     from vqtool.classification.confusion import plot_confusion, plot_misclassified
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import SPLITS
-from vqtool.commands import data_options, device_option, output_options, trust_pickle_option, typed_options
+from vqtool.commands import (amp_option, data_options, device_option, output_options, threads_option,
+                             trust_pickle_option, typed_options)
 from vqtool.commands.completion import complete_dataset
 
 
@@ -16,7 +17,8 @@ def evaluation_options(command):
                            help="Which split (default: test, else val, else everything).")(command)
     command = click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)(command)
     command = device_option(command)
-    return command
+    command = amp_option(command)
+    return threads_option(command)
 
 
 @click.command("eval")
@@ -29,7 +31,7 @@ def evaluation_options(command):
 @data_options
 @trust_pickle_option
 @output_options
-def evaluate(checkpoint, dataset, split, batch_size, device, predictions_file, data, out):
+def evaluate(checkpoint, dataset, split, batch_size, device, amp, predictions_file, data, out):
     """Evaluate CHECKPOINT (a run folder or model file) on held-out data.
 
     DATASET defaults to the checkpoint's own test (or val) split. YOLO weights
@@ -66,7 +68,7 @@ def evaluate(checkpoint, dataset, split, batch_size, device, predictions_file, d
 
     predictions = check_predictions_file(predictions_file) if predictions_file else None
     evaluation = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                                reporter=out)
+                                reporter=out, amp=amp)
     report = evaluation.report
     if predictions:
         write_predictions(predictions, evaluation.predictions(), min(5, len(evaluation.classifier.classes)))

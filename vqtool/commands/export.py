@@ -1,4 +1,5 @@
-"""vqtool export: a checkpoint or YOLO weights to ONNX or TorchScript, verified against the original."""
+"""vqtool export: a checkpoint or YOLO weights to ONNX, TorchScript or OpenVINO (int8 too), verified against the
+original."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import click
 
 from vqtool.commands import output_options, overwrite_option, print_summary, trust_pickle_option
 from vqtool.commands.types import FiniteFloat, OutputPath
+from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 
-FORMATS = ("onnx", "torchscript")  # for completion; YOLO weights also take Ultralytics' other formats
+FORMATS = ("onnx", "torchscript", "openvino")  # for completion; YOLO weights also take Ultralytics' other formats
 
 
 def complete_format(ctx, param, incomplete):
@@ -17,8 +19,9 @@ def complete_format(ctx, param, incomplete):
 @click.command()
 @click.argument("checkpoint")
 @click.option("--format", "fmt", default="onnx", show_default=True, shell_complete=complete_format,
-              help="onnx or torchscript; YOLO weights also take Ultralytics' other formats (openvino, engine, "
-                   "coreml, ...) when their packages are installed.")
+              help="onnx, torchscript or openvino (an IR folder NAME.openvino; needs vqtool[openvino]); YOLO "
+                   "weights also take Ultralytics' other formats (engine, coreml, ...) when their packages are "
+                   "installed.")
 @click.option("--opset", type=click.IntRange(7), default=None, help="ONNX opset (default 17 for classifiers, "
                                                                    "Ultralytics' choice for YOLO).")
 @click.option("--dynamic-batch/--static", default=True, show_default=True,
@@ -38,22 +41,36 @@ def complete_format(ctx, param, incomplete):
 @click.option("--data", "sample_data", metavar="DATASET", default=None,
               help="Real images to verify with (default: the checkpoint's held-out split; for YOLO, "
                    "Ultralytics' sample images).")
+@click.option("--int8", is_flag=True,
+              help="Classifiers, onnx or openvino: post-training int8 (ONNX Runtime static QDQ; OpenVINO NNCF), "
+                   "calibrated on real images and judged by the accuracy lost on held-out ones.")
+@click.option("--calibrate", metavar="DATASET", default=None,
+              help="--int8: images to calibrate with (default: the run's own training images).")
+@click.option("--calibration-images", type=click.IntRange(1), default=DEFAULT_CALIBRATION_IMAGES,
+              show_default=True, help="--int8: how many calibration images (spread over the data).")
+@click.option("--max-drop", type=FiniteFloat(0), default=DEFAULT_MAX_DROP, show_default=True, metavar="POINTS",
+              help="--int8: accuracy points the export may lose against the checkpoint on held-out images; "
+                   "beyond it the file is kept and the exit code is 1.")
 @trust_pickle_option
 @output_options
 def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, overwrite, verify, tolerance, sample_data,
-           out):
-    """Export CHECKPOINT (a run folder or YOLO weights) to ONNX or TorchScript, then verify it.
+           int8, calibrate, calibration_images, max_drop, out):
+    """Export CHECKPOINT (a run folder or YOLO weights) to ONNX, TorchScript or OpenVINO, then verify it.
 
-    The export carries the class names and preprocessing, so eval, confusion
-    and detect take it in place of the checkpoint. Verification runs random
-    and real images through both models; beyond --tolerance the file is kept
-    but the exit code is 1.
+    The export carries the class names and preprocessing, so eval, confusion,
+    predict, benchmark and detect take it in place of the checkpoint.
+    Verification runs random and real images through both models; beyond
+    --tolerance the file is kept but the exit code is 1. An --int8 export is
+    judged instead by top-1 agreement and the accuracy it loses on held-out
+    images (--max-drop).
 
     \b
     Examples:
       vqtool export runs/train-20261123-101500
       vqtool export runs/finetune-effnet --format onnx --static -o effnet.onnx
       vqtool export runs/train-20261123-101500 --format torchscript --data ./photos
+      vqtool export runs/finetune-effnet --format openvino --int8
+      vqtool export runs/finetune-effnet --int8 --calibrate ./photos --calibration-images 200
       vqtool export yolov8n.pt --format onnx --imgsz 640
       vqtool eval runs/train-20261123-101500/model.onnx ./photos
     """
@@ -64,7 +81,8 @@ def export(checkpoint, fmt, opset, dynamic_batch, imgsz, half, output, overwrite
 
     options = ExportOptions(format=fmt.lower(), output=Path(output) if output else None, opset=opset,
                             dynamic_batch=dynamic_batch, imgsz=imgsz, half=half, verify=verify,
-                            tolerance=tolerance, sample_data=sample_data, overwrite=overwrite)
+                            tolerance=tolerance, sample_data=sample_data, overwrite=overwrite, int8=int8,
+                            calibrate=calibrate, calibration_images=calibration_images, max_drop=max_drop)
     summary = export_model(checkpoint, options, out)
     print_summary(out, summary, title="export summary")
     check_verified(summary)

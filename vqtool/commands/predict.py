@@ -6,7 +6,7 @@ import click
 
 from vqtool.commands.types import FiniteFloat
 
-from vqtool.commands import device_option, output_options, trust_pickle_option
+from vqtool.commands import amp_option, device_option, output_options, threads_option, trust_pickle_option
 from vqtool.commands.streaming import FORMATS
 
 
@@ -14,7 +14,7 @@ from vqtool.commands.streaming import FORMATS
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--weights", "-w", required=True,
               help="A vqtool run folder, model.safetensors or model.json, a model exported by vqtool export "
-                   "(.onnx, .ts), or Ultralytics classification weights (yolo*-cls.pt).")
+                   "(.onnx, .ts, an OpenVINO .openvino folder; fp32 or int8), or Ultralytics classification weights (yolo*-cls.pt).")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
               help="Classes listed per image (at most the model's number of classes).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
@@ -22,6 +22,8 @@ from vqtool.commands.streaming import FORMATS
                    "(default: table on a terminal, else jsonl).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
 @device_option
+@amp_option
+@threads_option
 @click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
 @click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
               help="Use every N-th video frame.")
@@ -40,7 +42,7 @@ from vqtool.commands.streaming import FORMATS
               help="The module Grad-CAM looks at (default: the last convolutional stage).")
 @trust_pickle_option
 @output_options
-def predict(sources, weights, top_k, fmt, batch_size, device, workers, vid_stride, tta, sort_into, min_confidence,
+def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_stride, tta, sort_into, min_confidence,
             link, cam_dir, cam_layer, out):
     """Classify SOURCES with a trained classifier; one result per image, as soon as its batch is done.
 
@@ -70,7 +72,7 @@ def predict(sources, weights, top_k, fmt, batch_size, device, workers, vid_strid
         raise VQError("--cam-layer goes with --cam DIR", usage=True)
     options = PredictOptions(top_k=top_k, batch_size=batch_size, device=device, tta=tta, vid_stride=vid_stride,
                              workers=workers, sort_into=sort_into, min_confidence=min_confidence, link=link,
-                             cam_dir=cam_dir, cam_layer=cam_layer)
+                             cam_dir=cam_dir, cam_layer=cam_layer, amp=amp)
     stream, classes = run_prediction(sources, weights, options)
     print_stream(stream, WRITERS[fmt](out, min(top_k, len(classes))), PredictSummary(), out)
 

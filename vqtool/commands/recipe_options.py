@@ -66,7 +66,8 @@ def recipe_options(command):
                      help="randaugment: the magnitude bin of 31 (default 9); trivial: the largest bin it samples "
                           "(default 30)."),
         click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
-                     help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; off on CPUs."),
+                     help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; on CPUs bf16 only "
+                          "where the CPU computes it natively (AMX or AVX-512 BF16), else fp32; off: fp32."),
         click.option("--compile", is_flag=True, help="torch.compile the model (the first step pays the compilation)."),
     ]):
         command = decorator(command)

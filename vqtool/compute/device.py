@@ -36,3 +36,9 @@ def _named_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as error:
         raise VQError(f"--device {name}: {first_line(error)}", usage=True) from error
+
+
+def use_threads(count: int | None) -> None:
+    """``--threads N``: torch's CPU threads, which the exported models' runtimes (ONNX Runtime, OpenVINO) also use."""
+    if count is not None:
+        torch.set_num_threads(count)
