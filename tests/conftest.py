@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,25 @@ from click.testing import CliRunner
 from PIL import Image
 
 ASSETS = os.environ.get("VQTOOL_TEST_ASSETS")
+# Every folder vqtool, torch, Hugging Face and Ultralytics would write in the user's home, for the whole session.
+CACHE_VARIABLES = {"VQTOOL_CACHE_DIR": "vqtool", "VQTOOL_HOME": "vqtool", "VQTOOL_DATA_DIR": "vqtool/data",
+                   "VQTOOL_WEIGHTS_DIR": "vqtool/weights", "TORCH_HOME": "torch", "HF_HOME": "huggingface",
+                   "HF_HUB_CACHE": "huggingface/hub", "YOLO_CONFIG_DIR": "ultralytics", "XDG_CACHE_HOME": "xdg"}
+_session_cache = {}
+
+
+def pytest_configure(config):
+    """Before any fixture (session- and module-scoped ones included) runs, point every cache at a session folder, so
+    no test reads or writes the user's ~/.cache (make test once left 8 store entries there)."""
+    folder = Path(tempfile.mkdtemp(prefix="vqtool-test-home-"))
+    _session_cache["folder"] = folder
+    for variable, below in CACHE_VARIABLES.items():
+        os.environ[variable] = str(folder / below)
+
+
+def pytest_unconfigure(config):
+    if "folder" in _session_cache:
+        shutil.rmtree(_session_cache.pop("folder"), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -37,19 +37,15 @@ import numpy as np
 import torch
 
 from vqtool.data.images import decode_into, decoding_pool, max_image_pixels
+from vqtool.data.locations import CACHE_ENV, cache_dir as cache_root
 from vqtool.data.rows import StoredRows
 from vqtool.errors import VQError
 from vqtool.reporter import Reporter
 
-CACHE_ENV = "VQTOOL_CACHE_DIR"
 FORMAT_VERSION = 1  # bump when what a key stands for, or how pixels are decoded, changes
 KINDS = ("pixels", "features")
 CHUNK_BYTES = 64 * 1024**2  # decoded between two progress records
 DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vqtool")
 
 
 @dataclass
