@@ -22,6 +22,7 @@ import click
 
 from vqtool import __version__
 from vqtool.commands import StdoutClosed, debug_option
+from vqtool.commands.completion import register_shell_completion
 from vqtool.errors import VQError, VQWarning, debug_enabled, first_line
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
@@ -40,6 +41,9 @@ COMMANDS = {
     "cache": "vqtool.commands.cache:cache",
     "runs": "vqtool.commands.runs:runs",
 }
+
+
+register_shell_completion()
 
 
 class Terminated(KeyboardInterrupt):
