@@ -59,7 +59,8 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, split, batch_s
         out.log(f"wrote {png}")
     if examples:
         shown = plot_misclassified(evaluation, Path(examples))
-        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else "no misclassified images")
+        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else
+                f"wrote {examples} (no misclassified images: a figure saying so)")
     if out.json:
         out.emit(report)
         return
