@@ -119,3 +119,32 @@ class RecordingReporter:
 @pytest.fixture
 def reporter():
     return RecordingReporter()
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """What each PNG figure saved during the test shows: its title and, per axes, title, labels, x range, texts and
+    whether a colour bar is attached (a list, one dict per saved figure)."""
+    from matplotlib.figure import Figure
+
+    seen, save = [], Figure.savefig
+
+    def record(figure, *args, **kwargs):
+        figure.canvas.draw()  # tick labels exist once drawn
+        axes = [{"title": axis.get_title(), "xlabel": axis.get_xlabel(), "ylabel": axis.get_ylabel(),
+                 "xlim": axis.get_xlim(), "xticks": visible_ticks(axis),
+                 "texts": [t.get_text() for t in axis.texts], "images": [image.get_array() for image in axis.images],
+                 "colorbar": any(image.colorbar is not None for image in axis.images)}
+                for axis in figure.axes]
+        seen.append({"title": figure._suptitle.get_text() if figure._suptitle else "", "axes": axes,
+                     "size": tuple(figure.get_size_inches())})
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return seen
+
+
+def visible_ticks(axis) -> list[str]:
+    low, high = sorted(axis.get_xlim())
+    return [label.get_text() for tick, label in zip(axis.get_xticks(), axis.get_xticklabels())
+            if low <= tick <= high and label.get_text()]

@@ -28,11 +28,10 @@ from vqtool.classification.train import (finish, global_batch, image_inputs, mea
                                          refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
 from vqtool.classification.tracking import start_run
-from vqtool.classification.training_run import ResumeState
+from vqtool.classification.training_run import ResumeState, training_status
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import job_status
 from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
@@ -158,7 +157,8 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    with job_status(run_dir, model=config.model, dataset=setup.dataset.name):
+    with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs,
+                         reporter=reporter):
         result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
                      param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
                      classes=setup.dataset.classes)

@@ -15,5 +15,5 @@ def cache_dir() -> Path:
 
 
 def default_data_dir() -> str:
-    """Where the classics (MNIST, Fashion-MNIST, CIFAR-10) are looked for: ``$VQTOOL_DATA_DIR``, else ``<cache>/data``."""
+    """Where the classics (MNIST, Fashion-MNIST, CIFAR-10) are: ``$VQTOOL_DATA_DIR``, else ``<cache>/data``."""
     return os.environ.get("VQTOOL_DATA_DIR") or str(cache_dir() / "data")
