@@ -21,6 +21,7 @@ from vqtool.compute.device import resolve_device
 from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
+from vqtool.classification.checkpoint import read_meta
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.loop import fit
@@ -149,6 +150,9 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
     run = start_run(run_dir, meta, tracking, dataset_name=setup.dataset.name, resume=resume, reporter=reporter,
                     network=setup.model)
     module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
+    if getattr(inputs, "head_only", False):  # the run's training time includes the backbone pass (vqtool runs)
+        earlier = read_meta(run_dir).get("backbone_seconds", 0.0) if resume else 0.0
+        run.meta["backbone_seconds"] = round(earlier + inputs.backbone_seconds, 2)
 
     def unfreeze_on_schedule(epoch, model, optimizer):
         if epoch == tune.unfreeze_at:
