@@ -330,3 +330,17 @@ def test_the_training_summary_table_shows_figures_with_their_units(run_cli, tmp_
     assert result.exit_code == 0, result.output
     assert re.search(r"seconds\s+│\s+[\d.]+ s\b", result.stdout), result.stdout
     assert re.search(r"images_per_second\s+│\s+[\d,.]+ img/s", result.stdout), result.stdout
+
+
+def test_help_and_suggestions_say_what_applies(run_cli):
+    """predict's --device is about running the model, not training detectors on several GPUs; an unknown option
+    gets only options spelled like it (`--bogus` used to get `--log, --out`)."""
+    predict_help = run_cli("predict", "--help").stdout
+    assert "several GPUs" not in predict_help and "Where to run the model" in predict_help
+    assert "several GPUs" in run_cli("train", "--help").stdout
+    bogus = run_cli("train", "--bogus")
+    assert bogus.exit_code == 2 and "No such option: --bogus (see " in bogus.stderr
+    assert "did you mean" not in bogus.stderr
+    typo = run_cli("finetune", "--epoch", "3")
+    assert typo.exit_code == 2 and "(did you mean: --epochs?)" in typo.stderr
+    assert "(did you mean: --version?)" in run_cli("--verison").stderr

@@ -203,3 +203,12 @@ def test_curves_of_one_epoch_name_the_run_and_show_whole_epochs(run_cli, drawn_f
     for panel in curves["axes"]:
         assert panel["xlabel"] == "epoch" and panel["xticks"] == ["1"] and panel["xlim"] == (0.5, 1.5)
     assert [panel["ylabel"] for panel in curves["axes"]] == ["loss", "accuracy"]
+
+
+def test_the_log_says_the_first_epochs_lr_is_the_warm_up_start(run_cli):
+    result = run_cli("train", "--epochs", "1", "--out", "lr")
+    assert result.exit_code == 0
+    assert ("LR schedule: one-cycle from 8.00e-05 (the peak / 25) up to the peak 2.00e-03 at 30 % of its steps"
+            in result.stderr) and "lr 8.00e-05" in result.stderr
+    warm = run_cli("train", "--epochs", "2", "--scheduler", "cosine", "--warmup-epochs", "1", "--out", "warm")
+    assert "LR schedule: a linear warm-up from 2.00e-05 to 2.00e-03 over 1 epoch, then cosine" in warm.stderr

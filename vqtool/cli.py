@@ -91,7 +91,7 @@ class LazyGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as error:
-            click.echo(f"Error: {error.format_message()} (see '{info_name} --help')", err=True)
+            click.echo(f"Error: {_usage_message(error)} (see '{info_name} --help')", err=True)
             sys.exit(2)
 
     def invoke(self, ctx):
@@ -100,7 +100,7 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except click.UsageError as error:  # Click's own checks (option types, missing arguments): one line too
             where = error.ctx.command_path if error.ctx else "vqtool"
-            _fail(ctx, f"{error.format_message()} (see '{where} --help')", 2)
+            _fail(ctx, f"{_usage_message(error)} (see '{where} --help')", 2)
         except VQError as error:  # one line even when a library's text slipped into the message
             _fail(ctx, first_line(error), error.exit_code)
         except StdoutClosed:  # `vqtool ... | head -1`: the reader has what it wanted, as with any Unix filter
@@ -112,6 +112,20 @@ class LazyGroup(click.Group):
             terminated = isinstance(interrupt, Terminated)
             click.echo("Terminated." if terminated else "Aborted.", err=True)
             ctx.exit(143 if terminated else 130)
+
+
+def _usage_message(error: click.UsageError) -> str:
+    """Click's message; for an unknown option, only options spelled like it are suggested. Click compares the
+    names with their dashes, so any two options share `--` and `--bogus` got `--log, --out`."""
+    if not isinstance(error, click.NoSuchOption):
+        return error.format_message()
+    import difflib
+
+    options = {option.lstrip("-"): option for param in (error.ctx.command.params if error.ctx else ())
+               for option in (*param.opts, *param.secondary_opts) if option.startswith("--")}
+    close = difflib.get_close_matches(error.option_name.lstrip("-"), list(options), n=3, cutoff=0.75)
+    suggestion = f" (did you mean: {', '.join(options[name] for name in close)}?)" if close else ""
+    return f"No such option: {error.option_name}{suggestion}"
 
 
 def _fail(ctx, message: str, exit_code: int):

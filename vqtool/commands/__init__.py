@@ -90,8 +90,10 @@ def data_options(command):
     return wrapper
 
 
-def device_option(command):
-    """--device, checked where it is used (a GPU list is for Ultralytics; classifiers use torchrun)."""
+def device_option(command=None, *, training: bool = False):
+    """--device; ``training``: its help names several GPUs for detectors and torchrun for classifiers."""
+    if command is None:
+        return lambda decorated: device_option(decorated, training=training)
     from vqtool.choices import DEVICES
 
     def complete(ctx, param, incomplete):
@@ -99,10 +101,12 @@ def device_option(command):
 
         return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
 
-    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps|N,N",
-                        shell_complete=complete,
-                        help="Where to run. A list of GPU indices (0,1) trains a YOLO detector on several GPUs "
-                             "(Ultralytics' DDP); classifiers scale out with torchrun.")(command)
+    return click.option("--device", default="auto", show_default=True,
+                        metavar="auto|cpu|cuda[:N]|mps" + ("|N,N" if training else ""), shell_complete=complete,
+                        help="Where to train: auto is a GPU when there is one, else the CPU. A list of GPU indices "
+                             "(0,1) trains a YOLO detector on several GPUs (Ultralytics' DDP); classifiers scale out "
+                             "with torchrun." if training else
+                        "Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
 
 
 TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
