@@ -383,3 +383,25 @@ def test_decoding_runs_a_bounded_way_ahead_of_the_model(stripes_run):
         stream.close()
     assert [f.input.path for f in first] == consumed[:20]  # in input order
     assert len(consumed) <= 20 + 8 + 1  # never more than `ahead` decoded and waiting
+
+
+def test_grad_cam_agrees_with_pytorch_grad_cam(stripes_run):
+    """vqtool's own Grad-CAM gives pytorch-grad-cam's GradCAM maps (where that package is installed)."""
+    grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from vqtool.classification.cam import GradCam
+    from vqtool.classification.evaluate import load_classifier
+
+    run, tree, _ = stripes_run
+    classifier = load_classifier(str(run))
+    cam = GradCam(classifier, None, torch.device("cpu"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(path).convert("RGB").resize(
+        (classifier.preprocess.size,) * 2))).permute(2, 0, 1) for path in sorted((tree / "val").rglob("*.png"))[:6]])
+    classes = [0, 1, 0, 1, 1, 0]
+    ours = cam.heatmaps(images, classes)
+    with grad_cam.GradCAM(model=classifier.model, target_layers=[cam.layer]) as reference:
+        theirs = reference(input_tensor=cam.normalize(images), targets=[ClassifierOutputTarget(c) for c in classes])
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 0.02  # bilinear resizing: OpenCV's against torch's
+    assert all(p.requires_grad for p in classifier.model.parameters())  # left as it was
