@@ -6,20 +6,23 @@ import contextlib
 
 import torch
 
+from vqtool.compute.device import inference_batch
 from vqtool.compute.precision import inference_autocast
 from vqtool.data import Split
 from vqtool.data.pipeline import Normalizer, Preprocess, batches
 
 
 def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
-            batch_size: int = 256, progress=None) -> torch.Tensor:
+            batch_size: int | None = None, progress=None) -> torch.Tensor:
     """Logits (N×K, float32 on the CPU) for a prepared split of images, in order.
 
     ``model`` is an ``nn.Module`` or any callable from a float batch to logits
     (an exported model's runtime session, for example). On GPUs a module runs
-    under autocast in half precision (eval, confusion, predict).
+    under autocast in half precision (eval, confusion, predict). ``batch_size``
+    defaults to what suits the device (:func:`~vqtool.compute.device.inference_batch`).
     """
     to_input = Normalizer(preprocess, device, channels_last=True)
+    batch_size = inference_batch(device, preprocess.size, batch_size)
     with inference_autocast(device) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
         return logits_with(model, split, to_input, batch_size, progress)
 

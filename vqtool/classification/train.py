@@ -193,10 +193,10 @@ def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[s
     logits = None
     if "test" in splits:
         device = resolve_device(config.device)
-        logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
+        logits = logits_of(model, splits["test"], preprocess, device)
         report = classification_report(logits, splits["test"].labels, dataset.classes)
         summary["test_top1"], summary["test_loss"] = report["top1"], report["loss"]
-    figures = final_figures(run, model, dataset, splits, preprocess, config.batch_size, config.device, logits)
+    figures = final_figures(run, model, dataset, splits, preprocess, config.device, logits)
     result.state.finished = True  # a resume of this run has nothing left to do
     run.commit(result.state, best_model=model.cpu(),
                metrics={**result.best, **{k: summary[k] for k in ("test_top1",) if k in summary}})
