@@ -8,12 +8,18 @@ BIN = $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The runtime alone for the demo; the dev extra (pytest, linters, TensorBoard, MLflow) and the test plugin for tests.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml plugins/vqtool-tinyvgg/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e plugins/vqtool-tinyvgg
-	touch $@
+	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed-dev
+demo: $(VENV)/.installed
 	$(BIN)/vqtool train
 
 test: $(VENV)/.installed-dev

@@ -127,7 +127,7 @@ def tracking_options(command):
     @click.option("--log", "log", multiple=True, metavar="tensorboard|mlflow", envvar="VQTOOL_LOG",
                   callback=_tracker_names,
                   help="Also log the run to TensorBoard (event files in RUN/tb/) or MLflow (at $MLFLOW_TRACKING_URI); "
-                       "repeatable. Needs pip install 'vqtool[tensorboard]' or 'vqtool[mlflow]'.  "
+                       "repeatable. Needs tensorboard or mlflow (in a clone: pip install -e '.[tensorboard]').  "
                        "[env: VQTOOL_LOG=tensorboard,mlflow]")
     @click.option("--experiment", metavar="NAME", help="MLflow experiment (default: the dataset's name).")
     @wraps(command)
