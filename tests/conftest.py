@@ -134,7 +134,8 @@ def drawn_figures(monkeypatch):
         axes = [{"title": axis.get_title(), "xlabel": axis.get_xlabel(), "ylabel": axis.get_ylabel(),
                  "xlim": axis.get_xlim(), "xticks": visible_ticks(axis),
                  "texts": [t.get_text() for t in axis.texts],
-                 "fontsizes": [t.get_fontsize() for t in axis.texts], "images": [image.get_array() for image in axis.images],
+                 "fontsizes": [t.get_fontsize() for t in axis.texts],
+                 "images": [image.get_array() for image in axis.images],
                  "clim": [image.get_clim() for image in axis.images],
                  "colorbar": any(image.colorbar is not None for image in axis.images)}
                 for axis in figure.axes]

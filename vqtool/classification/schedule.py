@@ -41,8 +41,9 @@ class Schedule:
         if self.inner is None:
             course = f"constant {target:.2e}"
         elif "max_lr" in group:  # one-cycle: rises from its initial LR to the peak, then anneals
-            course = (f"one-cycle from {group['initial_lr']:.2e} (the peak / {group['max_lr'] / group['initial_lr']:.0f})"
-                      f" up to the peak {group['max_lr']:.2e} at 30 % of its steps, then down to {group['min_lr']:.1e}")
+            ratio = group["max_lr"] / group["initial_lr"]
+            course = (f"one-cycle from {group['initial_lr']:.2e} (the peak / {ratio:.0f}) up to the peak "
+                      f"{group['max_lr']:.2e} at 30 % of its steps, then down to {group['min_lr']:.1e}")
         else:
             course = {"CosineAnnealingLR": f"cosine from {target:.2e} down to 0",
                       "StepLR": f"{target:.2e}, ×0.1 every {plural(getattr(self.inner, 'step_size', 1), 'epoch')}",

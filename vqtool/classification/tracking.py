@@ -38,7 +38,8 @@ def start_run(run_dir: Path, meta: dict, tracking: TrackingOptions | None, *, da
     return TrainingRun(run_dir, meta, network=network, trackers=trackers)
 
 
-def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, device: str, test_logits=None) -> dict[str, Path]:
+def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, device: str,
+                  test_logits=None) -> dict[str, Path]:
     """The confusion heatmap and mistakes grid of ``model`` (drawn into a temporary folder), when TensorBoard
     will show them; call before the final commit moves the model to the CPU."""
     held_out = "test" if "test" in splits else "val" if "val" in splits else None
