@@ -1,6 +1,6 @@
 """What `vqtool eval` and `vqtool predict --cam` cost: wall time and peak memory of the whole process.
 
-    python benchmarks/inference_cost.py --run RUN --images DIR [--source OTHER_CHECKOUT ...]
+    python benchmarks/inference_cost.py --run RUN --images DIR [--source OTHER_CHECKOUT ...] [--skip-cam]
 
 RUN is a classifier's run folder, DIR the images to evaluate and explain (a folder of class folders, as eval
 reads it). Each command runs as a fresh process (as a shell runs it), from this checkout and from each
@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="A classifier's run folder.")
     parser.add_argument("--images", type=Path, required=True, help="A folder of class folders.")
+    parser.add_argument("--skip-cam", action="store_true", help="Time eval only.")
     parser.add_argument("--source", type=Path, action="append", default=[],
                         help="Another checkout to time (e.g. the commit before a change); this one is always timed.")
     args = parser.parse_args()
@@ -56,6 +57,8 @@ def main() -> None:
             seconds, peak, _ = run(["-m", "vqtool", "eval", str(run_dir), str(images), "-q", "--json"], source,
                                    folder)
             rows.append((f"eval ({count} images, already decoded)", name, seconds, peak, ""))
+            if args.skip_cam:
+                continue
             cams = tempfile.mkdtemp(dir=folder)
             seconds, peak, stderr = run(["-m", "vqtool", "predict", str(images), "-w", str(run_dir), "--cam", cams],
                                         source, folder)

@@ -15,8 +15,8 @@ def evaluation_options(command):
     command = click.option("--split", type=click.Choice(SPLITS), default=None,
                            help="Which split (default: test, else val, else everything).")(command)
     command = click.option("--batch-size", type=click.IntRange(1), default=None,
-                           help="Images per batch (default: 256 on a GPU; on the CPU 32 of 224 px, more of smaller "
-                                "ones, which is as fast and holds far less memory).")(command)
+                           help="Images per batch (default: 256 on a GPU; on the CPU 64 of 224 px, more of smaller "
+                                "ones: as fast per image, and less memory).")(command)
     command = device_option(command)
     return command
 
