@@ -40,8 +40,8 @@ def test_resume_continues_exactly_where_it_stopped(run_cli, monkeypatch):
     interrupted = run_cli("train", "--epochs", "4", "--json", "-q", "--out", "b")
     assert interrupted.exit_code == 130 and "Aborted" in interrupted.stderr
     # where it stands, and the exact command that continues it; its curves are drawn up to that epoch
-    assert ("interrupted: b holds epoch 2 of 4 (curves.png drawn); continue with: vqtool train --resume b"
-            in interrupted.stderr)
+    assert interrupted.stderr.strip() == ("Aborted: b holds epoch 2 of 4 (curves.png drawn); continue with: "
+                                          "vqtool train --resume b")
     assert Path("b/curves.png").is_file()
     monkeypatch.setattr(TrainingRun, "commit", commit)
     resumed = summary_of(run_cli("train", "--resume", "b", "--json", "-q"))
@@ -192,8 +192,8 @@ def test_ctrl_c_in_a_finetune_names_its_resume_command_and_before_the_first_epoc
     result = run_cli("finetune", class_tree, "--model", "timm/resnet10t", "--weights", tmp_path / "w.safetensors",
                      "--imgsz", "32", "--epochs", "2", "--out", "tune dir")
     assert result.exit_code == 130
-    assert ("interrupted before its first epoch ended: 'tune dir' holds no epoch to resume; remove it and start "
-            "again") in result.stderr
+    assert result.stderr.strip().endswith("Aborted: 'tune dir' holds no epoch yet (interrupted before the first "
+                                          "ended): remove it and start again")
 
 
 def test_curves_of_one_epoch_name_the_run_and_show_whole_epochs(run_cli, drawn_figures):

@@ -23,7 +23,7 @@ import click
 from vqtool import __version__
 from vqtool.commands import StdoutClosed, debug_option
 from vqtool.commands.completion import register_shell_completion
-from vqtool.errors import VQError, VQWarning, debug_enabled, first_line
+from vqtool.errors import VQError, VQWarning, debug_enabled, first_line, interrupt_note
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -110,7 +110,8 @@ class LazyGroup(click.Group):
             if debug_enabled():
                 raise
             terminated = isinstance(interrupt, Terminated)
-            click.echo("Terminated." if terminated else "Aborted.", err=True)
+            word, note = "Terminated" if terminated else "Aborted", interrupt_note(interrupt)
+            click.echo(f"{word}: {note}" if note else f"{word}.", err=True)  # one line, as errors are
             ctx.exit(143 if terminated else 130)
 
 

@@ -161,8 +161,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs,
-                         reporter=reporter):
+    with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs):
         result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
                      param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
                      classes=setup.dataset.classes)

@@ -166,8 +166,7 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
-    with training_status(run, command="train", model=config.model, dataset=dataset.name, epochs=config.epochs,
-                         reporter=reporter):
+    with training_status(run, command="train", model=config.model, dataset=dataset.name, epochs=config.epochs):
         result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
                      reporter=reporter, run=run, resume=resume, classes=dataset.classes)
         return finish(model, result, dataset, splits, preprocess, config, run, started)

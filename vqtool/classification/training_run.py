@@ -28,9 +28,8 @@ from torch import nn
 
 from vqtool.classification.checkpoint import checkpoint_files
 from vqtool.compute import distributed
-from vqtool.errors import VQError, first_line
+from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.plots import plot_curves
-from vqtool.reporter import Reporter
 from vqtool.runs.catalog import history, job_status
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
@@ -154,15 +153,16 @@ class TrainingRun:
 
 
 @contextlib.contextmanager
-def training_status(run: TrainingRun, *, command: str, model: str, dataset: str, epochs: int, reporter: Reporter):
+def training_status(run: TrainingRun, *, command: str, model: str, dataset: str, epochs: int):
     """The run's status.json around training (:func:`~vqtool.runs.catalog.job_status`); on Ctrl-C or SIGTERM, the
-    epoch the folder holds, its curves.png, and the command that continues it."""
+    committed epochs' curves.png, and a note for the line that ends the command: the epoch the folder holds and
+    the command that continues it."""
     with job_status(run.run_dir, model=model, dataset=dataset):
         try:
             yield
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if distributed.is_main():
-                reporter.warn(_after_interrupt(run, command, epochs))
+                note_interrupt(interrupt, _after_interrupt(run, command, epochs))
             raise
 
 
@@ -171,11 +171,11 @@ def _after_interrupt(run: TrainingRun, command: str, epochs: int) -> str:
     rows = history(run.run_dir)
     folder = shlex.quote(str(run.run_dir))
     if not rows:
-        return f"interrupted before its first epoch ended: {folder} holds no epoch to resume; remove it and start again"
+        return f"{folder} holds no epoch yet (interrupted before the first ended): remove it and start again"
     try:
         commit(run.run_dir, {CURVES_FILE: lambda path: plot_curves(path, rows, title=run.title)})
         drawn = "curves.png drawn"
     except VQError as error:
         drawn = f"curves.png not drawn: {first_line(error)}"
-    return (f"interrupted: {folder} holds epoch {int(rows[-1]['epoch'])} of {epochs} ({drawn}); continue with: "
+    return (f"{folder} holds epoch {int(rows[-1]['epoch'])} of {epochs} ({drawn}); continue with: "
             f"vqtool {command} --resume {folder}")
