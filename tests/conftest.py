@@ -13,7 +13,8 @@ ASSETS = os.environ.get("VQTOOL_TEST_ASSETS")
 # Every folder vqtool, torch, Hugging Face and Ultralytics would write in the user's home, for the whole session.
 CACHE_VARIABLES = {"VQTOOL_CACHE_DIR": "vqtool", "VQTOOL_HOME": "vqtool", "VQTOOL_DATA_DIR": "vqtool/data",
                    "VQTOOL_WEIGHTS_DIR": "vqtool/weights", "TORCH_HOME": "torch", "HF_HOME": "huggingface",
-                   "HF_HUB_CACHE": "huggingface/hub", "YOLO_CONFIG_DIR": "ultralytics", "XDG_CACHE_HOME": "xdg"}
+                   "HF_HUB_CACHE": "huggingface/hub", "YOLO_CONFIG_DIR": "ultralytics", "XDG_CACHE_HOME": "xdg",
+                   "MPLCONFIGDIR": "matplotlib"}
 _session_cache = {}
 
 
