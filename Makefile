@@ -2,18 +2,29 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+# PyPI serves only the CUDA build of torch for Linux x86-64 (about 4 GB with its nvidia-* and triton wheels).
+# Where PyTorch's own index is reachable, `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs
+# the CPU builds of torch and torchvision from it first (see README: Set-up cost).
+TORCH_INDEX ?=
 
 .PHONY: demo test test-all completions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The runtime alone for the demo; the dev extra (pytest, linters, TensorBoard, MLflow) and the test plugin for tests.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet torch torchvision --index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml plugins/vqtool-tinyvgg/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e plugins/vqtool-tinyvgg
-	touch $@
+	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed-dev
+demo: $(VENV)/.installed
 	$(BIN)/vqtool train
 
 test: $(VENV)/.installed-dev

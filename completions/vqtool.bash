@@ -8,11 +8,11 @@ _vqtool_completion() {
         IFS=',' read type value <<< "$completion"
 
         if [[ $type == 'dir' ]]; then
-            COMPREPLY=()
-            compopt -o dirnames
+            COMPREPLY+=($(compgen -d -- "$value"))
+            compopt -o filenames 2>/dev/null
         elif [[ $type == 'file' ]]; then
-            COMPREPLY=()
-            compopt -o default
+            COMPREPLY+=($(compgen -f -- "$value"))
+            compopt -o filenames 2>/dev/null
         elif [[ $type == 'plain' ]]; then
             COMPREPLY+=($value)
         fi

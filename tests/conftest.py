@@ -1,5 +1,7 @@
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,26 @@ from click.testing import CliRunner
 from PIL import Image
 
 ASSETS = os.environ.get("VQTOOL_TEST_ASSETS")
+# Every folder vqtool, torch, Hugging Face and Ultralytics would write in the user's home, for the whole session.
+CACHE_VARIABLES = {"VQTOOL_CACHE_DIR": "vqtool", "VQTOOL_HOME": "vqtool", "VQTOOL_DATA_DIR": "vqtool/data",
+                   "VQTOOL_WEIGHTS_DIR": "vqtool/weights", "TORCH_HOME": "torch", "HF_HOME": "huggingface",
+                   "HF_HUB_CACHE": "huggingface/hub", "YOLO_CONFIG_DIR": "ultralytics", "XDG_CACHE_HOME": "xdg",
+                   "MPLCONFIGDIR": "matplotlib"}
+_session_cache = {}
+
+
+def pytest_configure(config):
+    """Before any fixture (session- and module-scoped ones included) runs, point every cache at a session folder, so
+    no test reads or writes the user's ~/.cache (make test once left 8 store entries there)."""
+    folder = Path(tempfile.mkdtemp(prefix="vqtool-test-home-"))
+    _session_cache["folder"] = folder
+    for variable, below in CACHE_VARIABLES.items():
+        os.environ[variable] = str(folder / below)
+
+
+def pytest_unconfigure(config):
+    if "folder" in _session_cache:
+        shutil.rmtree(_session_cache.pop("folder"), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -115,3 +137,35 @@ def trained(tmp_path_factory):
                                           "--out", str(root / "run"), "--json", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return root / "run", data
+
+
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """What each PNG figure saved during the test shows: its title and, per axes, title, labels, x range, texts and
+    whether a colour bar is attached (a list, one dict per saved figure)."""
+    from matplotlib.figure import Figure
+
+    seen, save = [], Figure.savefig
+
+    def record(figure, *args, **kwargs):
+        figure.canvas.draw()  # tick labels exist once drawn
+        axes = [{"title": axis.get_title(), "xlabel": axis.get_xlabel(), "ylabel": axis.get_ylabel(),
+                 "xlim": axis.get_xlim(), "xticks": visible_ticks(axis),
+                 "texts": [t.get_text() for t in axis.texts],
+                 "fontsizes": [t.get_fontsize() for t in axis.texts],
+                 "images": [image.get_array() for image in axis.images],
+                 "clim": [image.get_clim() for image in axis.images],
+                 "colorbar": any(image.colorbar is not None for image in axis.images)}
+                for axis in figure.axes]
+        seen.append({"title": figure._suptitle.get_text() if figure._suptitle else "", "axes": axes,
+                     "size": tuple(figure.get_size_inches())})
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return seen
+
+
+def visible_ticks(axis) -> list[str]:
+    low, high = sorted(axis.get_xlim())
+    return [label.get_text() for tick, label in zip(axis.get_xticks(), axis.get_xticklabels())
+            if low <= tick <= high and label.get_text()]

@@ -65,3 +65,27 @@ print(json.dumps({"models": values(["train", "--model"], "resnet1"), "timm": val
     assert "fashion-mnist" in result["datasets"]
     assert "confusion" in result["commands"]
     assert result["torch"] is False
+
+
+def bash_completions(words: list[str], cwd: Path) -> list[str]:
+    """What the shipped bash script puts in COMPREPLY for `words` (the last one being completed), in a real bash."""
+    bin_dir = cwd / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "vqtool").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m vqtool "$@"\n')
+    (bin_dir / "vqtool").chmod(0o755)
+    script = (f'source "{ROOT / "completions" / "vqtool.bash"}"\n'
+              f'COMP_WORDS=({" ".join(words)}); COMP_CWORD={len(words) - 1}\n'
+              '_vqtool_completion vqtool\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_bash_offers_dataset_names_and_paths_together(tmp_path):
+    (tmp_path / "fashion-photos").mkdir()
+    assert bash_completions(["vqtool", "train", "fash"], tmp_path) == ["fashion-mnist", "fashion-photos"]
+    assert bash_completions(["vqtool", "finetune", "fashion-m"], tmp_path) == ["fashion-mnist"]
+    assert "cifar10" in bash_completions(["vqtool", "train", ""], tmp_path)
+    assert bash_completions(["vqtool", "train", "--model", "resnet1"], tmp_path)[:1] == ["resnet101"]

@@ -42,18 +42,41 @@ def usage_error(result, *words):
 # --- apply ----------------------------------------------------------------------------------------
 
 
-def test_demo_square_prints_the_map_conv2d_computes(run_cli):
+def test_demo_square_prints_the_map_conv2d_computes(run_cli, drawn_figures):
     expected = conv(square(), VERTICAL_EDGE)
     result = run_cli("conv", "apply", "--demo", "square", "--out", "demo")
     assert result.exit_code == 0, result.output
     rows = [" ".join(f"{int(v):>2}" for v in row) for row in expected.tolist()]
     lines = result.stdout.splitlines()
-    start = lines.index("vertical-edge 3×3:")
+    start = lines.index("map: input ⋆ vertical-edge, 3×3:")  # the map is labelled as a map, the kernel as a kernel
     assert lines[start + 1:start + 4] == rows
+    assert lines[lines.index("kernel vertical-edge 3×3:") + 1] == "-1  0  1"
     assert lines[-2:] == ["demo/vertical-edge.png", "demo/figure.png"]
-    enlarged = png("demo/vertical-edge.png")  # nearest neighbour: each value a 64-pixel square
-    assert enlarged.shape == (192, 192) and (enlarged[::64, ::64] == enlarged[32::64, 32::64]).all()
-    assert Image.open("demo/figure.png").size[0] > 100
+    # the map's own PNG: a title, its values written in, a colour bar with white at zero
+    single, figure = drawn_figures
+    (panel, _bar) = single["axes"]
+    assert panel["title"].startswith("demo square ⋆ vertical-edge\nmap 3×3, values -3 to 3") and panel["colorbar"]
+    assert (panel["images"][0] == expected.numpy()).all() and panel["clim"][0] == (-3, 3)
+    assert sorted(panel["texts"]) == sorted(str(int(v)) for v in expected.flatten())
+    titles = [axis["title"] for axis in figure["axes"] if axis["images"]]
+    assert titles == ["input 5×5\ndemo square", "kernel vertical-edge 3×3", "map: input ⋆ vertical-edge, 3×3"]
+    assert all(axis["colorbar"] for axis in figure["axes"] if axis["images"])
+
+
+def test_apply_figures_show_a_blur_kernel_and_a_laplacian_map(run_cli, drawn_figures):
+    """The blur kernel (all 0.111) is not drawn black, the Laplacian's sparse edges are not lost in grey."""
+    result = run_cli("conv", "apply", "--kernel", "blur", "--kernel", "laplacian", "--out", "p", "-q")
+    assert result.exit_code == 0, result.output
+    figure = drawn_figures[-1]
+    blur_kernel, blur_map, laplacian_kernel, laplacian_map = [axis for axis in figure["axes"]
+                                                              if axis["images"] and axis["title"][0] in "km"][:4]
+    low, high = blur_kernel["clim"][0]
+    assert low < 0 < high and high == pytest.approx(1 / 9)  # white is zero: the equal weights show as one colour
+    assert blur_kernel["texts"] == ["0.111"] * 9
+    values = laplacian_map["images"][0]
+    low, high = laplacian_map["clim"][0]
+    assert low == -high and high < np.abs(values).max()  # the scale ends at the 99.5th percentile of |values|
+    assert (np.abs(values) > high / 4).mean() > 0.05 and "colours end at" in laplacian_map["title"]
 
 
 def test_apply_json_with_stride_padding_and_a_literal_kernel(run_cli):
@@ -67,10 +90,10 @@ def test_apply_json_with_stride_padding_and_a_literal_kernel(run_cli):
     assert custom["name"] == "custom-1" and custom["values"] == expected.tolist()
     assert sobel["values"] == conv(square(), [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], 2, 1).tolist()
     assert document["files"] == ["m/custom-1.png", "m/sobel-x.png", "m/figure.png"]
-    assert png("m/custom-1.png").shape == (192, 192)
+    assert png("m/custom-1.png").shape[1] > 300
 
 
-def test_sobel_x_sees_vertical_stripes_and_sobel_y_does_not(run_cli):
+def test_sobel_x_sees_vertical_stripes_and_sobel_y_does_not(run_cli, drawn_figures):
     from vqtool.conv.kernels import apply_kernels, parse_kernels, read_greyscale
 
     columns = (np.arange(32) // 4 % 2 * 255).astype(np.uint8)
@@ -81,17 +104,19 @@ def test_sobel_x_sees_vertical_stripes_and_sobel_y_does_not(run_cli):
     assert sobel_y.values.abs().max() == 0
     result = run_cli("conv", "apply", "stripes.png", "--kernel", "sobel-x", "--kernel", "sobel-y", "--out", "s")
     assert result.exit_code == 0, result.output
-    assert png("s/sobel-x.png").shape == (30, 30) and png("s/sobel-x.png").max() == 255
-    assert png("s/sobel-y.png").max() == 0  # a constant map is black
+    sobel_x_figure, sobel_y_figure = drawn_figures[:2]
+    assert sobel_x_figure["axes"][0]["images"][0].shape == (30, 30)
+    assert (sobel_x_figure["axes"][0]["images"][0] == sobel_x.values.numpy()).all()
+    assert "values 0 to 0" in sobel_y_figure["axes"][0]["title"]  # a constant map says so
 
 
-def test_apply_without_image_uses_the_sample_photo(run_cli):
+def test_apply_without_image_uses_the_sample_photo(run_cli, drawn_figures):
     result = run_cli("conv", "apply", "--kernel", "blur", "--out", "p", "--json")
     document = json.loads(result.stdout)
     height, width = document["input_shape"]
     assert "china.jpg" in document["input"]
     assert document["maps"][0]["values"] is None  # too big to print
-    assert png("p/blur.png").shape == (height - 2, width - 2)
+    assert drawn_figures[0]["axes"][0]["images"][0].shape == (height - 2, width - 2)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -278,4 +303,34 @@ def test_weights_go_through_pretrained_classifier(run_cli, monkeypatch):
     monkeypatch.setattr(weights, "pretrained_classifier", pretrained)
     document = json.loads(run_cli("conv", "summary", "smallcnn", "--weights", "mine.pt", "--json").stdout)
     assert calls == [("smallcnn", "mine.pt", None, False)]
-    assert document["source"] == "fake mine.pt" and document["layers"][-1]["output_shape"] == [7]
+    assert document["source"] == "smallcnn, weights fake mine.pt" and document["layers"][-1]["output_shape"] == [7]
+
+
+def test_filters_take_weights_none_or_random_for_random_init(run_cli, drawn_figures):
+    for spec in ("none", "random", "None"):
+        document = json.loads(run_cli("conv", "filters", "resnet18", "--weights", spec, "--out", "r", "--json").stdout)
+        assert document["shape"] == [64, 3, 7, 7]
+    assert drawn_figures[-1]["axes"][0]["title"].startswith("resnet18 (1000 classes, random weights), layer conv1")
+
+
+def test_grids_say_their_scale_and_short_titles_name_the_weights_file(run_cli, tmp_path, drawn_figures):
+    import torchvision
+
+    weights = tmp_path / "some" / "deep" / "folder" / "of" / "weights" / "resnet18-mine.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    assert run_cli("conv", "filters", "resnet18", "--weights", weights, "--out", "f", "--scale", "channel",
+                   "-q").exit_code == 0
+    assert run_cli("conv", "features", "resnet18", "--weights", weights, "--layer", "layer1", "--out", "m",
+                   "-q").exit_code == 0
+    assert run_cli("conv", "features", "resnet18", "--layer", "layer1", "--out", "s", "--scale", "shared",
+                   "-q").exit_code == 0
+    filters, channel_maps, shared_maps = (figure["axes"][0] for figure in drawn_figures)
+    title = filters["title"].replace("\n", " ")
+    assert title.startswith("resnet18, weights …/weights/resnet18-mine.pth, layer conv1: 64 filters of 7×7")
+    assert str(tmp_path) not in title and "each filter on its own scale" in title
+    assert "each channel on its own scale" in channel_maps["title"].replace("\n", " ")
+    assert "one scale for all channels" in shared_maps["title"].replace("\n", " ")
+    assert channel_maps["clim"][0] == (0.0, 1.0)
+    assert filters["texts"] == [str(channel) for channel in range(64)]  # every cell numbered, readably
+    assert min(filters["fontsizes"]) >= 7 and min(channel_maps["fontsizes"]) >= 7

@@ -308,9 +308,15 @@ def test_detect_video_frames_with_stride(run_cli, trained_run, tmp_path):
 def test_saved_labels_read_back_as_a_dataset(run_cli, trained_run, yolo_data, tmp_path):
     run, _, _ = trained_run
     images = yolo_data.parent / "images" / "val"
-    records = records_of(run_cli("detect", images, "-w", run, "--imgsz", "64", "--conf", "0.002", "--json", "-q",
-                                 "--save-dir", tmp_path / "out", "--save-txt"))
+    result = run_cli("detect", images, "-w", run, "--imgsz", "64", "--conf", "0.002", "--json",
+                     "--save-dir", tmp_path / "out", "--save-txt")
+    records = records_of(result)
     assert all((tmp_path / "out" / f"{i}.png").is_file() for i in range(4))  # annotated images
+    # where they went and how many, in one line; and each record names its files
+    assert (f"--save-dir: 4 annotated images written into {tmp_path / 'out'} and 4 label files in "
+            f"{tmp_path / 'out' / 'labels'}") in result.stderr
+    assert {Path(r["saved_image"]).name for r in records} == {f"{i}.png" for i in range(4)}
+    assert all(Path(r["saved_labels"]).is_file() for r in records)
     dataset = tmp_path / "pseudo"
     shutil.copytree(images, dataset / "images" / "val")
     shutil.copytree(tmp_path / "out" / "labels", dataset / "labels" / "val")

@@ -70,3 +70,25 @@ def test_not_a_checkpoint(run_cli, tmp_path):
     assert result.exit_code == 2 and "not a vqtool checkpoint" in result.stderr
     missing = run_cli("eval", tmp_path / "nothing-here")
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_confusion_examples_without_mistakes_still_writes_the_figure(run_cli, tmp_path):
+    """A script that expects --examples FILE gets it: a figure saying there is nothing to show, and its path."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name, level in (("dark", 20), ("light", 235)):
+            folder = tmp_path / "easy" / split / name
+            folder.mkdir(parents=True)
+            for i in range(12):
+                pixels = np.clip(level + rng.normal(0, 5, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    summary = json.loads(run_cli("train", tmp_path / "easy", "--model", "cnn-bn", "--epochs", "3", "--lr", "0.01",
+                                 "--out", "easy-run", "--json", "-q").stdout)
+    assert summary["val_top1"] == 1.0
+    result = run_cli("confusion", "easy-run", "--examples", "mistakes.png", "--png", "cm.png")
+    assert result.exit_code == 0
+    assert "wrote mistakes.png (no misclassified images" in result.stderr and "wrote cm.png" in result.stderr
+    with Image.open("mistakes.png") as figure:
+        assert figure.format == "PNG" and figure.width > 100

@@ -415,3 +415,17 @@ def test_an_unexpected_os_error_anywhere_is_one_line(run_cli, tmp_path, monkeypa
     monkeypatch.setattr("vqtool.runs.catalog.find_runs", refused)
     result = run_cli("runs", "list")
     assert result.exit_code == 1 and result.stderr == f"Error: {tmp_path / 'runs'}: Permission denied\n"
+
+
+def test_help_and_suggestions_say_what_applies(run_cli):
+    """predict's --device is about running the model, not training detectors on several GPUs; an unknown option
+    gets only options spelled like it (`--bogus` used to get `--log, --out`)."""
+    predict_help = run_cli("predict", "--help").stdout
+    assert "several GPUs" not in predict_help and "Where to run the model" in predict_help
+    assert "several GPUs" in run_cli("train", "--help").stdout
+    bogus = run_cli("train", "--bogus")
+    assert bogus.exit_code == 2 and "No such option: --bogus (see " in bogus.stderr
+    assert "did you mean" not in bogus.stderr
+    typo = run_cli("finetune", "--epoch", "3")
+    assert typo.exit_code == 2 and "(did you mean: --epochs?)" in typo.stderr
+    assert "(did you mean: --version?)" in run_cli("--verison").stderr

@@ -209,8 +209,9 @@ def test_sigterm_is_one_line_exit_143_and_the_run_resumes(run_cli, tmp_path):
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr
-    assert stderr.strip() == "Terminated."
     epoch, finished = epoch_of(run)
+    assert stderr.strip() == (f"Terminated: {run} holds epoch {epoch} of 12 (curves.png drawn); continue with: "
+                              f"vqtool train --resume {run}")  # one line
     assert 1 <= epoch < 12 and not finished
     assert summary_of(run_cli("train", "--resume", run, "--json", "-q"))["epochs"] == 12
     assert epoch_of(run) == (12, True) and leftovers(run) == []

@@ -190,7 +190,12 @@ def test_sort_into_copies_keeps_clashes_and_leaves_originals(run_cli, stripes_ru
     twin = tmp_path / "elsewhere" / "horizontal_0.png"  # the same name as an image in the folder
     twin.parent.mkdir()
     twin.write_bytes((tree / "val" / "vertical" / "vertical_3.png").read_bytes())
-    records = records_of(run_cli("predict", tree / "val", twin, "-w", run, "--sort-into", tmp_path / "sorted"))
+    result = run_cli("predict", tree / "val", twin, "-w", run, "--sort-into", tmp_path / "sorted")
+    records = records_of(result)
+    counts = {name: sum(r["class"] == name for r in records) for name in ("horizontal", "vertical")}
+    assert (f"--sort-into: 17 images put into {tmp_path / 'sorted'} (horizontal {counts['horizontal']}, "
+            f"vertical {counts['vertical']})") in result.stderr
+    assert all(Path(r["sorted_to"]).parent == tmp_path / "sorted" / r["class"] for r in records)
     assert {p: sha(p) for p in (tree / "val").rglob("*.png")} == originals
     sorted_files = sorted((tmp_path / "sorted").rglob("*.png"))
     assert len(sorted_files) == 17
@@ -295,9 +300,12 @@ def test_grad_cam_peaks_inside_the_square_that_decides_the_class(run_cli, tmp_pa
 
 def test_cam_writes_one_figure_per_image(run_cli, stripes_run, tmp_path):
     run, tree, _ = stripes_run
-    records_of(run_cli("predict", tree / "val", "-w", run, "--cam", tmp_path / "cams", "--batch-size", "5"))
+    result = run_cli("predict", tree / "val", "-w", run, "--cam", tmp_path / "cams", "--batch-size", "5")
+    records = records_of(result)
     figures = sorted(p.relative_to(tmp_path / "cams") for p in (tmp_path / "cams").rglob("*.png"))
     assert figures == sorted(Path(c) / f"{c}_{i}_cam.png" for c in ("horizontal", "vertical") for i in range(8))
+    assert f"--cam: 16 Grad-CAM figures written into {tmp_path / 'cams'}" in result.stderr
+    assert sorted(Path(r["cam"]).relative_to(tmp_path / "cams") for r in records) == figures
 
 
 def test_cam_is_refused_for_exports_and_unknown_layers(run_cli, stripes_run):
@@ -391,3 +399,25 @@ def test_decoding_runs_a_bounded_way_ahead_of_the_model(stripes_run):
         stream.close()
     assert [f.input.path for f in first] == consumed[:20]  # in input order
     assert len(consumed) <= 20 + 8 + 1  # never more than `ahead` decoded and waiting
+
+
+def test_grad_cam_agrees_with_pytorch_grad_cam(stripes_run):
+    """vqtool's own Grad-CAM gives pytorch-grad-cam's GradCAM maps (where that package is installed)."""
+    grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from vqtool.classification.cam import GradCam
+    from vqtool.classification.evaluate import load_classifier
+
+    run, tree, _ = stripes_run
+    classifier = load_classifier(str(run))
+    cam = GradCam(classifier, None, torch.device("cpu"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(path).convert("RGB").resize(
+        (classifier.preprocess.size,) * 2))).permute(2, 0, 1) for path in sorted((tree / "val").rglob("*.png"))[:6]])
+    classes = [0, 1, 0, 1, 1, 0]
+    ours = cam.heatmaps(images, classes)
+    with grad_cam.GradCAM(model=classifier.model, target_layers=[cam.layer]) as reference:
+        theirs = reference(input_tensor=cam.normalize(images), targets=[ClassifierOutputTarget(c) for c in classes])
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 0.02  # bilinear resizing: OpenCV's against torch's
+    assert all(p.requires_grad for p in classifier.model.parameters())  # left as it was

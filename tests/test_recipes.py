@@ -487,3 +487,22 @@ def test_checkpoint_inference_stays_fp32_on_the_cpu_unless_bf16_is_asked(run_cli
         "predict", data / "val", "-w", run, "--amp", mode, "--device", "cpu", "--format", "jsonl").stdout.splitlines()]
         for mode in ("auto", "bf16"))
     assert fp32 != half and fp32 == pytest.approx(half, abs=0.05)
+
+
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_config_keys_are_the_option_names_users_type(run_cli, class_tree, tmp_path, command):
+    """model, out, json, batch-size / batch_size: what --help shows, not the parameters' internal names."""
+    model, extra = "cnn-bn", ""
+    if command == "finetune":
+        import timm
+        from safetensors.torch import save_file
+
+        save_file(timm.create_model("resnet10t").state_dict(), str(tmp_path / "w.safetensors"))
+        model, extra = "timm/resnet10t", f"weights: {tmp_path / 'w.safetensors'}\nimgsz: 32\n"
+    (tmp_path / "c.yaml").write_text(f"model: {model}\nepochs: 1\nbatch-size: 8\nout: {tmp_path / 'byname'}\n"
+                                     f"json: true\nquiet: true\n{extra}")
+    summary = summary_of(run_cli(command, class_tree, "--config", tmp_path / "c.yaml"))
+    args = json.loads((tmp_path / "byname" / "args.json").read_text())["args"]
+    assert summary["model"] == model and args["config"]["batch_size"] == 8 and args["config"]["epochs"] == 1
+    (tmp_path / "internal.yaml").write_text("model_name: cnn-bn\nbatch_size: 8\nout_dir: x\n")  # still accepted
+    assert run_cli(command, "--config", tmp_path / "internal.yaml", "--help").exit_code == 0

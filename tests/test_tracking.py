@@ -149,8 +149,11 @@ def test_a_tracker_not_installed_is_a_usage_error_naming_the_extra(run_cli, monk
     monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed: import fails
     result = run_cli("train", "no-such-dataset", "--log", tracker)  # refused before the data is looked at
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"Error: --log {tracker} needs {tracker}, which is not installed: "
-                                     f"pip install 'vqtool[{tracker}]'")
+    # vqtool is not on an index: the command that works is the library itself, or the extra from a clone
+    assert result.stderr.strip().startswith(f"Error: --log {tracker} needs {tracker}, which is not installed: "
+                                            f"pip install '{tracker}")
+    assert result.stderr.strip().endswith(f"(or, in a clone of vqtool, pip install -e '.[{tracker}]')")
+    assert "vqtool[" not in result.stderr
     assert not Path("runs").exists()
 
 
@@ -298,3 +301,36 @@ def test_runs_refuses_a_bad_filter_or_sort(run_cli):
     Path("runs").mkdir()
     assert "KEY=VALUE" in run_cli("runs", "--filter", "status").stderr
     assert run_cli("runs", "--sort", "colour").exit_code == 2
+
+
+def test_runs_table_fits_the_width_never_cuts_the_name_and_counts_the_backbone_pass(run_cli, class_tree, tmp_path,
+                                                                                    detector_run, monkeypatch):
+    import shutil
+
+    import timm
+    from safetensors.torch import save_file
+
+    name = "finetune-stripes-resnet10t-frozen-backbone-long-name"
+    save_file(timm.create_model("resnet10t").state_dict(), str(tmp_path / "w.safetensors"))
+    tuned = summary_of(run_cli("finetune", class_tree, "--model", "timm/resnet10t", "--weights",
+                               tmp_path / "w.safetensors", "--imgsz", "32", *QUICK, "--out", f"runs/{name}", "--json"))
+    assert tuned["feature_cache"] is True
+    # a detector fine-tuned from a weights file: status.json names the file by its path
+    shutil.copytree(detector_run[0], "runs/tuned-detector")
+    status = json.loads(Path("runs/tuned-detector/status.json").read_text())
+    Path("runs/tuned-detector/status.json").write_text(json.dumps({**status, "model": "/data/weights/fall.pt"}))
+    rows = {row["name"]: row for row in json.loads(run_cli("runs", "--json").stdout)}
+    # the feature-cache run's time is the backbone pass that made the cache plus the head's epochs
+    assert rows[name]["seconds"] == pytest.approx(tuned["backbone_seconds"] + tuned["head_seconds"], abs=0.02)
+    assert tuned["backbone_seconds"] > 0 and rows["tuned-detector"]["model"] == "fall.pt"
+    for width in (60, 80, 200):
+        monkeypatch.setenv("COLUMNS", str(width))
+        result = run_cli("runs")
+        lines = result.stdout.splitlines()
+        assert all(len(line) <= max(width, len(name) + 2) for line in lines), result.stdout
+        assert name in result.stdout and "…" not in result.stdout  # whole names and cells, never `finetu…`
+        assert f"{rows[name]['seconds']:.2f} s" in result.stdout or width < 120
+        if width == 200:
+            assert "left out" not in result.stderr and "command" in lines[0] and "date" in lines[0]
+        else:
+            assert "left out for the width of" in result.stderr

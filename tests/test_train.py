@@ -39,6 +39,10 @@ def test_resume_continues_exactly_where_it_stopped(run_cli, monkeypatch):
     monkeypatch.setattr(TrainingRun, "commit", interrupted_after_epoch_2)
     interrupted = run_cli("train", "--epochs", "4", "--json", "-q", "--out", "b")
     assert interrupted.exit_code == 130 and "Aborted" in interrupted.stderr
+    # where it stands, and the exact command that continues it; its curves are drawn up to that epoch
+    assert interrupted.stderr.strip() == ("Aborted: b holds epoch 2 of 4 (curves.png drawn); continue with: "
+                                          "vqtool train --resume b")
+    assert Path("b/curves.png").is_file()
     monkeypatch.setattr(TrainingRun, "commit", commit)
     resumed = summary_of(run_cli("train", "--resume", "b", "--json", "-q"))
     assert resumed["epochs"] == 4
@@ -170,3 +174,41 @@ def test_fashion_mnist_real_three_epochs(run_cli):
     clothes = {"Shirt", "T-shirt/top", "Coat", "Pullover"}
     assert any({a, b} in ({"Shirt", "T-shirt/top"}, {"Shirt", "Coat"}, {"Pullover", "Coat"}) for a, b in top3), top3
     assert all(a in clothes or b in clothes for a, b in top3)
+
+
+def test_ctrl_c_in_a_finetune_names_its_resume_command_and_before_the_first_epoch_says_so(run_cli, class_tree,
+                                                                                        monkeypatch, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from vqtool.classification import loop
+
+    save_file(timm.create_model("resnet10t").state_dict(), str(tmp_path / "w.safetensors"))
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "run_epoch", ctrl_c)
+    result = run_cli("finetune", class_tree, "--model", "timm/resnet10t", "--weights", tmp_path / "w.safetensors",
+                     "--imgsz", "32", "--epochs", "2", "--out", "tune dir")
+    assert result.exit_code == 130
+    assert result.stderr.strip().endswith("Aborted: 'tune dir' holds no epoch yet (interrupted before the first "
+                                          "ended): remove it and start again")
+
+
+def test_curves_of_one_epoch_name_the_run_and_show_whole_epochs(run_cli, drawn_figures):
+    summary_of(run_cli("train", "--epochs", "1", "--json", "-q", "--out", "one"))
+    curves = drawn_figures[-1]
+    assert curves["title"] == "one: smallcnn on digits"
+    for panel in curves["axes"]:
+        assert panel["xlabel"] == "epoch" and panel["xticks"] == ["1"] and panel["xlim"] == (0.5, 1.5)
+    assert [panel["ylabel"] for panel in curves["axes"]] == ["loss", "accuracy"]
+
+
+def test_the_log_says_the_first_epochs_lr_is_the_warm_up_start(run_cli):
+    result = run_cli("train", "--epochs", "1", "--out", "lr")
+    assert result.exit_code == 0
+    assert ("LR schedule: one-cycle from 8.00e-05 (the peak / 25) up to the peak 2.00e-03 at 30 % of its steps"
+            in result.stderr) and "lr 8.00e-05" in result.stderr
+    warm = run_cli("train", "--epochs", "2", "--scheduler", "cosine", "--warmup-epochs", "1", "--out", "warm")
+    assert "LR schedule: a linear warm-up from 2.00e-05 to 2.00e-03 over 1 epoch, then cosine" in warm.stderr

@@ -22,7 +22,8 @@ import click
 
 from vqtool import __version__
 from vqtool.commands import StdoutClosed, debug_option
-from vqtool.errors import VQError, VQWarning, debug_enabled, first_line, os_error_line
+from vqtool.commands.completion import register_shell_completion
+from vqtool.errors import VQError, VQWarning, debug_enabled, first_line, interrupt_note, os_error_line
 
 # name -> "module:attribute"; a new subcommand is one line here and one module.
 COMMANDS = {
@@ -41,6 +42,9 @@ COMMANDS = {
     "cache": "vqtool.commands.cache:cache",
     "runs": "vqtool.commands.runs:runs",
 }
+
+
+register_shell_completion()
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,7 +92,7 @@ class LazyGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as error:
-            click.echo(f"Error: {error.format_message()} (see '{info_name} --help')", err=True)
+            click.echo(f"Error: {_usage_message(error)} (see '{info_name} --help')", err=True)
             sys.exit(2)
 
     def invoke(self, ctx):
@@ -97,7 +101,7 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except click.UsageError as error:  # Click's own checks (option types, missing arguments): one line too
             where = error.ctx.command_path if error.ctx else "vqtool"
-            _fail(ctx, f"{error.format_message()} (see '{where} --help')", 2)
+            _fail(ctx, f"{_usage_message(error)} (see '{where} --help')", 2)
         except VQError as error:  # one line even when a library's text slipped into the message
             _fail(ctx, first_line(error), error.exit_code)
         except OSError as error:  # a file or folder the library did not expect to fail (a last resort: one line)
@@ -109,8 +113,23 @@ class LazyGroup(click.Group):
             if debug_enabled():
                 raise
             terminated = isinstance(interrupt, Terminated)
-            click.echo("Terminated." if terminated else "Aborted.", err=True)
+            word, note = "Terminated" if terminated else "Aborted", interrupt_note(interrupt)
+            click.echo(f"{word}: {note}" if note else f"{word}.", err=True)  # one line, as errors are
             ctx.exit(143 if terminated else 130)
+
+
+def _usage_message(error: click.UsageError) -> str:
+    """Click's message; for an unknown option, only options spelled like it are suggested. Click compares the
+    names with their dashes, so any two options share `--` and `--bogus` got `--log, --out`."""
+    if not isinstance(error, click.NoSuchOption):
+        return error.format_message()
+    import difflib
+
+    options = {option.lstrip("-"): option for param in (error.ctx.command.params if error.ctx else ())
+               for option in (*param.opts, *param.secondary_opts) if option.startswith("--")}
+    close = difflib.get_close_matches(error.option_name.lstrip("-"), list(options), n=3, cutoff=0.75)
+    suggestion = f" (did you mean: {', '.join(options[name] for name in close)}?)" if close else ""
+    return f"No such option: {error.option_name}{suggestion}"
 
 
 def _fail(ctx, message: str, exit_code: int):

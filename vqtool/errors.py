@@ -75,3 +75,12 @@ def native_stderr_hidden():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def note_interrupt(interrupt: BaseException, note: str) -> None:
+    """Say, on the one line that ends an interrupted command (``Aborted: NOTE``), where it left things."""
+    interrupt.vqtool_note = note
+
+
+def interrupt_note(interrupt: BaseException) -> str | None:
+    return getattr(interrupt, "vqtool_note", None)

@@ -37,29 +37,38 @@ def png_figure(path: Path, *, replace: bool = True, **subplots):
         plt.close(figure)
 
 
-def plot_curves(path: Path, history: list[dict]) -> None:
-    """Loss and accuracy per epoch, train vs val."""
+def plot_curves(path: Path, history: list[dict], title: str | None = None) -> None:
+    """Loss and accuracy per epoch, train vs val; ``title`` names the run (and its model)."""
     panels = {}
     for metric, label in (("loss", "loss"), ("top1", "accuracy")):
         series = {split: [row.get(f"{split}_{metric}") for row in history] for split in ("train", "val")}
         panels[label] = {split: values for split, values in series.items()
                          if any(v is not None and v == v for v in values)}
-    plot_panels(path, [row["epoch"] for row in history], panels)
+    plot_panels(path, [row["epoch"] for row in history], panels, title)
 
 
-def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]]) -> None:
+def plot_panels(path: Path, epochs: list[int], panels: dict[str, dict[str, list]], title: str | None = None) -> None:
     """Side-by-side charts of values per epoch: ``panels`` maps each y-axis label to its named series."""
-    import matplotlib.ticker
-
     with png_figure(path, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (figure, axes):
         for axis, (label, series) in zip(axes[0], panels.items()):
             for name, values in series.items():
                 axis.plot(epochs, values, marker="o", label=name)
-            axis.set_xlabel("epoch")
-            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            _epoch_axis(axis, epochs)
             axis.set_ylabel(label)
-            axis.grid(alpha=0.3)
             axis.legend()
+        if title:
+            figure.suptitle(title)
+
+
+def _epoch_axis(axis, epochs: list) -> None:
+    """Whole epochs on the x axis, half an epoch of margin either side (one epoch reads 1, not 0.945-1.050)."""
+    import matplotlib.ticker
+
+    axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    axis.grid(alpha=0.3)
 
 
 # metrics.csv column -> axis label of the val curves `vqtool runs compare --png` overlays
@@ -68,8 +77,6 @@ VAL_CURVES = {"val_loss": "val loss", "val_top1": "val top-1", "map50_95": "val 
 
 def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bool = False) -> None:
     """Each run's val curves (``histories``: run name -> metrics.csv rows) overlaid, a panel per metric."""
-    import matplotlib.ticker
-
     panels = [column for column in VAL_CURVES
               if any(row.get(column) is not None for rows in histories.values() for row in rows)]
     if not panels:
@@ -82,8 +89,6 @@ def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bo
                 points = [(row["epoch"], row[column]) for row in rows if row.get(column) is not None]
                 if points:
                     axis.plot(*zip(*points), marker="o", label=name)
-            axis.set_xlabel("epoch")
-            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            _epoch_axis(axis, [row["epoch"] for rows in histories.values() for row in rows])
             axis.set_ylabel(VAL_CURVES[column])
-            axis.grid(alpha=0.3)
             axis.legend()

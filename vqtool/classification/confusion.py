@@ -52,6 +52,7 @@ def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25, *, r
     wrong = torch.nonzero(predicted != evaluation.split.labels).flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:limit]
     if len(wrong) == 0:
+        _plot_no_mistakes(path, len(evaluation.split.labels))
         return 0
     columns = min(5, len(wrong))
     rows = (len(wrong) + columns - 1) // columns
@@ -65,3 +66,11 @@ def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25, *, r
             true, guess = classes[evaluation.split.labels[index]], classes[predicted[index]]
             axis.set_title(f"true: {true}\npred: {guess} ({confidence[index]:.2f})", fontsize=8)
     return len(wrong)
+
+
+def _plot_no_mistakes(path: Path, images: int) -> None:
+    """The figure --examples asked for when there is nothing to show: it says so (a script may expect the file)."""
+    with png_figure(path, figsize=(4.8, 2.4)) as (_, axis):
+        axis.axis("off")
+        axis.text(0.5, 0.5, f"no misclassified images\n(all {images} classified correctly)", ha="center",
+                  va="center", fontsize=13)

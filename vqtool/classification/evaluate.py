@@ -52,7 +52,8 @@ class Evaluation:
 
 
 def evaluate(path: str, dataset_spec: str | None, data: DataOptions, *, split: str | None = None,
-             device: str = "auto", batch_size: int = 256, reporter: Reporter = SILENT, amp: str = "auto") -> Evaluation:
+             device: str = "auto", batch_size: int | None = None, reporter: Reporter = SILENT,
+             amp: str = "auto") -> Evaluation:
     """Run a checkpoint over a dataset split (default: the checkpoint's own held-out data)."""
     classifier = load_classifier(path)
     dataset, split_name, raw = evaluation_split(classifier, dataset_spec, data, split, reporter)

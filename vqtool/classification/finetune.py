@@ -21,6 +21,7 @@ from vqtool.compute.device import resolve_device
 from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
+from vqtool.classification.checkpoint import read_meta
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.loop import fit
@@ -28,11 +29,10 @@ from vqtool.classification.train import (finish, global_batch, image_inputs, mea
                                          refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
 from vqtool.classification.tracking import start_run
-from vqtool.classification.training_run import ResumeState
+from vqtool.classification.training_run import ResumeState, training_status
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import job_status
 from vqtool.runs.tracking import TrackingOptions, check_resumed
 
 
@@ -150,6 +150,9 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
     run = start_run(run_dir, meta, tracking, dataset_name=setup.dataset.name, resume=resume, reporter=reporter,
                     network=setup.model)
     module, train, val, inputs, groups = _trainable(setup, config, tune, reporter)
+    if getattr(inputs, "head_only", False):  # the run's training time includes the backbone pass (vqtool runs)
+        earlier = read_meta(run_dir).get("backbone_seconds", 0.0) if resume else 0.0
+        run.meta["backbone_seconds"] = round(earlier + inputs.backbone_seconds, 2)
 
     def unfreeze_on_schedule(epoch, model, optimizer):
         if epoch == tune.unfreeze_at:
@@ -158,7 +161,7 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
-    with job_status(run_dir, model=config.model, dataset=setup.dataset.name):
+    with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs):
         result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
                      param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
                      classes=setup.dataset.classes)

@@ -6,21 +6,24 @@ import contextlib
 
 import torch
 
+from vqtool.compute.device import inference_batch
 from vqtool.compute.precision import inference_autocast
 from vqtool.data import Split
 from vqtool.data.pipeline import Normalizer, Preprocess, batches, collect
 
 
 def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
-            batch_size: int = 256, progress=None, amp: str = "auto") -> torch.Tensor:
+            batch_size: int | None = None, progress=None, amp: str = "auto") -> torch.Tensor:
     """Logits (N×K, float32 on the CPU) for a prepared split of images, in order.
 
     ``model`` is an ``nn.Module`` or any callable from a float batch to logits
     (an exported model's runtime session, for example). A module runs under
     ``inference_autocast(device, amp)``: half precision on GPUs, fp32 on CPUs
-    unless ``amp`` is bf16.
+    unless ``amp`` is bf16. ``batch_size`` defaults to what suits the device
+    (:func:`~vqtool.compute.device.inference_batch`).
     """
     to_input = Normalizer(preprocess, device, channels_last=True)
+    batch_size = inference_batch(device, preprocess.size, batch_size)
     with inference_autocast(device, amp) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
         return logits_with(model, split, to_input, batch_size, progress)
 

@@ -82,6 +82,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     state = ResumeState(planned_epochs=config.epochs)
     if resume:
         state = restore(trainer, resume, config, on_epoch_start, reporter)
+    else:
+        reporter.log(trainer.scheduler.describe())
     network, trainable = prepare_network(distributed.wrap(model, inputs.device), config), _trainable_ids(model)
     first = config.epochs + 1 if state.stopped_early else state.epoch + 1
     for epoch in range(first, config.epochs + 1):

@@ -69,7 +69,14 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
 
         check_outside_sources(sources, Path(options.sort_into), "--sort-into", "sorted copies")
         sorter = Sorter(options.sort_into, link=options.link, min_confidence=options.min_confidence)
-        after.append(lambda frames, records: [sorter.place(record) for record in records])
+
+        def sort(frames, records):
+            for record in records:
+                copy = sorter.place(record)
+                if copy is not None:
+                    record["sorted_to"] = str(copy)
+
+        after.append(sort)
     if options.cam_dir:
         from vqtool.classification.cam import GradCam, save_cam
 
@@ -83,7 +90,8 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
             maps = cam.heatmaps(pixels, [record["top"][0]["class_id"] for record in records])
             for frame, record, heatmap, image in zip(frames, records, maps, pixels):
                 stem = str(Path(frame.input.name).with_suffix("")) + ("" if frame.index is None else f"_{frame.index}")
-                save_cam(folder, stem, image, heatmap, f"{record['class']} {record['confidence']:.3f}")
+                record["cam"] = str(save_cam(folder, stem, image, heatmap,
+                                             f"{record['class']} {record['confidence']:.3f}"))
 
         after.append(save_cams)
     return after
@@ -201,17 +209,36 @@ def _batches(items: Iterable[Frame | Failure], size: int) -> Iterator[list[Frame
 
 @dataclass
 class PredictSummary:
-    """What the final stderr line of ``vqtool predict`` reports."""
+    """What the final stderr lines of ``vqtool predict`` report: the results, then where --sort-into and --cam
+    put how many files."""
 
     images: int = 0
     failed: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     confidence: float = 0.0
+    sort_into: str | None = None
+    cam_dir: str | None = None
+    sorted: dict[str, int] = field(default_factory=dict)  # class folder -> copies
+    cams: int = 0
 
     def add(self, record: dict) -> None:
         self.images += 1
         self.per_class[record["class"]] = self.per_class.get(record["class"], 0) + 1
         self.confidence += record["confidence"]
+        if "sorted_to" in record:
+            folder = Path(record["sorted_to"]).parent.name
+            self.sorted[folder] = self.sorted.get(folder, 0) + 1
+        self.cams += "cam" in record
+
+    def lines(self, seconds: float) -> list[str]:
+        lines = [self.line(seconds)]
+        if self.sort_into:
+            counts = ", ".join(f"{name} {count}" for name, count in sorted(self.sorted.items()))
+            lines.append(f"--sort-into: {plural(sum(self.sorted.values()), 'image')} put into {self.sort_into}"
+                         + (f" ({counts})" if counts else ""))
+        if self.cam_dir:
+            lines.append(f"--cam: {plural(self.cams, 'Grad-CAM figure')} written into {self.cam_dir}")
+        return lines
 
     def line(self, seconds: float) -> str:
         if not self.images:

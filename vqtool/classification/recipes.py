@@ -73,10 +73,8 @@ def _yaml(text: str):
 
 
 def _run_arguments(args: dict) -> dict:
-    """A run's recorded arguments as option values (``model`` is the --model option's ``model_name``)."""
+    """A run's recorded arguments as option values, keyed as a --config file is (``model`` for --model)."""
     values = {"dataset": args.get("dataset")}
     for section in ("data", "config", "finetune"):
         values.update(args.get(section) or {})
-    if "model" in values:
-        values["model_name"] = values.pop("model")
     return {key: value for key, value in values.items() if value is not None}

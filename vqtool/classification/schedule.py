@@ -11,6 +11,7 @@ onecycle) or per epoch (step, plateau).
 from __future__ import annotations
 
 from vqtool.classification.config import TrainConfig, make_scheduler
+from vqtool.reporter import plural
 
 WARMUP_START = 0.01  # the first warm-up step trains at 1 % of the LR
 
@@ -32,6 +33,25 @@ class Schedule:
         self.targets = [group["lr"] for group in optimizer.param_groups]
         if self.warmup_steps:
             self._set_warmup_lr()
+
+    def describe(self) -> str:
+        """One log line saying where the LR goes: why the first epoch's `lr` is far below the peak."""
+        group = self.optimizer.param_groups[0]
+        target = self.targets[0]
+        if self.inner is None:
+            course = f"constant {target:.2e}"
+        elif "max_lr" in group:  # one-cycle: rises from its initial LR to the peak, then anneals
+            ratio = group["max_lr"] / group["initial_lr"]
+            course = (f"one-cycle from {group['initial_lr']:.2e} (the peak / {ratio:.0f}) up to the peak "
+                      f"{group['max_lr']:.2e} at 30 % of its steps, then down to {group['min_lr']:.1e}")
+        else:
+            course = {"CosineAnnealingLR": f"cosine from {target:.2e} down to 0",
+                      "StepLR": f"{target:.2e}, ×0.1 every {plural(getattr(self.inner, 'step_size', 1), 'epoch')}",
+                      "ReduceLROnPlateau": f"{target:.2e}, ×0.1 after 2 epochs without val improvement"
+                      }.get(type(self.inner).__name__, f"{type(self.inner).__name__} from {target:.2e}")
+        warmup = (f"a linear warm-up from {target * WARMUP_START:.2e} to {target:.2e} over {self.warmup_epochs} "
+                  f"epoch{'s' if self.warmup_epochs != 1 else ''}, then " if self.warmup_steps else "")
+        return f"LR schedule: {warmup}{course} (each epoch line shows the LR of its first step)"
 
     @property
     def warming_up(self) -> bool:

@@ -38,7 +38,7 @@ def start_run(run_dir: Path, meta: dict, tracking: TrackingOptions | None, *, da
     return TrainingRun(run_dir, meta, network=network, trackers=trackers)
 
 
-def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, batch_size: int, device: str,
+def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, device: str,
                   test_logits=None) -> dict[str, Path]:
     """The confusion heatmap and mistakes grid of ``model`` (drawn into a temporary folder), when TensorBoard
     will show them; call before the final commit moves the model to the CPU."""
@@ -48,7 +48,7 @@ def final_figures(run: TrainingRun, model, dataset, splits: dict, preprocess, ba
     split = splits[held_out]
     logits = test_logits
     if held_out != "test" or logits is None:
-        logits = logits_of(model, split, preprocess, resolve_device(device), max(256, batch_size))
+        logits = logits_of(model, split, preprocess, resolve_device(device))
     folder = Path(tempfile.mkdtemp(prefix="vqtool-figures-"))
     counts = confusion_matrix(logits.argmax(1), split.labels, len(dataset.classes))
     plot_confusion({"dataset": dataset.name, "split": held_out, "n": int(counts.sum()),

@@ -23,7 +23,7 @@ from vqtool.classification.imbalance import imbalance_hint
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
 from vqtool.classification.tracking import final_figures, finish_run, start_run
-from vqtool.classification.training_run import ResumeState, TrainingRun
+from vqtool.classification.training_run import ResumeState, TrainingRun, training_status
 from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
@@ -32,7 +32,6 @@ from vqtool.data.store import remembered
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import job_status
 from vqtool.runs.folder import new_run_dir, run_arguments, write_args
 from vqtool.runs.tracking import TrackingOptions, check_resumed
 
@@ -170,7 +169,7 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
             f"{len(splits['train'])} train, {len(splits.get('val', ()))} val images at "
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
-    with job_status(run_dir, model=config.model, dataset=dataset.name):
+    with training_status(run, command="train", model=config.model, dataset=dataset.name, epochs=config.epochs):
         result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
                      reporter=reporter, run=run, resume=resume, classes=dataset.classes)
         return finish(model, result, dataset, splits, preprocess, config, run, started)
@@ -196,10 +195,10 @@ def finish(model: nn.Module, result: FitResult, dataset: Dataset, splits: dict[s
     logits = None
     if "test" in splits:
         device = resolve_device(config.device)
-        logits = logits_of(model, splits["test"], preprocess, device, max(256, config.batch_size))
+        logits = logits_of(model, splits["test"], preprocess, device)
         report = classification_report(logits, splits["test"].labels, dataset.classes)
         summary["test_top1"], summary["test_loss"] = report["top1"], report["loss"]
-    figures = final_figures(run, model, dataset, splits, preprocess, config.batch_size, config.device, logits)
+    figures = final_figures(run, model, dataset, splits, preprocess, config.device, logits)
     result.state.finished = True  # a resume of this run has nothing left to do
     run.commit(result.state, best_model=model.cpu(),
                metrics={**result.best, **{k: summary[k] for k in ("test_top1",) if k in summary}})

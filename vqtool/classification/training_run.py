@@ -16,7 +16,9 @@ get the epochs they have not seen yet, so they never hold an epoch the folder la
 
 from __future__ import annotations
 
+import contextlib
 import math
+import shlex
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,8 +28,9 @@ from torch import nn
 
 from vqtool.classification.checkpoint import checkpoint_files
 from vqtool.compute import distributed
-from vqtool.errors import VQError, first_line
+from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.plots import plot_curves
+from vqtool.runs.catalog import history, job_status
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
 from vqtool.runs.tracking import Trackers
@@ -118,10 +121,17 @@ class TrainingRun:
             files.update(checkpoint_files(self.network or best_model,
                                           {**self.meta, "metrics": {"best_epoch": record["epoch"], **record}}))
         if last or time.monotonic() - self.curves_drawn >= CURVES_EVERY_S:
-            files[CURVES_FILE] = lambda path: plot_curves(path, state.history)
+            files[CURVES_FILE] = lambda path: plot_curves(path, state.history, title=self.title)
             self.curves_drawn = time.monotonic()
         commit(self.run_dir, files)
         self.trackers.log_epochs(state.history)  # after the commit: trackers hold what metrics.csv holds
+
+    @property
+    def title(self) -> str:
+        """What curves.png says it shows: the run, its model and data."""
+        record = self.meta.get("dataset") or {}
+        dataset = Path(record["path"]).name if record.get("path") else record.get("source")
+        return f"{self.run_dir.name}: {self.meta.get('architecture', '?')}" + (f" on {dataset}" if dataset else "")
 
     def load_state(self) -> ResumeState | None:
         """The last committed epoch's state (None before the first); rank 0 first cleans up after a killed writer
@@ -140,3 +150,32 @@ class TrainingRun:
                 reason = first_line(error) if path.stat().st_size else "the file is empty"
                 raise VQError(f"{path}: cannot read the resume state ({reason})") from error
         raise VQError(f"{self.run_dir}: the resume state moved while it was read; try again")
+
+
+@contextlib.contextmanager
+def training_status(run: TrainingRun, *, command: str, model: str, dataset: str, epochs: int):
+    """The run's status.json around training (:func:`~vqtool.runs.catalog.job_status`); on Ctrl-C or SIGTERM, the
+    committed epochs' curves.png, and a note for the line that ends the command: the epoch the folder holds and
+    the command that continues it."""
+    with job_status(run.run_dir, model=model, dataset=dataset):
+        try:
+            yield
+        except KeyboardInterrupt as interrupt:
+            if distributed.is_main():
+                note_interrupt(interrupt, _after_interrupt(run, command, epochs))
+            raise
+
+
+def _after_interrupt(run: TrainingRun, command: str, epochs: int) -> str:
+    """Draw the committed epochs' curves (one more commit) and say where the run stands and how to continue."""
+    rows = history(run.run_dir)
+    folder = shlex.quote(str(run.run_dir))
+    if not rows:
+        return f"{folder} holds no epoch yet (interrupted before the first ended): remove it and start again"
+    try:
+        commit(run.run_dir, {CURVES_FILE: lambda path: plot_curves(path, rows, title=run.title)})
+        drawn = "curves.png drawn"
+    except VQError as error:
+        drawn = f"curves.png not drawn: {first_line(error)}"
+    return (f"{folder} holds epoch {int(rows[-1]['epoch'])} of {epochs} ({drawn}); continue with: "
+            f"vqtool {command} --resume {folder}")

@@ -122,8 +122,10 @@ def threads_option(command):
                              "default: torch's (the cores).")(command)
 
 
-def device_option(command):
-    """--device, checked where it is used (a GPU list is for Ultralytics; classifiers use torchrun)."""
+def device_option(command=None, *, training: bool = False):
+    """--device; ``training``: its help names several GPUs for detectors and torchrun for classifiers."""
+    if command is None:
+        return lambda decorated: device_option(decorated, training=training)
     from vqtool.choices import DEVICES
 
     def complete(ctx, param, incomplete):
@@ -131,10 +133,12 @@ def device_option(command):
 
         return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
 
-    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps|N,N",
-                        shell_complete=complete,
-                        help="Where to run. A list of GPU indices (0,1) trains a YOLO detector on several GPUs "
-                             "(Ultralytics' DDP); classifiers scale out with torchrun.")(command)
+    return click.option("--device", default="auto", show_default=True,
+                        metavar="auto|cpu|cuda[:N]|mps" + ("|N,N" if training else ""), shell_complete=complete,
+                        help="Where to train: auto is a GPU when there is one, else the CPU. A list of GPU indices "
+                             "(0,1) trains a YOLO detector on several GPUs (Ultralytics' DDP); classifiers scale out "
+                             "with torchrun." if training else
+                        "Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
 
 
 TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
@@ -155,7 +159,7 @@ def tracking_options(command):
     @click.option("--log", "log", multiple=True, metavar="tensorboard|mlflow", envvar="VQTOOL_LOG",
                   callback=_tracker_names,
                   help="Also log the run to TensorBoard (event files in RUN/tb/) or MLflow (at $MLFLOW_TRACKING_URI); "
-                       "repeatable. Needs pip install 'vqtool[tensorboard]' or 'vqtool[mlflow]'.  "
+                       "repeatable. Needs tensorboard or mlflow (in a clone: pip install -e '.[tensorboard]').  "
                        "[env: VQTOOL_LOG=tensorboard,mlflow]")
     @click.option("--experiment", metavar="NAME", help="MLflow experiment (default: the dataset's name).")
     @wraps(command)

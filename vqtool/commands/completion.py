@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from importlib.resources import files
 
-from click.shell_completion import CompletionItem
+from click.shell_completion import BashComplete, CompletionItem, add_completion_class
 
 NAMES_FILE = "model_names.txt"
 BUILTIN_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
@@ -34,6 +34,50 @@ def complete_dataset(ctx, param, incomplete: str) -> list[CompletionItem]:
     names = [*BUILTIN_DATASETS, *_plugin_names("vqtool.datasets")]
     matches = [CompletionItem(name) for name in names if name.startswith(incomplete)]
     return matches + [CompletionItem(incomplete, type="file")]
+
+
+# Click's bash script empties COMPREPLY when an entry is a file or folder and lets bash list paths instead, dropping
+# the names before it (dataset names, then `file`): here paths are added to the names.
+BASH_SCRIPT = """\
+%(complete_func)s() {
+    local IFS=$'\\n'
+    local response
+
+    response=$(env COMP_WORDS="${COMP_WORDS[*]}" COMP_CWORD=$COMP_CWORD %(complete_var)s=bash_complete $1)
+
+    for completion in $response; do
+        IFS=',' read type value <<< "$completion"
+
+        if [[ $type == 'dir' ]]; then
+            COMPREPLY+=($(compgen -d -- "$value"))
+            compopt -o filenames 2>/dev/null
+        elif [[ $type == 'file' ]]; then
+            COMPREPLY+=($(compgen -f -- "$value"))
+            compopt -o filenames 2>/dev/null
+        elif [[ $type == 'plain' ]]; then
+            COMPREPLY+=($value)
+        fi
+    done
+
+    return 0
+}
+
+%(complete_func)s_setup() {
+    complete -o nosort -F %(complete_func)s %(prog_name)s
+}
+
+%(complete_func)s_setup;
+"""
+
+
+class BashNamesAndPaths(BashComplete):
+    """Bash completion that offers names and paths together."""
+
+    source_template = BASH_SCRIPT
+
+
+def register_shell_completion() -> None:
+    add_completion_class(BashNamesAndPaths, name="bash")
 
 
 def write_model_names(path) -> int:

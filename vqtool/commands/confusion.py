@@ -65,7 +65,8 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, spl
         out.log(f"wrote {png}")
     if examples:
         shown = plot_misclassified(evaluation, Path(examples), replace=overwrite)
-        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else "no misclassified images")
+        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else
+                f"wrote {examples} (no misclassified images: a figure saying so)")
     if out.json:
         out.emit(report)
         return

@@ -17,10 +17,18 @@ def model_options(command):
     command = click.option("--allow-partial-weights", is_flag=True,
                            help="Use a --weights file even when it fills less than half of the backbone.")(command)
     command = click.option("--weights", metavar="SPEC",
-                           help="Pretrained weights for a model name, as finetune --weights takes them "
-                                "(default: random init).")(command)
+                           help="Pretrained weights for a model name, as finetune --weights takes them, or none "
+                                "(also random: the architecture's random init, the default).")(command)
     command = trust_pickle_option(command)
     return click.argument("model", metavar="MODEL_OR_CHECKPOINT", shell_complete=complete_model)(command)
+
+
+def scale_option(default: str):
+    def decorate(command):
+        return click.option("--scale", type=click.Choice(["shared", "channel"]), default=default, show_default=True,
+                            help="Colours: one scale for all channels (strengths compare), or each channel on its "
+                                 "own (weak channels stay visible); the title says which.")(command)
+    return decorate
 
 
 def out_option(command):
@@ -64,8 +72,10 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, overwrite, out):
     """Slide kernels over IMAGE (greyscale; default: a sample photo) and save each feature map as a PNG.
 
     Uses torch.nn.functional.conv2d, a cross-correlation (the kernel is not
-    flipped). Saves <kernel>.png per map and figure.png beside the input; maps
-    of tiny images (--demo square) are also printed as numbers. Default
+    flipped). Saves <kernel>.png per map and figure.png (the input, each kernel
+    and its map, with colour scales) into --out (default
+    runs/conv-apply-<time>); the kernels and maps of tiny images (--demo square)
+    are also printed as numbers. Default
     kernels: vertical-edge for --demo, else sobel-x, sobel-y, laplacian,
     blur, sharpen and emboss. Images over $VQTOOL_MAX_IMAGE_PIXELS pixels
     (default 89,478,485) are refused as possible decompression bombs.
@@ -84,7 +94,7 @@ def apply(image, kernel_specs, stride, padding, demo, out_dir, overwrite, out):
     pixels, source = load_input(image, demo)
     maps = apply_kernels(pixels, kernels, stride, padding)
     folder = output_folder(out_dir, "apply")
-    files = save_maps(pixels, maps, folder, replace=overwrite)
+    files = save_maps(pixels, maps, folder, source, replace=overwrite)
     out.log(f"{source}: {pixels.shape[1]}×{pixels.shape[0]} (width×height) greyscale, stride {stride}, "
             f"padding {padding}")
     if not out.json:
@@ -178,9 +188,10 @@ def summary(model, weights, allow_partial_weights, input_spec, num_classes, out)
 @click.argument("image", required=False, type=click.Path(dir_okay=False))
 @click.option("--layer", "layers", multiple=True, metavar="NAME",
               help="A layer whose activations to save (repeatable); without it, list the layers.")
+@scale_option("channel")
 @out_option
 @output_options
-def features(model, weights, allow_partial_weights, image, layers, out_dir, overwrite, out):
+def features(model, weights, allow_partial_weights, image, layers, scale, out_dir, overwrite, out):
     """Save the activation maps of named layers for IMAGE (default: a sample photo) as PNG grids.
 
     The image is prepared as the model's input (size, channels, normalisation);
@@ -211,7 +222,7 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, over
     batch, source = prepare_image(image, inspected.preprocess)
     maps = feature_maps(inspected, batch, list(dict.fromkeys(layers)))
     out.log(f"{inspected.source} on {source}")
-    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source, replace=overwrite)
+    files = save_feature_maps(maps, output_folder(out_dir, "features"), inspected.source, scale, replace=overwrite)
     print_files(out, files, {"model": model, "image": source,
                              "layers": {name: list(values.shape) for name, values in maps.items()}})
 
@@ -219,9 +230,10 @@ def features(model, weights, allow_partial_weights, image, layers, out_dir, over
 @conv.command()
 @model_options
 @click.option("--layer", metavar="NAME", help="A Conv2d layer (default: the first).")
+@scale_option("shared")
 @out_option
 @output_options
-def filters(model, weights, allow_partial_weights, layer, out_dir, overwrite, out):
+def filters(model, weights, allow_partial_weights, layer, scale, out_dir, overwrite, out):
     """Save a conv layer's kernels as a PNG grid: one cell per output channel.
 
     RGB kernels are shown in colour, others as the mean over input channels;
@@ -232,7 +244,8 @@ def filters(model, weights, allow_partial_weights, layer, out_dir, overwrite, ou
     \b
     Examples:
       vqtool conv filters resnet18 --weights DEFAULT
-      vqtool conv filters runs/train-20261123-101500 --layer features.1.0 --out filters
+      vqtool conv filters resnet18 --weights none      # random init, to compare
+      vqtool conv filters runs/train-20261123-101500 --layer features.1.0 --out filters --scale channel
     """
     from vqtool.conv.inspection import conv_filters, load_inspected, save_filters
     from vqtool.conv.visualize import output_folder
@@ -240,5 +253,5 @@ def filters(model, weights, allow_partial_weights, layer, out_dir, overwrite, ou
     inspected = load_inspected(model, weights, allow_partial=allow_partial_weights)
     name, weight = conv_filters(inspected, layer)
     out.log(f"{inspected.source}: {name}, {'x'.join(map(str, weight.shape))} weights")
-    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source, replace=overwrite)
+    path = save_filters(name, weight, output_folder(out_dir, "filters"), inspected.source, scale, replace=overwrite)
     print_files(out, [path], {"model": model, "layer": name, "shape": list(weight.shape)})

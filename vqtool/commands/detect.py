@@ -68,7 +68,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
                             vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
-    print_stream(run_detection(sources, weights, options), WRITERS[fmt](out), DetectSummary(), out)
+    print_stream(run_detection(sources, weights, options), WRITERS[fmt](out), DetectSummary(save_dir=save_dir), out)
 
 
 def jsonl_writer(out):

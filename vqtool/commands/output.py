@@ -22,9 +22,15 @@ from vqtool.errors import VQError, first_line
 
 
 def _console(stderr: bool) -> Console:
+    """The terminal's width on a terminal; otherwise $COLUMNS, else 120."""
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 120
+    width = None if stream.isatty() else _columns_variable() or 120
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def _columns_variable() -> int | None:
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _primary_process() -> bool:
@@ -68,16 +74,22 @@ class Output:
             with stdout_writes():
                 click.echo(message)
 
-    def table(self, columns: list[str], rows: list[list], title: str | None = None) -> None:
-        """A result table on stdout."""
+    @property
+    def width(self) -> int:
+        """The width stdout's tables have to fit in."""
+        return _console(stderr=False).width
+
+    def table(self, columns: list[str], rows: list[list], title: str | None = None, units: bool = False) -> None:
+        """A result table on stdout. ``units``: cells shown by their column's name (``seconds``: ``42.6 s``), and
+        never wrapped or cut (the caller chose columns that fit)."""
         if self.silent:
             return
         table = Table(title=title, show_edge=False, header_style="bold")
         for i, name in enumerate(columns):
             numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
-            table.add_column(name, justify="right" if numeric and i > 0 else "left")
+            table.add_column(name, justify="right" if numeric and i > 0 else "left", no_wrap=units)
         for row in rows:
-            table.add_row(*(format_cell(v) for v in row))
+            table.add_row(*(format_field(name, v) if units else format_cell(v) for name, v in zip(columns, row)))
         with stdout_writes():
             _console(stderr=False).print(table)
 

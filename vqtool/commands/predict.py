@@ -74,7 +74,8 @@ def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_
                              workers=workers, sort_into=sort_into, min_confidence=min_confidence, link=link,
                              cam_dir=cam_dir, cam_layer=cam_layer, amp=amp)
     stream, classes = run_prediction(sources, weights, options)
-    print_stream(stream, WRITERS[fmt](out, min(top_k, len(classes))), PredictSummary(), out)
+    print_stream(stream, WRITERS[fmt](out, min(top_k, len(classes))), PredictSummary(sort_into=sort_into,
+                                                                                      cam_dir=cam_dir), out)
 
 
 def jsonl_writer(out, k):

@@ -21,13 +21,25 @@ def _load_config(ctx: click.Context, param, path: str | None):
     from vqtool.errors import VQError
 
     values, from_run = option_file(path)
-    names = {p.name for p in ctx.command.params if p.expose_value}
-    unknown = sorted(set(values) - names)
+    names = parameter_names(ctx.command)
+    unknown = sorted(key for key in values if key not in names)
     if unknown and not from_run:  # a run's args.json may hold another command's arguments: those are skipped
         raise VQError(f"--config {path}: not options of vqtool {ctx.command.name}: {', '.join(unknown)}",
                       usage=True)
-    ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in values.items() if k in names}}
+    ctx.default_map = {**(ctx.default_map or {}), **{names[k]: v for k, v in values.items() if k in names}}
     return path
+
+
+def parameter_names(command: click.Command) -> dict[str, str]:
+    """Each name a --config key may use (with `_` for `-`) -> the parameter it sets: the long option names users type
+    (``model``, ``out``, ``json``, ``batch_size``) and the parameters' own names (``model_name``, ``out_dir``)."""
+    params = [param for param in command.params if param.expose_value]
+    names = {param.name: param.name for param in params}
+    for param in params:
+        for option in param.opts if isinstance(param, click.Option) else ():
+            if option.startswith("--"):
+                names.setdefault(option[2:].replace("-", "_"), param.name)
+    return names
 
 
 def recipe_options(command):
@@ -37,7 +49,8 @@ def recipe_options(command):
     for decorator in reversed([
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), is_eager=True,
                      expose_value=False, callback=_load_config, metavar="FILE",
-                     help="Defaults for any option from a YAML or JSON file (keys are option names), or a run's "
+                     help="Defaults for any option from a YAML or JSON file (keys are the option names, e.g. model, "
+                          "batch-size or batch_size), or a run's "
                           "args.json; options on the command line win."),
         click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
                      help="Start from a named bundle of the options below (basic: augmentation, label smoothing, "

@@ -56,9 +56,35 @@ def list_runs(folders, sort_key, reverse, filters, out):
     if out.json:
         out.emit(rows)
         return
-    shown = [column for column in COLUMNS if any(row[column] is not None for row in rows)] or list(COLUMNS)
-    out.table(shown, [[_cell(row, column) for column in shown] for row in rows])
-    out.log(f"{len(rows)} run{'s' if len(rows) != 1 else ''}")
+    present = [column for column in COLUMNS if any(row[column] is not None for row in rows)] or list(COLUMNS)
+    cells = {column: [_cell(row, column) for row in rows] for column in present}
+    shown = fitting_columns(present, cells, out.width)
+    out.table(shown, [[cells[column][i] for column in shown] for i in range(len(rows))], units=True)
+    left_out = [column for column in present if column not in shown]
+    out.log(f"{len(rows)} run{'s' if len(rows) != 1 else ''}" + (
+        f"; left out for the width of {out.width} columns: {', '.join(left_out)} (--json has every column)"
+        if left_out else ""))
+
+
+# Which columns stay when the table must narrow, most wanted first; the name always stays, whole.
+PRIORITY = ("name", "status", "val_top1", "val_map50_95", "model", "epochs", "test_top1", "seconds", "dataset",
+            "best_epoch", "date", "command")
+
+
+def fitting_columns(columns: list[str], cells: dict[str, list], width: int) -> list[str]:
+    """The columns, in their order, of the most wanted ones whose whole cells fit in ``width`` characters (each
+    column takes its widest cell or header, a space either side and a separator)."""
+    from vqtool.commands.output import format_field
+
+    def needed(column):
+        return max([len(column), *(len(format_field(column, cell)) for cell in cells[column])]) + 3
+
+    kept, used = set(), -1
+    for column in sorted(columns, key=lambda c: PRIORITY.index(c) if c in PRIORITY else len(PRIORITY)):
+        if column == "name" or used + needed(column) <= width:
+            kept.add(column)
+            used += needed(column)
+    return [column for column in columns if column in kept]
 
 
 def _cell(row: dict, column: str):

@@ -22,7 +22,7 @@ def choose_format(out, fmt: str | None) -> str:
 def print_stream(stream, write, summary, out) -> None:
     """Write each record as soon as it arrives, report each skipped input on one line, end with the summary.
 
-    ``summary`` has ``add(record)``, ``failed`` and ``line(seconds)``. The exit
+    ``summary`` has ``add(record)``, ``failed`` and ``lines(seconds)``. The exit
     code is 1 when any input was skipped.
     """
     from vqtool.data.inputs import Failure
@@ -37,6 +37,7 @@ def print_stream(stream, write, summary, out) -> None:
             continue
         summary.add(item)
         write(item)
-    out.log(summary.line(time.perf_counter() - started))
+    for line in summary.lines(time.perf_counter() - started):
+        out.log(line)
     if summary.failed:
         raise VQError(f"{plural(summary.failed, 'input')} could not be read")

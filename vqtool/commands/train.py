@@ -33,7 +33,7 @@ def training_options(command=None, *, epochs: int = 10, batch_size: int = 64, lr
                      help="Stop after N epochs without val improvement (0: never)."),
         click.option("--imgsz", type=click.IntRange(1), default=None,
                      help="Input side in pixels (default: the model's or the data's)."),
-        device_option,
+        device_option(training=True),
         click.option("--out", "out_dir", type=OutputPath(folder=True, empty=True),
                      help="Run folder (default runs/<command>-<timestamp>); must not exist."),
         click.option("--resume", type=click.Path(exists=True, file_okay=False), metavar="RUN_DIR",

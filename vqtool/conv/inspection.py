@@ -19,6 +19,7 @@ from vqtool.data.pipeline import Normalizer, Preprocess
 from vqtool.errors import VQError, first_line, suggest
 from vqtool.models.hooks import watching
 
+RANDOM_WEIGHTS = ("none", "random")  # --weights none|random: the architecture's random initialisation
 LIBRARY_SOURCES = ("torchvision", "timm")  # ImageNet architectures: 1000 classes unless told otherwise
 BUILTIN_CLASSES = 10
 LIBRARY_CLASSES = 1000
@@ -40,20 +41,22 @@ def load_inspected(spec: str, weights: str | None = None, num_classes: int | Non
     """A vqtool checkpoint (run folder, model.safetensors or model.json) or a registry model name.
 
     A name gets ``weights`` through ``pretrained_classifier`` (the same specs as
-    ``finetune --weights``), else random weights for ``num_classes`` (default:
+    ``finetune --weights``), else (``None``, ``none``, ``random``) random weights for ``num_classes`` (default:
     1000 for torchvision and timm architectures, 10 for the others). ``allow_partial``
     accepts a weights file that fills less than half of the backbone.
     """
     if Path(spec).exists():
-        if weights is not None or num_classes is not None:
+        if (weights is not None and weights.lower() not in RANDOM_WEIGHTS) or num_classes is not None:
             raise VQError(f"{spec} is a checkpoint: it has its own weights and classes "
                           f"(--weights and --classes apply to model names)", usage=True)
         return _from_checkpoint(spec)
+    if weights is not None and weights.lower() in RANDOM_WEIGHTS:
+        weights = None
     if weights is not None:
         from vqtool.models.weights import pretrained_classifier
 
         pretrained = pretrained_classifier(spec, weights, num_classes, allow_partial=allow_partial)
-        return InspectedModel(pretrained.model.eval(), pretrained.preprocess, pretrained.source)
+        return InspectedModel(pretrained.model.eval(), pretrained.preprocess, f"{spec}, weights {pretrained.source}")
     return _random_init(spec, num_classes)
 
 
@@ -173,12 +176,26 @@ def conv_filters(inspected: InspectedModel, name: str | None = None) -> tuple[st
     return name, convs[name].weight.detach()
 
 
-def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path, source: str, *, replace: bool = False) -> list[Path]:
+def save_feature_maps(maps: dict[str, torch.Tensor], folder: Path, source: str, scale: str = "channel", *,
+                      replace: bool = False) -> list[Path]:
     """``<layer>-maps.png`` per layer: one grid cell per channel, titled with ``source`` (the model) and the layer."""
-    return [save_feature_grid(values, folder / f"{name}-maps.png", f"{source}, {name}", replace=replace)
+    return [save_feature_grid(values, folder / f"{name}-maps.png", f"{short_paths(source)}, layer {name}", scale,
+                              replace=replace)
             for name, values in maps.items()]
 
 
-def save_filters(name: str, weight: torch.Tensor, folder: Path, source: str, *, replace: bool = False) -> Path:
+def save_filters(name: str, weight: torch.Tensor, folder: Path, source: str, scale: str = "shared", *,
+                 replace: bool = False) -> Path:
     """``<layer>-filters.png``: one grid cell per output channel, titled with ``source`` and the layer."""
-    return save_filter_grid(weight, folder / f"{name}-filters.png", f"{source}, {name}", replace=replace)
+    return save_filter_grid(weight, folder / f"{name}-filters.png", f"{short_paths(source)}, layer {name}", scale,
+                            replace=replace)
+
+
+def short_paths(text: str) -> str:
+    """A title's file paths by their last two parts (``.../weights/lite0.safetensors``): the full path is in the
+    log and the JSON, a figure's title has the width of the figure."""
+    def shorten(word: str) -> str:
+        parts = Path(word).parts
+        return str(Path("…", *parts[-2:])) if "/" in word and len(parts) > 2 else word
+
+    return " ".join(shorten(word) for word in text.split(" "))

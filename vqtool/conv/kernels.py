@@ -120,11 +120,13 @@ def apply_kernels(image: torch.Tensor, kernels: list[tuple[str, torch.Tensor]], 
     return maps
 
 
-def save_maps(image: torch.Tensor, maps: list[FeatureMap], folder: Path, *, replace: bool = False) -> list[Path]:
-    """``<kernel>.png`` per map (one pixel per value), then ``figure.png``: the input beside every map."""
-    files = [save_map(feature.values, folder / f"{feature.name}.png", replace=replace) for feature in maps]
+def save_maps(image: torch.Tensor, maps: list[FeatureMap], folder: Path, source: str = "input", *,
+              replace: bool = False) -> list[Path]:
+    """``<kernel>.png`` per map (titled, with its scale), then ``figure.png``: the input, each kernel and its map."""
+    files = [save_map(feature.values, folder / f"{feature.name}.png", f"{source} ⋆ {feature.name}", replace=replace)
+             for feature in maps]
     figure = save_kernel_figure(image, [(feature.name, feature.kernel, feature.values) for feature in maps],
-                                folder / "figure.png", replace=replace)
+                                folder / "figure.png", source, replace=replace)
     return [*files, figure]
 
 
@@ -134,7 +136,8 @@ def describe(image: torch.Tensor, maps: list[FeatureMap]) -> list[str]:
         return []
     lines = [f"input {size_text(image)}:", *format_grid(image)]
     for feature in maps:
-        lines += ["", f"{feature.name} {size_text(feature.values)}:", *format_grid(feature.values)]
+        lines += ["", f"kernel {feature.name} {size_text(feature.kernel)}:", *format_grid(feature.kernel),
+                  "", f"map: input ⋆ {feature.name}, {size_text(feature.values)}:", *format_grid(feature.values)]
     return lines
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vqtool.data import DataOptions, Dataset, Split, split_off
+from vqtool.data.locations import default_data_dir
 from vqtool.data.images import class_folders, common_square_size, scan_class_tree
 from vqtool.errors import VQError, first_line
 from vqtool.pickles import CIFAR_BATCH, load as unpickle
@@ -17,10 +18,6 @@ from vqtool.registry import register_dataset
 VAL_NAMES = ("val", "valid", "validation")
 DEFAULT_VAL_SPLIT = 0.1
 SINGLE_TREE_VAL_SPLIT = 0.2
-
-
-def default_data_dir() -> str:
-    return os.environ.get("VQTOOL_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "vqtool", "data")
 
 
 def _val_split(options: DataOptions, default: float) -> float:

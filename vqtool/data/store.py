@@ -46,12 +46,12 @@ import numpy as np
 import torch
 
 from vqtool.data.images import decode_into, decoding_pool, max_image_pixels
+from vqtool.data.locations import CACHE_ENV, cache_dir as cache_root
 from vqtool.data.rows import StoredRows
 from vqtool.errors import VQError, first_line
 from vqtool.files import MB, is_real_folder, open_regular, read_text
 from vqtool.reporter import Reporter
 
-CACHE_ENV = "VQTOOL_CACHE_DIR"
 FORMAT_VERSION = 2  # bump when what a key stands for, or how pixels are decoded, changes
 KINDS = ("pixels", "features")
 CHUNK_BYTES = 64 * 1024**2  # decoded between two progress records
@@ -61,10 +61,6 @@ DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
 KEY_LENGTH = 32
 INDEX_LIMIT = 1024 * MB  # the index lists every row: tens of millions of them fit
 DTYPES = ("uint8", "float16", "float32", "float64", "int64")
-
-
-def cache_root() -> Path:
-    return Path(os.path.expanduser(os.environ.get(CACHE_ENV) or "~/.cache/vqtool"))
 
 
 def is_key(name: str) -> bool:

@@ -66,7 +66,8 @@ def _stream(model, names, sources, args, options) -> Iterator[dict | Failure]:
             for frame, result in zip(batch, results):
                 record = to_record(frame, result, names)
                 if options.save_dir:
-                    save_outputs(Path(options.save_dir), frame, result, record, options.save_txt, options.overwrite)
+                    record.update(save_outputs(Path(options.save_dir), frame, result, record, options.save_txt,
+                                               options.overwrite))
                 yield record
 
 
@@ -167,12 +168,24 @@ class DetectSummary:
     images: int = 0
     failed: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
+    save_dir: str | None = None
+    saved: dict[str, int] = field(default_factory=dict)  # "saved_image" / "saved_labels" -> files
 
     def add(self, record: dict) -> None:
         self.images += 1
         for detection in record["detections"]:
             name = detection["class_name"]
             self.per_class[name] = self.per_class.get(name, 0) + 1
+        for key in ("saved_image", "saved_labels"):
+            self.saved[key] = self.saved.get(key, 0) + (key in record)
+
+    def lines(self, seconds: float) -> list[str]:
+        if not self.save_dir:
+            return [self.line(seconds)]
+        labels = (f" and {plural(self.saved['saved_labels'], 'label file')} in {Path(self.save_dir) / 'labels'}"
+                  if self.saved.get("saved_labels") else "")
+        return [self.line(seconds), f"--save-dir: {plural(self.saved.get('saved_image', 0), 'annotated image')} "
+                                    f"written into {self.save_dir}{labels}"]
 
     def line(self, seconds: float) -> str:
         found = ", ".join(f"{name} {count}" for name, count in sorted(self.per_class.items())) or "nothing"

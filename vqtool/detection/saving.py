@@ -34,19 +34,22 @@ def output_stem(frame) -> Path:
     return stem.with_name(f"{stem.name}_{frame.index}") if frame.index is not None else stem
 
 
-def save_outputs(save_dir: Path, frame, result, record: dict, save_txt: bool, overwrite: bool = False) -> None:
-    """The annotated image (boxes, labels, confidences) and, with --save-txt, a YOLO label file.
+def save_outputs(save_dir: Path, frame, result, record: dict, save_txt: bool, overwrite: bool = False) -> dict:
+    """The annotated image (boxes, labels, confidences) and, with --save-txt, a YOLO label file; returns their paths
+    (``saved_image``, ``saved_labels``).
 
     ``frame`` is a :class:`vqtool.detection.predict.Frame`, ``result`` Ultralytics' Results for it.
     """
     stem = output_stem(frame)
     suffix = ".jpg" if frame.index is not None else Path(frame.input.name).suffix
     suffix, encoded = encode_image(result.plot(), suffix)
-    write_output(save_dir / stem.with_name(stem.name + suffix), encoded, frame.input.path, overwrite)
+    written = {"saved_image": str(save_dir / stem.with_name(stem.name + suffix))}
+    write_output(Path(written["saved_image"]), encoded, frame.input.path, overwrite)
     if save_txt:
         label = "".join(yolo_label_line(d) for d in record["detections"])
-        write_output(save_dir / "labels" / stem.with_name(stem.name + ".txt"), label.encode(), frame.input.path,
-                     overwrite)
+        written["saved_labels"] = str(save_dir / "labels" / stem.with_name(stem.name + ".txt"))
+        write_output(Path(written["saved_labels"]), label.encode(), frame.input.path, overwrite)
+    return written
 
 
 def encode_image(image, suffix: str) -> tuple[str, bytes]:

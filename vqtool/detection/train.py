@@ -201,7 +201,7 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
     write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
     reporter.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
-    recorder = EpochRecorder(run_dir, reporter)
+    recorder = EpochRecorder(run_dir, reporter, model=record.get("model") or record["weights"], dataset=dataset.name)
     recorder.attach(model)
     tracked = ultralytics_tracking(model, run_dir, tracking, experiment_default=dataset.name, reporter=reporter)
     with job_status(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name):
@@ -227,8 +227,9 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     check_resumable(model.ckpt, last)
     check_rebuilds(model)
     _check_resumed_files(last, data)
-    recorder = EpochRecorder(run, reporter, history=run_history(run))
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
+    recorder = EpochRecorder(run, reporter, history=run_history(run),
+                             model=record.get("model") or record.get("weights") or "", dataset=record["dataset"])
     status = job_status(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
     if training_finished(model.ckpt):
         reporter.log(f"resuming {run_dir}: training ended after epoch {len(recorder.history)}; "
@@ -350,8 +351,10 @@ class EpochRecorder:
     On a terminal each epoch also shows a progress bar over its batches.
     """
 
-    def __init__(self, run_dir: Path, reporter: Reporter, history: list[dict] | None = None):
+    def __init__(self, run_dir: Path, reporter: Reporter, history: list[dict] | None = None, model: str = "",
+                 dataset: str = ""):
         self.run_dir = Path(run_dir)
+        self.title = f"{self.run_dir.name}: {Path(model).name} on {dataset}"  # what curves.png shows
         self.reporter = reporter
         self.history = history or []
         self.best_epoch = None
@@ -389,7 +392,7 @@ class EpochRecorder:
             self.best_epoch = row["epoch"]
         history = list(self.history)
         commit(self.run_dir, {"metrics.csv": lambda path: Path(path).write_text(metrics_csv(history)),
-                              "curves.png": lambda path: plot_detection_curves(path, history)},
+                              "curves.png": lambda path: plot_detection_curves(path, history, self.title)},
                staging=self.checkpoints.take())
         self.reporter.log(f"epoch {row['epoch']:>{len(str(trainer.epochs))}}/{trainer.epochs}  "
                      f"train loss {_total(row, 'train_'):.4f}  val loss {_total(row, 'val_'):.4f}  "
@@ -401,9 +404,9 @@ def _total(row: dict, prefix: str) -> float:
     return sum(v for k, v in row.items() if k.startswith(prefix) and k.endswith("_loss") and v is not None)
 
 
-def plot_detection_curves(path: Path, history: list[dict]) -> None:
+def plot_detection_curves(path: Path, history: list[dict], title: str | None = None) -> None:
     """Total train and val loss, and mAP50 / mAP50-95, per epoch."""
     plot_panels(path, [row["epoch"] for row in history], {
         "loss": {prefix.rstrip("_"): [_total(row, prefix) for row in history] for prefix in ("train_", "val_")},
         "mAP": {label: [row[key] for row in history] for key, label in (("map50", "mAP50"), ("map50_95", "mAP50-95"))},
-    })
+    }, title)

@@ -60,8 +60,10 @@ _state: dict = {"module": None, "threads": None}
 
 
 def vqtool_home() -> Path:
-    """vqtool's cache folder: ``$VQTOOL_HOME``, else ``~/.cache/vqtool``."""
-    return Path(os.environ.get("VQTOOL_HOME") or Path.home() / ".cache" / "vqtool").expanduser()
+    """vqtool's cache folder: ``$VQTOOL_HOME`` (for Ultralytics' files alone), else ``$VQTOOL_CACHE_DIR``."""
+    from vqtool.data.locations import cache_dir
+
+    return Path(os.environ.get("VQTOOL_HOME") or cache_dir()).expanduser()
 
 
 def weights_dir() -> Path:
@@ -111,7 +113,7 @@ def _import_prepared():
 
 def _write_settings(folder: Path) -> None:
     """Merge vqtool's values into Ultralytics' settings file before Ultralytics reads it."""
-    from vqtool.data.sources import default_data_dir
+    from vqtool.data.locations import default_data_dir
     from vqtool.runs.folder import write_json
 
     folder.mkdir(parents=True, exist_ok=True)

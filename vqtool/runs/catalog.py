@@ -133,10 +133,10 @@ def describe(run_dir: Path) -> dict:
     rows = history(run_dir)
     detector = "map50_95" in (rows[0] if rows else {}) or "ultralytics" in args
     row = {"name": run_dir.name, "command": document.get("command"),
-           "model": status.get("model") or _recorded_model(args),
+           "model": _model_name(status.get("model") or _recorded_model(args)),
            "dataset": status.get("dataset") or Path(str(args.get("dataset", ""))).stem or None,
            "epochs": len(rows), **(_detector_scores(run_dir, rows) if detector else _classifier_scores(run_dir, rows)),
-           "seconds": round(sum(r.get("seconds") or 0 for r in rows), 2),
+           "seconds": _training_seconds(run_dir, rows),
            "date": status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                           time.localtime((run_dir / "args.json").stat().st_mtime)),
            "status": run_status(run_dir, status, detector)}
@@ -145,6 +145,20 @@ def describe(run_dir: Path) -> dict:
 
 def _recorded_model(args: dict) -> str | None:
     return (args.get("config") or {}).get("model") or args.get("model") or args.get("weights")
+
+
+def _model_name(model: str | None) -> str | None:
+    """A detector trained from a weights file or model yaml is named by the file (``best.pt``), not its whole path;
+    registry names (``timm/resnet18``) stay as they are."""
+    return Path(model).name if model and Path(model).suffix in (".pt", ".pth", ".yaml", ".yml", ".onnx") else model
+
+
+def _training_seconds(run_dir: Path, rows: list[dict]) -> float:
+    """The epochs' seconds (the head's, on cached features) plus the frozen backbone's pass that made the cache."""
+    epochs = sum(row.get("seconds") or row.get("head_seconds") or 0 for row in rows)
+    model_json = committed(run_dir, "model.json")
+    backbone = read_json(model_json).get("backbone_seconds") or 0 if model_json.is_file() else 0
+    return round(epochs + backbone, 2)
 
 
 def _status_record(run_dir: Path) -> dict:

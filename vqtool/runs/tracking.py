@@ -69,8 +69,24 @@ def check_trackers(names) -> None:
         except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import refused)
             found = False
         if not found:
-            raise VQError(f"--log {name} needs {name}, which is not installed: pip install 'vqtool[{name}]'",
-                          usage=True)
+            raise VQError(f"--log {name} needs {name}, which is not installed: pip install '{_extra(name)}' "
+                          f"(or, in a clone of vqtool, pip install -e '.[{name}]')", usage=True)
+
+
+def _extra(name: str) -> str:
+    """The requirement vqtool's extra ``name`` installs (``tensorboard>=2.14``), as its metadata declares it:
+    vqtool is installed from a clone, not an index, so ``pip install 'vqtool[name]'`` finds nothing."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("vqtool") or []
+    except PackageNotFoundError:
+        declared = []
+    for requirement in declared:
+        spec, _, marker = requirement.partition(";")
+        if f'extra == "{name}"' in marker and spec.strip().startswith(name):
+            return spec.strip()
+    return name
 
 
 def recorded_trackers(run_dir: Path) -> tuple[str, ...]:
