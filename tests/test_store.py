@@ -282,3 +282,20 @@ def test_cache_list_and_clear_take_only_entries(run_cli, class_tree, reporter, t
     assert json.loads(run_cli("cache", "clear", "--json").stdout)["removed"] == 2
     assert (photos / "cat.jpg").read_bytes() == b"meow" and (root / "pixels" / "notes.txt").exists()
     assert (elsewhere / "index.json").exists() and not entry.exists() and not junk.exists()
+
+
+def test_an_unchanged_entry_is_not_hashed_on_every_use_a_replaced_data_file_is(class_tree, reporter, monkeypatch):
+    """Hashing data.bin costs seconds per GB: it is skipped while the file's size, inode and change time are as
+    the entry recorded them (and that time is older than a clock tick)."""
+    import vqtool.data.store as store
+
+    _, folder = store_entry(class_tree, reporter)
+    entry, digest, hashed = store.Entry("pixels", folder.name), store.file_digest, []
+    monkeypatch.setattr(store, "file_digest", lambda path: hashed.append(path) or digest(path))
+    assert entry.index() is not None and len(hashed) == 1  # written this very tick: hashed
+    monkeypatch.setattr(store, "CLOCK_TICK_NS", 0)  # as if written long ago
+    assert entry.index() is not None and len(hashed) == 1
+    replacement = folder / "other.bin"
+    replacement.write_bytes(os.urandom((folder / "data.bin").stat().st_size))
+    os.replace(replacement, folder / "data.bin")  # same size, another inode
+    assert entry.index() is None and len(hashed) == 2 and "does not match its checksum" in entry.damage

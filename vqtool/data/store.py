@@ -61,6 +61,7 @@ DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
 KEY_LENGTH = 32
 INDEX_LIMIT = 1024 * MB  # the index lists every row: tens of millions of them fit
 DTYPES = ("uint8", "float16", "float32", "float64", "int64")
+CLOCK_TICK_NS = 2_000_000_000  # more than a file system's timestamp tick (jiffies; 2 s on FAT)
 
 
 def is_key(name: str) -> bool:
@@ -118,7 +119,7 @@ class Entry:
             size = os.path.getsize(self.data)
             if size < expected:
                 return f"{DATA_FILE} holds {size} bytes, {expected} expected"
-            if checksum and _written_stat(self.data) != index.get("data_stat") \
+            if checksum and not _unchanged(self.data, index.get("data_stat")) \
                     and file_digest(self.data) != index["data_sha256"]:
                 return f"{DATA_FILE} does not match its checksum"
         except OSError as error:
@@ -194,6 +195,13 @@ def _written_stat(path: Path) -> list[int]:
     The change time, unlike the modification time, cannot be set back by hand."""
     status = os.stat(path)
     return [status.st_size, status.st_ino, status.st_ctime_ns]
+
+
+def _unchanged(path: Path, recorded) -> bool:
+    """Whether data.bin is as its entry recorded it: the same size, inode and change time, that time at least
+    CLOCK_TICK_NS ago (file systems keep time in coarse ticks: a write in the same tick would keep it)."""
+    now = _written_stat(path)
+    return now == recorded and time.time_ns() - now[2] > CLOCK_TICK_NS
 
 
 def file_digest(path: Path) -> str:
