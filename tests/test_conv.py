@@ -308,7 +308,7 @@ def test_weights_go_through_pretrained_classifier(run_cli, monkeypatch):
 
 def test_filters_take_weights_none_or_random_for_random_init(run_cli, drawn_figures):
     for spec in ("none", "random", "None"):
-        document = json.loads(run_cli("conv", "filters", "resnet18", "--weights", spec, "--out", "r", "--json").stdout)
+        document = json.loads(run_cli("conv", "filters", "resnet18", "--weights", spec, "--out", f"r-{spec}", "--json").stdout)
         assert document["shape"] == [64, 3, 7, 7]
     assert drawn_figures[-1]["axes"][0]["title"].startswith("resnet18 (1000 classes, random weights), layer conv1")
 
