@@ -25,6 +25,9 @@ def pytest_configure(config):
     _session_cache["folder"] = folder
     for variable, below in CACHE_VARIABLES.items():
         os.environ[variable] = str(folder / below)
+    from vqtool.telemetry import decline_openvino_telemetry
+
+    decline_openvino_telemetry()  # test modules import openvino themselves, before vqtool would decline it
 
 
 def pytest_unconfigure(config):

@@ -5,7 +5,9 @@ int8 exports are calibrated on its training images and judged on its val split.
 """
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -184,3 +186,16 @@ def test_an_existing_ir_folder_is_replaced_only_with_overwrite(run_cli, trained,
     summary_of(run_cli("export", run, "--format", "openvino", "-o", folder, "--overwrite", "--json", "-q"))
     assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml", "vqtool.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["m.openvino"]  # no temporary folder left behind
+
+
+def test_openvino_and_nncf_send_no_telemetry():
+    """Their usage data would go to Intel (offline, a forked sender hangs holding stdout open); vqtool declines.
+    A process of its own: the first import of openvino sets telemetry up, and this module has imported it."""
+    pytest.importorskip("openvino_telemetry")
+    script = ("from vqtool.exporting import require; require('openvino', 'a test'); require('nncf', 'a test');"
+              "from openvino_telemetry import Telemetry;"
+              "print(Telemetry(app_name='t', app_version='0', tid='G-T', backend='ga4', enable_opt_in_dialog=False,"
+              " disable_in_ci=True).consent)")
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]

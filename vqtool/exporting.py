@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool.errors import VQError
+from vqtool.telemetry import decline_openvino_telemetry
 
 FP32_TOLERANCE = 1e-4
 # fp16 keeps about 3 significant digits, so logits of a few units move by a few thousandths.
@@ -72,11 +73,14 @@ def mismatched_detections(summary: dict) -> str:
 
 def require(module: str, purpose: str):
     """Import a package a partial install may lack, or fail with one line saying how to install it (never installs)."""
+    if module.split(".")[0] in ("openvino", "nncf"):
+        decline_openvino_telemetry()  # before the import, which sets telemetry up
     try:
         return importlib.import_module(module)
     except ImportError as error:
         install = INSTALL_LINES.get(module.split(".")[0], INSTALL_HINT)
         raise VQError(f"{purpose} needs the {module} package, which is not installed: {install}") from error
+
 
 
 def export_warnings() -> tuple[type[Warning], ...]:

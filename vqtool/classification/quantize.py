@@ -98,20 +98,14 @@ def quantize_openvino(model, images: torch.Tensor, batch: int | None):
 
 def held_out_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Reporter):
     """(normalised images, labels) of held-out real images in the model's class order, or None when there are none."""
-    from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import evaluation_split
-    from vqtool.data import DataOptions
+    from vqtool.classification.verify import held_out_split
     from vqtool.data.pipeline import Normalizer, decode_split
 
-    classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
-    try:
-        _, split_name, split = evaluation_split(classifier, dataset_spec, DataOptions())
-    except VQError as error:
-        if dataset_spec:
-            raise
-        reporter.warn(f"no held-out images to judge the int8 export with ({first_line(error)}); --data DATASET "
-                      f"names some")
+    found = held_out_split(checkpoint, preprocess, dataset_spec)
+    if isinstance(found, str):
+        reporter.warn(f"no held-out images to judge the int8 export with ({found}); --data DATASET names some")
         return None
+    split_name, split = found
     if split_name == "train" and not dataset_spec:
         reporter.warn("the run has no held-out split: the int8 export is judged on its training images")
     chosen = split.subset(evenly(len(split), HELD_OUT_IMAGES))

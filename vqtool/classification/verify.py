@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vqtool.errors import VQError
+from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 
 RANDOM_IMAGES = 4  # a batch size other than the one the model was traced with
@@ -77,19 +77,30 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
     When the checkpoint's own data cannot be found the export is verified on
     random input alone, with a note; a dataset the user named must load.
     """
-    from vqtool.data import DataOptions
     from vqtool.data.pipeline import Normalizer, decode_split
-    from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import evaluation_split
 
-    classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
-    try:
-        _, _, split = evaluation_split(classifier, dataset_spec, DataOptions())
-    except VQError as error:
-        if dataset_spec:
-            raise
-        reporter.log(f"no real images to verify with ({error}); --data DATASET names some")
+    found = held_out_split(checkpoint, preprocess, dataset_spec)
+    if isinstance(found, str):
+        reporter.log(f"no real images to verify with ({found}); --data DATASET names some")
         return {}
+    _, split = found
     index = torch.linspace(0, len(split) - 1, min(SAMPLE_IMAGES, len(split))).round().long()
     images = decode_split(split.subset(index), preprocess, reporter=reporter, store=False).pixels  # a sample
     return {"sample": Normalizer(preprocess, torch.device("cpu"))(images)}
+
+
+def held_out_split(checkpoint, preprocess, dataset_spec: str | None):
+    """(split name, split) of real images to check an export against: ``dataset_spec``'s (which must load) or the
+    checkpoint's own held-out data; why there are none, as a string, when the checkpoint's own data is gone."""
+    from vqtool.classification.classifier import Classifier
+    from vqtool.classification.evaluate import evaluation_split
+    from vqtool.data import DataOptions
+
+    classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
+    try:
+        _, split_name, split = evaluation_split(classifier, dataset_spec, DataOptions())
+    except VQError as error:
+        if dataset_spec:
+            raise
+        return first_line(error)
+    return split_name, split

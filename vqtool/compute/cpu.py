@@ -17,6 +17,8 @@ import functools
 import os
 from pathlib import Path
 
+from vqtool.telemetry import decline_openvino_telemetry
+
 # The flags that decide our speed, in the order they are printed (best first).
 FLAGS = ("amx_bf16", "amx_int8", "amx_fp16", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "avx512f",
          "avx2")
@@ -100,6 +102,7 @@ def _true(check) -> bool:
 
 def openvino_capabilities() -> tuple[str, ...] | None:
     """OpenVINO's CPU capabilities (FP32, BF16, INT8...), or None when OpenVINO is not installed."""
+    decline_openvino_telemetry()  # before the import, which sets telemetry up
     try:
         import openvino
     except ImportError:
