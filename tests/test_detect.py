@@ -219,7 +219,10 @@ def test_resume_continues_an_interrupted_detector_run(run_cli, yolo_data, monkey
 
     monkeypatch.setattr(EpochRecorder, "epoch_done", interrupted_after_epoch_1)
     args = ("--epochs", "2", "--imgsz", "64", "-q", "--out", "run")
-    assert run_cli("train", yolo_data, *args).exit_code == 130
+    interrupted = run_cli("train", yolo_data, *args)
+    # where it stands and the exact command that continues it, as for a classifier
+    assert interrupted.exit_code == 130
+    assert interrupted.stderr.strip() == "Aborted: run holds epoch 1 of 2; continue with: vqtool train --resume run"
     monkeypatch.setattr(EpochRecorder, "epoch_done", epoch_done)
     summary = json.loads(run_cli("train", "--resume", "run", "--json", "-q").stdout)
     assert summary["epochs"] == 2 and len(list(csv.DictReader(open("run/metrics.csv")))) == 2

@@ -16,9 +16,7 @@ get the epochs they have not seen yet, so they never hold an epoch the folder la
 
 from __future__ import annotations
 
-import contextlib
 import math
-import shlex
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,9 +26,9 @@ from torch import nn
 
 from vqtool.classification.checkpoint import checkpoint_files
 from vqtool.compute import distributed
-from vqtool.errors import VQError, first_line, note_interrupt
+from vqtool.errors import VQError, first_line
 from vqtool.plots import plot_curves
-from vqtool.runs.catalog import history, job_status
+from vqtool.runs import catalog
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
 from vqtool.runs.tracking import Trackers
@@ -152,30 +150,7 @@ class TrainingRun:
         raise VQError(f"{self.run_dir}: the resume state moved while it was read; try again")
 
 
-@contextlib.contextmanager
 def training_status(run: TrainingRun, *, command: str, model: str, dataset: str, epochs: int):
-    """The run's status.json around training (:func:`~vqtool.runs.catalog.job_status`); on Ctrl-C or SIGTERM, the
-    committed epochs' curves.png, and a note for the line that ends the command: the epoch the folder holds and
-    the command that continues it."""
-    with job_status(run.run_dir, model=model, dataset=dataset):
-        try:
-            yield
-        except KeyboardInterrupt as interrupt:
-            if distributed.is_main():
-                note_interrupt(interrupt, _after_interrupt(run, command, epochs))
-            raise
-
-
-def _after_interrupt(run: TrainingRun, command: str, epochs: int) -> str:
-    """Draw the committed epochs' curves (one more commit) and say where the run stands and how to continue."""
-    rows = history(run.run_dir)
-    folder = shlex.quote(str(run.run_dir))
-    if not rows:
-        return f"{folder} holds no epoch yet (interrupted before the first ended): remove it and start again"
-    try:
-        commit(run.run_dir, {CURVES_FILE: lambda path: plot_curves(path, rows, title=run.title)})
-        drawn = "curves.png drawn"
-    except VQError as error:
-        drawn = f"curves.png not drawn: {first_line(error)}"
-    return (f"{folder} holds epoch {int(rows[-1]['epoch'])} of {epochs} ({drawn}); continue with: "
-            f"vqtool {command} --resume {folder}")
+    """:func:`~vqtool.runs.catalog.training_status`, drawing the committed epochs' curves.png when interrupted."""
+    return catalog.training_status(run.run_dir, command=command, model=model, dataset=dataset, epochs=epochs,
+                                   draw_curves=lambda path, rows: plot_curves(path, rows, title=run.title))

@@ -38,7 +38,7 @@ from vqtool.detection.tracking import ultralytics_tracking
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
-from vqtool.runs.catalog import history as run_history, job_status
+from vqtool.runs.catalog import history as run_history, job_status, training_status
 from vqtool.runs.commit import commit, recover
 from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
 from vqtool.runs.tracking import TrackingOptions, check_resumed
@@ -204,7 +204,8 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
     recorder = EpochRecorder(run_dir, reporter, model=record.get("model") or record["weights"], dataset=dataset.name)
     recorder.attach(model)
     tracked = ultralytics_tracking(model, run_dir, tracking, experiment_default=dataset.name, reporter=reporter)
-    with job_status(run_dir, model=record.get("model") or record["weights"], dataset=dataset.name):
+    with training_status(run_dir, command=command, model=record.get("model") or record["weights"],
+                         dataset=dataset.name, epochs=args["epochs"]):
         with keeping_threads(), no_valid_images_as_error(dataset), tracked:
             model.train(data=str(dataset.yaml), project=str(run_dir.resolve()), name=ULTRALYTICS_DIR,
                         exist_ok=True, trainer=committing_trainer(model, recorder.checkpoints), **args)
@@ -221,7 +222,8 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     last = run / ULTRALYTICS_DIR / "weights" / "last.pt"
     if not last.is_file():
         raise VQError(f"{run_dir}: no detector training to resume (no {last.relative_to(run)})", usage=True)
-    recorded = read_json(run / "args.json")["args"]
+    written = read_json(run / "args.json")
+    recorded = written["args"]
     data = recorded_data(run, recorded)
     model = load_detector(str(last))
     check_resumable(model.ckpt, last)
@@ -230,16 +232,17 @@ def resume_detector(run_dir: str, *, reporter: Reporter, tracking: TrackingOptio
     record = {"dataset": Path(data).stem, **{k: v for k, v in recorded.items() if k in ("model", "weights", "freeze")}}
     recorder = EpochRecorder(run, reporter, history=run_history(run),
                              model=record.get("model") or record.get("weights") or "", dataset=record["dataset"])
-    status = job_status(run, model=record.get("model") or record.get("weights"), dataset=record["dataset"])
+    model_name = record.get("model") or record.get("weights")
     if training_finished(model.ckpt):
         reporter.log(f"resuming {run_dir}: training ended after epoch {len(recorder.history)}; "
                      f"writing {RUN_CHECKPOINT}")
-        with status:
+        with job_status(run, model=model_name, dataset=record["dataset"]):
             return _finish_trained(run, recorder, data, started, record)
     recorder.attach(model)
     reporter.log(f"resuming {run_dir} after epoch {len(recorder.history)}")
     tracked = ultralytics_tracking(model, run, tracking, experiment_default=record["dataset"], reporter=reporter)
-    with status:
+    with training_status(run, command=written.get("command", "train"), model=model_name, dataset=record["dataset"],
+                         epochs=recorded.get("ultralytics", {}).get("epochs", "?")):
         with keeping_threads(), tracked:
             # the run's own data.yaml, never Ultralytics' default dataset; its own folder, never the save_dir
             # last.pt records (a copied run would write into the original, a crafted one anywhere)

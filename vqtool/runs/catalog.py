@@ -14,14 +14,15 @@ import contextlib
 import csv
 import fnmatch
 import os
+import shlex
 import socket
 import time
 from pathlib import Path
 
-from vqtool.errors import VQError, first_line
+from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.files import read_text
 from vqtool.reporter import Reporter
-from vqtool.runs.commit import committed
+from vqtool.runs.commit import commit, committed
 from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
 from vqtool.runs.tracking import flatten
 
@@ -54,6 +55,38 @@ def job_status(run_dir: Path, *, model: str, dataset: str):
         _write_status(path, {**record, "status": INTERRUPTED, "stopped": _now()})
         raise
     _write_status(path, {**record, "status": FINISHED, "finished": _now()})
+
+
+@contextlib.contextmanager
+def training_status(run_dir: Path, *, command: str, model: str, dataset: str, epochs: int, draw_curves=None):
+    """:func:`job_status` around training; on Ctrl-C or SIGTERM, a note for the line that ends the command: the
+    epoch the folder holds and the command that continues it. ``draw_curves(path, rows)``, when given, first draws
+    the committed epochs' curves.png (in one more commit) for a run that draws them only at its end."""
+    from vqtool.compute import distributed
+
+    with job_status(run_dir, model=model, dataset=dataset):
+        try:
+            yield
+        except KeyboardInterrupt as interrupt:
+            if distributed.is_main():
+                note_interrupt(interrupt, _after_interrupt(Path(run_dir), command, epochs, draw_curves))
+            raise
+
+
+def _after_interrupt(run_dir: Path, command: str, epochs: int, draw_curves) -> str:
+    rows = history(run_dir)
+    folder = shlex.quote(str(run_dir))
+    if not rows:
+        return f"{folder} holds no epoch yet (interrupted before the first ended): remove it and start again"
+    drawn = ""
+    if draw_curves is not None:
+        try:
+            commit(run_dir, {"curves.png": lambda path: draw_curves(path, rows)})
+            drawn = " (curves.png drawn)"
+        except VQError as error:
+            drawn = f" (curves.png not drawn: {first_line(error)})"
+    return (f"{folder} holds epoch {int(rows[-1]['epoch'])} of {epochs}{drawn}; continue with: "
+            f"vqtool {command} --resume {folder}")
 
 
 def _write_status(path: Path, record: dict) -> None:
