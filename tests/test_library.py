@@ -24,6 +24,21 @@ def test_help_of_every_command_imports_no_heavy_library():
     assert result.stdout.strip() == "[]", result.stderr
 
 
+def test_embedded_digits_are_scikit_learns_and_load_without_it():
+    from sklearn.datasets import load_digits
+
+    from vqtool.data import DataOptions, load_dataset
+
+    code = ("import sys; from vqtool.data import load_dataset; load_dataset('digits')\n"
+            "print('sklearn' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr  # importing sklearn.datasets costs seconds
+    dataset, bunch = load_dataset("digits", DataOptions(val_split=0.0)), load_digits()
+    ours = torch.cat([dataset.train.pixels, dataset.test.pixels]).flatten(1).sum(1).sort().values
+    theirs = torch.from_numpy((bunch.images * (255 / 16)).round()).flatten(1).sum(1).sort().values
+    assert torch.equal(ours.double(), theirs) and len(ours) == 1797
+
+
 def test_stratified_split_keeps_class_shares_and_is_seeded():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
     kept, held = stratified_split(labels, 0.2, seed=3)
