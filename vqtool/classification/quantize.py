@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
+import os
 import tempfile
 from pathlib import Path
 
@@ -92,7 +92,9 @@ def quantize_openvino(model, images: torch.Tensor, batch: int | None):
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     nncf = require("nncf", "an int8 OpenVINO export")
     batches = calibration_batches(images, batch)
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars go to stdout, which holds our results
+    # NNCF draws its own progress bars on stdout, which holds our results, with no regard for --quiet or a pipe;
+    # the export's log line already says that calibration runs
+    with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):
         return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))  # a sample is one batch
 
 
