@@ -86,3 +86,17 @@ def test_models_and_datasets_listings(run_cli):
     assert {"smallcnn", "simplecnn", "cnn-bn"} <= {m["name"] for m in filtered}
     datasets = {d["name"] for d in json.loads(run_cli("datasets", "--json").stdout)}
     assert {"digits", "mnist", "fashion-mnist", "cifar10", "folder"} <= datasets
+
+
+def test_normalizer_matches_the_formula_and_leaves_its_input_alone():
+    from vqtool.data.pipeline import Normalizer, Preprocess, stack_images
+
+    preprocess = Preprocess(size=8, channels=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    images = [torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8) for _ in range(4)]
+    batch = stack_images(images)
+    assert torch.equal(batch, torch.stack(images))
+    mean, std = torch.tensor(preprocess.mean).view(1, 3, 1, 1), torch.tensor(preprocess.std).view(1, 3, 1, 1)
+    for given in (batch, batch.float()):
+        before = given.clone()
+        x = Normalizer(preprocess, torch.device("cpu"))(given)
+        assert torch.allclose(x, (batch.float() / 255 - mean) / std, atol=1e-6) and torch.equal(given, before)

@@ -22,7 +22,7 @@ def logits_of(model, split: Split, preprocess: Preprocess, device: torch.device,
     unless ``amp`` is bf16. ``batch_size`` defaults to what suits the device
     (:func:`~vqtool.compute.device.inference_batch`).
     """
-    to_input = Normalizer(preprocess, device, channels_last=True)
+    to_input = Normalizer(preprocess, device, channels_last=isinstance(model, torch.nn.Module))
     batch_size = inference_batch(device, preprocess.size, batch_size)
     with inference_autocast(device, amp) if isinstance(model, torch.nn.Module) else contextlib.nullcontext():
         return logits_with(model, split, to_input, batch_size, progress)

@@ -27,7 +27,7 @@ from vqtool.compute.device import resolve_device
 from vqtool.compute.precision import inference_autocast
 from vqtool.data.images import UnreadableImage, fit_square, load_image_sized, pillow_limits, to_tensor
 from vqtool.data.inputs import Failure, Frame, Input, check_outside_sources, expand_sources, video_frames
-from vqtool.data.pipeline import Normalizer, Preprocess
+from vqtool.data.pipeline import Normalizer, Preprocess, stack_images
 from vqtool.errors import VQError
 from vqtool.reporter import plural
 
@@ -86,7 +86,7 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
         folder.mkdir(parents=True, exist_ok=True)
 
         def save_cams(frames, records):
-            pixels = torch.stack([frame.image[0] for frame in frames])
+            pixels = stack_images([frame.image[0] for frame in frames])
             maps = cam.heatmaps(pixels, [record["top"][0]["class_id"] for record in records])
             for frame, record, heatmap, image in zip(frames, records, maps, pixels):
                 stem = str(Path(frame.input.name).with_suffix("")) + ("" if frame.index is None else f"_{frame.index}")
@@ -118,7 +118,8 @@ class Probabilities:
         self.device = resolve_device(device) if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
         if isinstance(self.model, torch.nn.Module):
             self.model.to(self.device).eval()
-        self.normalize = Normalizer(classifier.preprocess, self.device, channels_last=True)
+        self.normalize = Normalizer(classifier.preprocess, self.device,
+                                    channels_last=isinstance(self.model, torch.nn.Module))
         self.tta = tta
         self.classes = len(classifier.classes)
 
@@ -144,7 +145,7 @@ def _stream(sources, classifier, probabilities, after, options) -> Iterator[dict
             frames = [item for item in batch if isinstance(item, Frame)]
             records = []
             if frames:
-                top = ranked(probabilities(torch.stack([f.image[0] for f in frames])), classifier.classes,
+                top = ranked(probabilities(stack_images([f.image[0] for f in frames])), classifier.classes,
                              options.top_k)
                 records = [image_record(f.input.path, f.index, f.image[1], t) for f, t in zip(frames, top)]
                 for step in after:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -278,19 +279,28 @@ class Normalizer:
     """uint8 batch -> normalised float batch on the device (optionally augmented, channels_last)."""
 
     def __init__(self, preprocess: Preprocess, device: torch.device, channels_last: bool = False):
+        """``channels_last`` suits torch's convolutions; an exported model's runtime takes the plain layout."""
         self.device = device
         self.mean = torch.tensor(preprocess.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(preprocess.std, device=device).view(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std  # uint8 to normalised in place, 2 passes
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor, augment: "Augmenter | None" = None) -> torch.Tensor:
         if self.device.type == "cuda":  # pinned memory: the copy runs asynchronously, overlapping the GPU's work
             images = images.pin_memory()
-        x = images.to(self.device, non_blocking=True).float().div_(255)
-        if augment is not None:
-            x = augment(x)
-        x = (x - self.mean) / self.std
+        x = images.to(self.device, torch.float32, non_blocking=True, copy=True)  # never the caller's tensor
+        if augment is None:
+            x = x.mul_(self.scale).add_(self.shift)
+        else:
+            x = (augment(x.div_(255)) - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch from same-shaped image tensors (on the CPU). numpy's stack: torch's pays a thread-pool barrier per
+    image, up to half a second a batch of 32 on a busy 2-core machine against 2 ms."""
+    return torch.from_numpy(np.stack([image.numpy() for image in images]))
 
 
 class ImageInputs:
