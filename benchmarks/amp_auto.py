@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--photos", help="a class-folder dataset for the unfrozen Lite0 fine-tune")
     parser.add_argument("--weights", help="Lite0 ImageNet weights (timm's layout)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES), help="which --amp modes, in order (auto and off at least)")
     args = parser.parse_args()
 
     from vqtool.compute.cpu import cpu_features
@@ -57,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         for job, command in job_commands(args).items():
             speed = {}
-            for mode in MODES:
+            for mode in args.modes.split(","):
                 summary = run(command, mode, Path(root))
                 speed[mode] = summary["images_per_second"]
                 accuracy = summary.get("test_top1", summary.get("val_top1"))
