@@ -102,6 +102,6 @@ def test_the_site_builds_strictly_with_a_page_per_command(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     assert "WARNING" not in built.stderr, built.stderr[-3000:]
     for name in reference_hook().top_level_commands():
-        assert (tmp_path / "site" / "reference" / name / "index.html").is_file(), name
-    architecture = (tmp_path / "site" / "architecture" / "index.html").read_text()
+        assert (tmp_path / "site" / "reference" / f"{name}.html").is_file(), name
+    architecture = (tmp_path / "site" / "architecture.html").read_text()
     assert "How vqtool is built" in architecture  # ARCHITECTURE.md, included into the contributors' page
