@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 # the CPU builds of torch and torchvision from it first (see README: Set-up cost).
 TORCH_INDEX ?=
 
-.PHONY: demo test test-all completions clean
+.PHONY: demo test test-all docs completions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(VENV)/.installed-dev: pyproject.toml plugins/vqtool-tinyvgg/pyproject.toml | $
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e plugins/vqtool-tinyvgg
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(VENV)/.installed $@
+
 demo: $(VENV)/.installed
 	$(BIN)/vqtool train
 
@@ -36,8 +41,12 @@ test: $(VENV)/.installed-dev
 test-all: $(VENV)/.installed-dev
 	VQTOOL_TEST_ASSETS=$${VQTOOL_TEST_ASSETS:-$(CURDIR)/../shared/assets} $(BIN)/python -m pytest -q -m ""
 
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or anchor fails the build.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
 
 # Regenerate the shell completion scripts, the packaged model-name list they complete from, and the catalog
 # `vqtool models` and `datasets` list from without importing torch.
