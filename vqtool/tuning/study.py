@@ -54,7 +54,7 @@ def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, 
     given = {**given, **space.fixed}
     study = open_study(job, space, settings, given, pruner)
     reporter.log(describe_start(study, space, given, settings))
-    ran, failures, why = 0, 0, None
+    ran, failures, why, last_error = 0, 0, None, None
     trial_reporter = TrialReporter(reporter, settings.verbose)
     while why is None:
         why = reason_to_stop(study, settings, deadline, stop)
@@ -62,7 +62,10 @@ def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, 
             break
         outcome = one_trial(study, job, space, settings, trial_reporter, deadline, reporter)
         ran += 1
-        failures = failures + 1 if isinstance(outcome, VQError) else 0
+        failed = isinstance(outcome, VQError)
+        if failed and last_error is not None and first_line(outcome) == first_line(last_error):
+            raise VQError(f"two trials in a row failed the same way: {first_line(outcome)}")
+        failures, last_error = (failures + 1, outcome) if failed else (0, None)
         if failures >= FAILURES_IN_A_ROW:
             raise VQError(f"{FAILURES_IN_A_ROW} trials in a row failed; the last: {first_line(outcome)}")
     results = summarize(study, job.metric, settings.study_dir, job.command, job.dataset, given)
