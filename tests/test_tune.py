@@ -185,3 +185,25 @@ def test_the_default_spaces_hold_only_options_of_their_command():
     assert {"freeze", "head", "backbone_lr"} <= set(default_space("finetune").parameters)
     assert not {"freeze", "head"} & set(default_space("train").parameters)
     assert "recipe" in default_space("train").parameters
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_current_trial_with_the_study_intact(tree, tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    worker = subprocess.Popen([sys.executable, "-m", "vqtool", "tune", "train", str(tree), *TINY, "--trials", "50",
+                               "--out", "study"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not Path("study/trial-0001").is_dir() and time.monotonic() < deadline:  # trial 1 is under way
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    stdout, stderr = worker.communicate(timeout=300)
+    assert worker.returncode == 143, stderr[-2000:]
+    assert "SIGTERM: stopping after the current trial" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("Terminated: study train-stripes stopped after its current trial")
+    assert "top trials" in stdout and Path("study/best.yaml").is_file()
+    trials = trials_in(f"sqlite:///{Path('study/study.db').resolve()}", "train-stripes")
+    assert len(trials) >= 2 and {t.state.name for t in trials} == {"COMPLETE"}  # trial 1 finished, none after it
+    assert sorted(p.name for p in Path("study").glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]

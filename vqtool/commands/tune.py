@@ -74,20 +74,14 @@ def tune_options() -> list[click.Option]:
 TUNE_OPTION_NAMES = {option.name for option in tune_options()}
 
 EXAMPLES = {
-    "finetune": """
-    \b
-    Examples:
-      vqtool tune finetune ./pets --model timm/tf_efficientnet_lite0 --weights lite0.safetensors \\
-          --freeze backbone --budget 10m
-      vqtool finetune --config runs/tune-finetune-pets/best.yaml
-      vqtool tune finetune ./pets --trials 50 --space space.yaml --storage postgresql://me@db/studies
-    """,
-    "train": """
-    \b
-    Examples:
-      vqtool tune train ./cifar10 --model simplecnn --epochs 10 --trials 30
-      vqtool train --config runs/tune-train-cifar10/best.yaml
-    """,
+    "finetune": "\b\nExamples:\n"
+                "  vqtool tune finetune ./pets --model timm/tf_efficientnet_lite0 --weights lite0.safetensors \\\n"
+                "      --freeze backbone --budget 10m\n"
+                "  vqtool finetune --config runs/tune-finetune-pets/best.yaml\n"
+                "  vqtool tune finetune ./pets --trials 50 --space space.yaml --storage postgresql://me@db/studies\n",
+    "train": "\b\nExamples:\n"
+             "  vqtool tune train ./cifar10 --model simplecnn --epochs 10 --trials 30\n"
+             "  vqtool train --config runs/tune-train-cifar10/best.yaml\n",
 }
 
 
@@ -262,7 +256,7 @@ def _tune_command(base: click.Command, command: str) -> click.Command:
     doc = (f"Search the options of `vqtool {command}` on DATASET: each trial an ordinary {command} run under the "
            f"study folder.\n\nOptions you give are fixed for every trial; the default space (or --space FILE) "
            f"searches the others. At the end: the best trial's options as best.yaml (vqtool {command} --config "
-           f"best.yaml runs it again), the top trials, and tuning.png.\n" + EXAMPLES[command])
+           f"best.yaml runs it again), the top trials, and tuning.png.\n\n" + EXAMPLES[command])
     return click.Command(command, params=params, callback=output_options(data_options(callback)), help=doc,
                          short_help=f"Search the options of vqtool {command}.")
 

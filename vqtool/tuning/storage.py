@@ -8,6 +8,8 @@ says so in one line when it is missing.
 from __future__ import annotations
 
 import os
+import random
+import time
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line
@@ -61,7 +63,7 @@ def open_storage(url: str):
                       f"sqlite:///study.db, postgresql://user@host/db or journal:study.log", usage=True) from error
     engine_kwargs = {"connect_args": {"timeout": WAIT_S} if dialect == "sqlite" else {"connect_timeout": CONNECT_S}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _rdb_storage(optuna, url, engine_kwargs)
     except ImportError as error:
         raise VQError(f"--storage {shown(url)}: the database driver for {dialect} is not installed "
                       f"({first_line(error.__cause__ or error)}); install it (PostgreSQL: pip install "
@@ -72,6 +74,19 @@ def open_storage(url: str):
                           f"or journal:PATH)", usage=True) from error
         # sqlalchemy's and the driver's other errors: no such server, file or database, no permission
         raise VQError(f"--storage {shown(url)}: cannot open it ({_reason(error)})", usage=True) from error
+
+
+def _rdb_storage(optuna, url: str, engine_kwargs: dict, attempts: int = 4):
+    """Optuna's RDBStorage; workers starting together on a new database race to create its tables, and the
+    losers (a unique or "already exists" error) simply open it again."""
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as error:
+            if attempt == attempts - 1 or type(error).__name__ not in ("IntegrityError", "OperationalError") or not (
+                    "UNIQUE" in str(error) or "already exists" in str(error) or "locked" in str(error)):
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def _journal(optuna, path: str):
