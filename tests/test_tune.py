@@ -207,3 +207,13 @@ def test_sigterm_stops_after_the_current_trial_with_the_study_intact(tree, tmp_p
     trials = trials_in(f"sqlite:///{Path('study/study.db').resolve()}", "train-stripes")
     assert len(trials) >= 2 and {t.state.name for t in trials} == {"COMPLETE"}  # trial 1 finished, none after it
     assert sorted(p.name for p in Path("study").glob("trial-*")) == [f"trial-{t.number:04d}" for t in trials]
+
+
+def test_a_parameter_whose_condition_a_fixed_option_rules_out_is_not_searched():
+    from vqtool.tuning.space import default_space
+
+    space = default_space("finetune")
+    assert "backbone_lr" in space.reachable({"freeze": "backbone"}).parameters  # freeze is searched: it may apply
+    fixed = space.without({"freeze"}).reachable({"freeze": "backbone"})
+    assert "backbone_lr" not in fixed.parameters and "lr" in fixed.parameters
+    assert "backbone_lr" in space.without({"freeze"}).reachable({"freeze": "2"}).parameters

@@ -50,7 +50,7 @@ def tune_options() -> list[click.Option]:
     """The study's own options (new objects for each subcommand)."""
     return [
         click.Option(["--trials"], type=click.IntRange(1), metavar="N",
-                     help="Run until the study holds N complete or pruned trials (with other workers too)."),
+                     help="Run until the study holds N trials (complete, pruned, or running in another worker)."),
         click.Option(["--budget"], type=Duration(), metavar="TIME",
                      help="Stop this process after TIME (90s, 30m, 2h); a trial running then stops at its next step."),
         click.Option(["--metric"], type=click.Choice(METRICS), default="val_top1", show_default=True,
@@ -223,7 +223,8 @@ def _print(out, results: dict) -> None:
         out.emit(results)
         return
     metric = results["metric"]
-    rows = [[row["trial"], row["value"], row["epochs"], row["seconds"], os.path.basename(row["run_dir"] or ""),
+    rows = [[row["trial"], f"{row['value']:.4f}", row["epochs"], f"{row['seconds']:.1f}",
+             os.path.basename(row["run_dir"] or ""),
              ", ".join(f"{name} {_cell(value)}" for name, value in row["params"].items())] for row in results["top"]]
     out.table(["trial", metric, "epochs", "seconds", "run folder", "options"], rows,
               title=f"top trials of study {results['study']}")

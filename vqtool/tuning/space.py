@@ -97,6 +97,14 @@ class Space:
         return Space({k: p for k, p in self.parameters.items() if k not in names},
                      {k: v for k, v in self.fixed.items() if k not in names})
 
+    def reachable(self, values: dict) -> "Space":
+        """This space less the parameters whose ``when`` can never hold: it names a fixed option's other value."""
+        def possible(parameter):
+            return all(option in self.parameters or {**values, **self.fixed}.get(option) in allowed
+                       for option, allowed in parameter.when)
+
+        return Space({k: p for k, p in self.parameters.items() if possible(p)}, dict(self.fixed))
+
     def sample(self, trial, values: dict) -> dict:
         """The trial's values of the parameters that apply, given ``values`` (the fixed options)."""
         sampled = {}

@@ -51,6 +51,7 @@ def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, 
     deadline = started + settings.budget if settings.budget else None
     job.values.update(space.fixed)
     job.explicit |= set(space.fixed)
+    space = space.reachable(job.values)
     given = {**given, **space.fixed}
     study = open_study(job, space, settings, given, pruner)
     reporter.log(describe_start(study, space, given, settings))
@@ -155,8 +156,9 @@ def reason_to_stop(study, settings: Settings, deadline: float | None, stop: thre
         return "signal"
     if deadline is not None and time.monotonic() >= deadline:
         return "budget"
+    # the trials other workers are running count too, or each worker would start one more at the end
     if settings.trials is not None and len(study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))) >= settings.trials:
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))) >= settings.trials:
         return "trials"
     return None
 
