@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+ASSETS = Path(os.environ.get("VQTOOL_TEST_ASSETS") or Path(__file__).resolve().parents[1].parent / "shared" / "assets")
 SPACE = "epochs: 5\nbatch_size: 32\nhead: linear\nfreeze: backbone\nlr: {low: 1.0e-4, high: 0.1, log: true}\n" \
         "weight_decay: {low: 1.0e-6, high: 0.1, log: true}\nlabel_smoothing: {low: 0.0, high: 0.2}\n"
 

@@ -116,7 +116,7 @@ def _job(command: str, dataset: str, data, ctx):
     from vqtool.errors import VQError
     from vqtool.tasks import DETECTION, task_of
     from vqtool.tuning.space import searchable
-    from vqtool.tuning.trial import Job
+    from vqtool.tuning.trial import Job, trial_options
 
     if task_of(dataset, None) == DETECTION:
         raise VQError("vqtool tune searches classifiers' options; a YOLO detector tunes with Ultralytics' "
@@ -129,15 +129,9 @@ def _job(command: str, dataset: str, data, ctx):
                                               "allow_partial_weights") if name in params}
     given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}
     job = Job(command, dataset, data, values, explicit & set(values), params["metric"])
-    from vqtool.tuning.trial import trial_options
-
-    check_before_torch(command, dataset, None, *_checked(job, trial_options))
+    config, tune = trial_options(job, {})  # the given options alone pass the command's checks
+    check_before_torch(command, dataset, None, config, tune)
     return job, given
-
-
-def _checked(job, trial_options):
-    config, tune = trial_options(job, {})
-    return (config, tune) if tune is not None else (config,)
 
 
 def _settings(command: str, dataset: str, params: dict):
