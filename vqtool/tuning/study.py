@@ -84,11 +84,12 @@ def open_study(job: Job, space: Space, settings: Settings, given: dict, pruner=N
     study_dir = Path(settings.study_dir)
     if is_run(study_dir):
         raise VQError(f"--out {study_dir}: a run folder, not a study folder", usage=True)
+    storage = open_storage(settings.storage) if settings.storage else None  # a bad URL leaves no folder behind
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise VQError(f"--out {study_dir}: cannot create it ({error.strerror or first_line(error)})") from error
-    storage = open_storage(storage_url(settings))
+    storage = storage or open_storage(storage_url(settings))
     with warnings.catch_warnings():  # constant_liar and multivariate are "experimental" to Optuna, and long-standing
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True)
