@@ -11,8 +11,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def readme_examples() -> list[str]:
-    """Command lines in the README's shell blocks that start with ``vqtool``."""
-    blocks = re.findall(r"```(?:bash|sh|console)\n(.*?)```", README.read_text(), flags=re.S)
+    """Command lines in the shell blocks of the README and the guides in docs/ that start with ``vqtool``."""
+    texts = [README.read_text(), *(page.read_text() for page in sorted((README.parent / "docs").rglob("*.md")))]
+    blocks = re.findall(r"```(?:bash|sh|console)\n(.*?)```", "\n".join(texts), flags=re.S)
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("vqtool ")]
 
 

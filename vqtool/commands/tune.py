@@ -75,8 +75,7 @@ TUNE_OPTION_NAMES = {option.name for option in tune_options()}
 
 EXAMPLES = {
     "finetune": "\b\nExamples:\n"
-                "  vqtool tune finetune ./pets --model timm/tf_efficientnet_lite0 --weights lite0.safetensors \\\n"
-                "      --freeze backbone --budget 10m\n"
+                "  vqtool tune finetune ./pets --model resnet50 --freeze backbone --budget 10m\n"
                 "  vqtool finetune --config runs/tune-finetune-pets/best.yaml\n"
                 "  vqtool tune finetune ./pets --trials 50 --space space.yaml --storage postgresql://me@db/studies\n",
     "train": "\b\nExamples:\n"
@@ -262,8 +261,7 @@ def tune():
 
     \b
     Examples:
-      vqtool tune finetune ./pets --model timm/tf_efficientnet_lite0 --weights lite0.safetensors \\
-          --freeze backbone --budget 10m
+      vqtool tune finetune ./pets --model resnet50 --freeze backbone --budget 10m
       vqtool tune train fashion-mnist --model smallcnn --trials 20
     """
 
