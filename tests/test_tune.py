@@ -13,7 +13,7 @@ from conftest import make_class_tree, summary_of
 
 optuna = pytest.importorskip("optuna")
 
-TINY = ("--model", "smallcnn", "--epochs", "2")
+TINY = ("--model", "smallcnn", "--epochs", "1")
 
 
 @pytest.fixture
@@ -39,7 +39,8 @@ def test_a_study_continues_after_a_kill_and_its_best_config_runs_again_with_trai
     abandoned = study.ask()
     abandoned.set_user_attr("host", os.uname().nodename)
     abandoned.set_user_attr("pid", 2 ** 22 + 12345)  # above the kernel's pid_max: no such process
-    summary = summary_of(run_cli("tune", "train", tree, *TINY, "--trials", "3", "--out", "study", "--json", "-q"))
+    summary = summary_of(run_cli("tune", "train", tree, *TINY, "--trials", "3", "--out", "study", "--json", "-q",
+                                 "--keep-checkpoints", "1"))
     assert summary["ran"] == 1 and summary["trials"] == {"complete": 3, "pruned": 0, "fail": 1, "running": 0}
     states = {t.number: t.state.name for t in trials_in(storage, first["study"])}
     assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "FAIL", 3: "COMPLETE"}
@@ -52,9 +53,12 @@ def test_a_study_continues_after_a_kill_and_its_best_config_runs_again_with_trai
     best = summary["best"]
     assert Path(best["run_dir"]) == Path("study", f"trial-{best['trial']:04d}").resolve()
     config = yaml.safe_load(Path(summary["config_file"]).read_text())
-    assert config["model"] == "smallcnn" and config["epochs"] == 2 and config["dataset"] == str(tree)
+    assert config["model"] == "smallcnn" and config["epochs"] == 1 and config["dataset"] == str(tree)
     assert set(best["params"]) == {"lr", "weight_decay", "label_smoothing", "batch_size", "optimizer", "recipe"}
     assert all(config[name] == value for name, value in best["params"].items() if value is not None)
+    # only the best trial keeps its weights (--keep-checkpoints 1); every trial keeps what `vqtool runs` reads
+    assert [p.parent.name for p in Path("study").glob("trial-*/model.safetensors")] == [Path(best["run_dir"]).name]
+    assert len(list(Path("study").glob("trial-*/model.json"))) == 3
     again = summary_of(run_cli("train", "--config", summary["config_file"], "--out", "again", "--json", "-q"))
     assert again["val_top1"] == pytest.approx(best["value"], abs=1e-6)
     assert Path(summary["figure"]).stat().st_size > 10_000

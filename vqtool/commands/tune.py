@@ -67,6 +67,8 @@ def tune_options() -> list[click.Option]:
                           "an existing one continues its study."),
         click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default="median",
                      show_default=True, help="Stops trials whose val metric lags the others' at the same epoch."),
+        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=10, show_default=True, metavar="N",
+                     help="Trials that keep their weights (the N best); the others keep their metrics and args."),
         click.Option(["-v", "--verbose"], is_flag=True, help="Show the trials' own log lines too."),
     ]
 
@@ -146,7 +148,7 @@ def _settings(command: str, dataset: str, params: dict):
         raise VQError(f"--study {name!r}: use letters, digits and . _ + - only (it names a folder)", usage=True)
     return Settings(name=name, study_dir=Path(params["study_dir"] or f"runs/tune-{name}"), storage=params["storage"],
                     trials=params["trials"], budget=params["budget"], pruner=params["pruner"],
-                    verbose=params["verbose"])
+                    verbose=params["verbose"], keep_checkpoints=params["keep_checkpoints"])
 
 
 def _space_file(path: str, command: str, default):

@@ -19,7 +19,7 @@ from pathlib import Path
 from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import is_run
-from vqtool.tuning.results import summarize
+from vqtool.tuning.results import drop_checkpoints, summarize
 from vqtool.tuning.space import Space
 from vqtool.tuning.storage import default_storage, open_storage, require_optuna, shown
 from vqtool.tuning.trial import Job, Pruned, TrialReporter, run_trial
@@ -39,6 +39,7 @@ class Settings:
     budget: float | None = None  # seconds this process may spend
     pruner: str = "median"
     verbose: bool = False  # the trials' own log lines too
+    keep_checkpoints: int = 10  # the best trials whose run folders keep their weights
 
 
 def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, given: dict,
@@ -55,13 +56,11 @@ def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, 
     given = {**given, **space.fixed}
     study = open_study(job, space, settings, given, pruner)
     reporter.log(describe_start(study, space, given, settings))
-    ran, failures, why, last_error = 0, 0, None, None
+    ran, failures, last_error = 0, 0, None
     trial_reporter = TrialReporter(reporter, settings.verbose)
-    while why is None:
-        why = reason_to_stop(study, settings, deadline, stop)
-        if why:
-            break
+    while not (why := reason_to_stop(study, settings, deadline, stop)):
         outcome = one_trial(study, job, space, settings, trial_reporter, deadline, reporter)
+        drop_checkpoints(study, settings.study_dir, settings.keep_checkpoints)
         ran += 1
         failed = isinstance(outcome, VQError)
         if failed and last_error is not None and first_line(outcome) == first_line(last_error):
