@@ -184,14 +184,15 @@ def run_status(run_dir: Path, status: dict, detector: bool) -> str:
     """finished, pruned, running (its process is alive, or on another host: it cannot be told), else interrupted."""
     if status.get("status") in (FINISHED, INTERRUPTED, PRUNED):
         return status["status"]
-    if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or _alive(status.get("pid"))):
+    if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or alive(status.get("pid"))):
         return RUNNING
     if not status and _finished_without_status(run_dir, detector):  # a run from before status.json
         return FINISHED
     return INTERRUPTED
 
 
-def _alive(pid) -> bool:
+def alive(pid) -> bool:
+    """Whether process ``pid`` of this host is still running."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import is_run
+from vqtool.runs.catalog import alive, is_run
 from vqtool.tuning.results import drop_checkpoints, summarize
 from vqtool.tuning.space import Space
 from vqtool.tuning.storage import default_storage, open_storage, require_optuna, shown
@@ -133,20 +133,8 @@ def fail_abandoned(study) -> None:
 
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("host") == host and not _alive(trial.user_attrs.get("pid")):
+        if trial.user_attrs.get("host") == host and not alive(trial.user_attrs.get("pid")):
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def reason_to_stop(study, settings: Settings, deadline: float | None, stop: threading.Event | None) -> str | None:
