@@ -80,6 +80,8 @@ def storage_url(settings: Settings) -> str:
 def open_study(job: Job, space: Space, settings: Settings, given: dict, pruner=None):
     """The study (created, or loaded to continue), checked to hold trials of the same search."""
     optuna = require_optuna()
+    from optuna.trial import TrialState
+
     study_dir = Path(settings.study_dir)
     if is_run(study_dir):
         raise VQError(f"--out {study_dir}: a run folder, not a study folder", usage=True)
@@ -97,7 +99,8 @@ def open_study(job: Job, space: Space, settings: Settings, given: dict, pruner=N
     identity = {"command": job.command, "dataset": job.dataset, "metric": job.metric, "given": given,
                 "space": space.to_dict()}
     recorded = study.user_attrs.get("vqtool")
-    if recorded is None:
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if recorded is None or not finished:  # a study whose trials all failed (a mistyped option) starts afresh
         if any(path.name.startswith("trial-") for path in study_dir.iterdir()) and not study.trials:
             raise VQError(f"--out {study_dir} holds trial folders of another study; choose another --out", usage=True)
         study.set_user_attr("vqtool", identity)
