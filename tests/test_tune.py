@@ -221,3 +221,13 @@ def test_a_parameter_whose_condition_a_fixed_option_rules_out_is_not_searched():
     fixed = space.without({"freeze"}).reachable({"freeze": "backbone"})
     assert "backbone_lr" not in fixed.parameters and "lr" in fixed.parameters
     assert "backbone_lr" in space.without({"freeze"}).reachable({"freeze": "2"}).parameters
+
+
+@pytest.mark.slow
+def test_a_study_whose_trials_all_failed_takes_corrected_options(run_cli, tree):
+    failed = run_cli("tune", "train", tree, *TINY, "--trials", "2", "--space", "missing.yaml")  # refused: no trial
+    assert failed.exit_code == 2 and "missing.yaml" in failed.stderr
+    broken = run_cli("tune", "train", tree, *TINY, "--trials", "2", "--class-weights", "nothere.json")
+    assert broken.exit_code == 1 and "two trials in a row failed the same way" in broken.stderr
+    fixed = summary_of(run_cli("tune", "train", tree, *TINY, "--trials", "1", "--json", "-q"))
+    assert fixed["trials"]["complete"] == 1 and fixed["trials"]["fail"] == 2  # the same study, no longer refused
