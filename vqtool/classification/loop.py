@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
 from dataclasses import dataclass
@@ -22,6 +24,10 @@ from vqtool.data.pipeline import batches, num_batches
 from vqtool.errors import VQError
 from vqtool.models.freezing import set_train_mode
 from vqtool.reporter import SILENT, Reporter
+
+# Who hears of each committed epoch: ``listener(record, val_predictions)`` (vqtool tune's pruner). A context variable,
+# set with :func:`epoch_listener`, so that no job's signature carries it; a listener may raise to stop the run.
+_EPOCH_LISTENER: contextvars.ContextVar = contextvars.ContextVar("epoch_listener", default=None)
 
 
 @dataclass
@@ -105,12 +111,37 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
             with weights_of(trainer.step.average if improved else None, model):  # the checkpoint holds the EMA
                 run.commit(state, best_model=model if improved else None,
                            last=state.stopped_early or epoch == config.epochs)
+        _tell_listener(record, trainer, val, config)
         if state.stopped_early:
             reporter.log(f"early stop: no val improvement for {state.bad_epochs} epochs "
                          f"(best epoch {state.best['epoch']})")
             break
     model.load_state_dict(state.best_state)
     return FitResult(state)
+
+
+@contextlib.contextmanager
+def epoch_listener(listener):
+    """Within the block, every fit calls ``listener(record, val_predictions)`` after each epoch's commit;
+    ``val_predictions()`` returns (val logits, val labels) of the weights just validated."""
+    token = _EPOCH_LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _EPOCH_LISTENER.reset(token)
+
+
+def _tell_listener(record: dict, trainer: Trainer, val: Split | None, config: TrainConfig) -> None:
+    listener = _EPOCH_LISTENER.get()
+    if listener is None:
+        return
+
+    def val_predictions():
+        with trainer.step.precision.autocast():
+            logits = logits_with(trainer.evaluated, val, trainer.inputs.eval, max(256, config.batch_size))
+        return logits.float(), val.labels
+
+    listener(record, val_predictions if val is not None else None)
 
 
 def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, param_groups=None,

@@ -28,6 +28,7 @@ from vqtool.runs.tracking import flatten
 
 STATUS_FILE = "status.json"
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
+PRUNED = "pruned"  # stopped by vqtool tune's pruner: an error whose ``run_status`` is PRUNED ends the block
 # The columns of `vqtool runs`, in order (its JSON rows add val_loss and path). val_top1 for classifiers,
 # val_map50_95 for detectors.
 COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95",
@@ -51,8 +52,8 @@ def job_status(run_dir: Path, *, model: str, dataset: str):
     _write_status(path, record)
     try:
         yield
-    except BaseException:
-        _write_status(path, {**record, "status": INTERRUPTED, "stopped": _now()})
+    except BaseException as error:
+        _write_status(path, {**record, "status": getattr(error, "run_status", INTERRUPTED), "stopped": _now()})
         raise
     _write_status(path, {**record, "status": FINISHED, "finished": _now()})
 
@@ -213,17 +214,18 @@ def _detector_scores(run_dir: Path, rows: list[dict]) -> dict:
 
 
 def run_status(run_dir: Path, status: dict, detector: bool) -> str:
-    """finished, running (its process is alive, or on another host: it cannot be told), else interrupted."""
-    if status.get("status") in (FINISHED, INTERRUPTED):
+    """finished, pruned, running (its process is alive, or on another host: it cannot be told), else interrupted."""
+    if status.get("status") in (FINISHED, INTERRUPTED, PRUNED):
         return status["status"]
-    if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or _alive(status.get("pid"))):
+    if status.get("status") == RUNNING and (status.get("host") != socket.gethostname() or alive(status.get("pid"))):
         return RUNNING
     if not status and _finished_without_status(run_dir, detector):  # a run from before status.json
         return FINISHED
     return INTERRUPTED
 
 
-def _alive(pid) -> bool:
+def alive(pid) -> bool:
+    """Whether process ``pid`` of this host is still running."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

@@ -1,0 +1,279 @@
+"""vqtool tune finetune|train: a hyper-parameter search whose trials are ordinary finetune or train runs.
+
+A subcommand per command, rather than one ``--command`` option: ``vqtool tune finetune`` takes every option of
+``vqtool finetune`` (built from that command's own parameters, so the two never drift apart), with its help, its
+checks and its default search space; the options you give are fixed for every trial, the others are searched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import click
+
+from vqtool.commands import data_options, output_options
+from vqtool.commands.recipe_options import EXPLICIT
+
+# The base command's options a study has no use for: each trial has its own run folder and no trackers.
+NOT_TAKEN = ("out_dir", "resume", "lr_find", "log", "experiment")
+# Options that change how fast a trial runs, not what it computes: not part of a study's identity.
+NEUTRAL = ("workers", "device", "cache_store", "as_json", "quiet")
+METRICS = ("val_top1", "val_balanced_top1", "macro_f1")
+
+
+class Duration(click.ParamType):
+    """90, 90s, 30m, 1.5h, 1h30m -> seconds."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd]?)", text)
+        if not text or not parts or "".join(f"{n}{u}" for n, u in parts) != text.replace(" ", ""):
+            self.fail(f"{value!r}: use seconds or a duration such as 90s, 30m, 2h or 1h30m", param, ctx)
+        seconds = sum(float(number) * self.UNITS[unit or "s"] for number, unit in parts)
+        if seconds <= 0:
+            self.fail(f"{value!r}: must be more than nothing", param, ctx)
+        return seconds
+
+
+def tune_options() -> list[click.Option]:
+    """The study's own options (new objects for each subcommand)."""
+    return [
+        click.Option(["--trials"], type=click.IntRange(1), metavar="N",
+                     help="Run until the study holds N trials (complete, pruned, or running in another worker)."),
+        click.Option(["--budget"], type=Duration(), metavar="TIME",
+                     help="Stop this process after TIME (90s, 30m, 2h); a trial running then stops at its next step."),
+        click.Option(["--metric"], type=click.Choice(METRICS), default="val_top1", show_default=True,
+                     help="The val metric trials are compared and pruned on (at the epoch the checkpoint keeps)."),
+        click.Option(["--space", "space_file"], type=click.Path(dir_okay=False), metavar="FILE",
+                     help="YAML file of ranges, choices or fixed values that replace or add to the default space."),
+        click.Option(["--study", "study_name"], metavar="NAME",
+                     help="The study's name (default: COMMAND-DATASET); the same name continues it."),
+        click.Option(["--storage"], metavar="URL",
+                     help="An Optuna storage shared by several workers: sqlite:///FILE, postgresql://..., mysql://... or "
+                          "journal:FILE (default: sqlite study.db in the study folder)."),
+        click.Option(["--out", "study_dir"], type=click.Path(file_okay=False), metavar="DIR",
+                     help="Study folder: the trials' run folders, best.yaml, tuning.png (default runs/tune-NAME); "
+                          "an existing one continues its study."),
+        click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default="median",
+                     show_default=True, help="Stops trials whose val metric lags the others' at the same epoch."),
+        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=10, show_default=True, metavar="N",
+                     help="Trials that keep their weights (the N best); the others keep their metrics and args."),
+        click.Option(["-v", "--verbose"], is_flag=True, help="Show the trials' own log lines too."),
+    ]
+
+
+TUNE_OPTION_NAMES = {option.name for option in tune_options()}
+
+EXAMPLES = {
+    "finetune": "\b\nExamples:\n"
+                "  vqtool tune finetune ./pets --model resnet50 --freeze backbone --budget 10m\n"
+                "  vqtool finetune --config runs/tune-finetune-pets/best.yaml\n"
+                "  vqtool tune finetune ./pets --trials 50 --space space.yaml --storage postgresql://me@db/studies\n",
+    "train": "\b\nExamples:\n"
+             "  vqtool tune train ./cifar10 --model simplecnn --epochs 10 --trials 30\n"
+             "  vqtool train --config runs/tune-train-cifar10/best.yaml\n",
+}
+
+
+def _run(command: str, dataset: str, data, out, **params) -> None:
+    """The callback of `vqtool tune COMMAND`: options -> Job, Space, Settings -> the study -> its results."""
+    from vqtool.tuning.storage import require_optuna
+
+    require_optuna()  # a missing extra is one line before anything heavy is imported
+    ctx = click.get_current_context()
+    job, given = _job(command, dataset, data, ctx)
+    settings = _settings(command, dataset, params)
+    from vqtool.tuning.space import default_space
+    from vqtool.tuning.study import tune_job
+    from vqtool.tuning.trial import check_space
+
+    space = default_space(command)
+    if params["space_file"]:
+        space = _space_file(params["space_file"], command, space)
+    space = space.without(job.explicit)
+    check_space(job, space, f"--space {params['space_file']}" if params["space_file"] else "the default space")
+    with stop_after_trial(out) as stop:
+        results = tune_job(job, space, settings, reporter=out, given=given, stop=stop)
+        _print(out, results)
+        if stop.signum is not None:
+            stop.raise_again(f"study {settings.name} stopped after its current trial and holds "
+                             f"{sum(results['trials'].values())} trials; run the same command to continue it")
+
+
+def _job(command: str, dataset: str, data, ctx):
+    """The Job every trial shares, and the options the user gave (option name -> value)."""
+    from vqtool.commands.train import check_before_torch
+    from vqtool.errors import VQError
+    from vqtool.tasks import DETECTION, task_of
+    from vqtool.tuning.space import searchable
+    from vqtool.tuning.trial import Job, trial_options
+
+    if task_of(dataset, None) == DETECTION:
+        raise VQError("vqtool tune searches classifiers' options; a YOLO detector tunes with Ultralytics' "
+                      "model.tune()", usage=True)
+    params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
+    explicit = {("model" if name == "model_name" else name) for name in ctx.params
+                if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
+    fields = searchable(command)
+    values = {name: params[name] for name in (*fields, "seed", "device", "amp", "compile", "cache",
+                                              "allow_partial_weights") if name in params}
+    given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}
+    job = Job(command, dataset, data, values, explicit & set(values), params["metric"])
+    config, tune = trial_options(job, {})  # the given options alone pass the command's checks
+    check_before_torch(command, dataset, None, config, tune)
+    return job, given
+
+
+def _settings(command: str, dataset: str, params: dict):
+    from pathlib import Path
+
+    from vqtool.errors import VQError
+    from vqtool.tuning.study import Settings
+
+    if not params["trials"] and not params["budget"]:
+        raise VQError("give --trials N or --budget TIME (or both): how long the search runs", usage=True)
+    name = params["study_name"] or f"{command}-{Path(dataset.rstrip('/')).stem or dataset}"
+    if not re.fullmatch(r"[\w.+-]+", name):
+        raise VQError(f"--study {name!r}: use letters, digits and . _ + - only (it names a folder)", usage=True)
+    return Settings(name=name, study_dir=Path(params["study_dir"] or f"runs/tune-{name}"), storage=params["storage"],
+                    trials=params["trials"], budget=params["budget"], pruner=params["pruner"],
+                    verbose=params["verbose"], keep_checkpoints=params["keep_checkpoints"])
+
+
+def _space_file(path: str, command: str, default):
+    from vqtool.errors import VQError
+    from vqtool.files import read_text
+    from vqtool.tuning.space import parse_space
+
+    import yaml
+
+    try:
+        document = yaml.safe_load(read_text(path))
+    except OSError as error:
+        raise VQError(f"--space {path}: {error.strerror or error}", usage=True) from error
+    except UnicodeDecodeError as error:
+        raise VQError(f"--space {path}: not a text file (YAML)", usage=True) from error
+    except yaml.YAMLError as error:
+        raise VQError(f"--space {path}: not valid YAML ({str(error).splitlines()[0]})", usage=True) from error
+    return parse_space(document, command, f"--space {path}", base=default)
+
+
+class StopRequest(threading.Event):
+    """Set by the first Ctrl-C or SIGTERM: the study stops after its current trial. ``signum``: which signal."""
+
+    signum: int | None = None
+
+    def raise_again(self, note: str) -> None:
+        """End the command as that signal would have (Aborted / Terminated, exit 130 / 143), with ``note``."""
+        from vqtool.errors import note_interrupt
+
+        try:
+            os.kill(os.getpid(), self.signum)
+            time.sleep(5)  # the handler (restored by stop_after_trial) raises during the sleep
+        except KeyboardInterrupt as interrupt:  # Terminated (SIGTERM) is a KeyboardInterrupt too
+            note_interrupt(interrupt, note)
+            raise
+
+
+@contextlib.contextmanager
+def stop_after_trial(out):
+    """The first Ctrl-C or SIGTERM sets the StopRequest; a second one interrupts the trial (as it always would)."""
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+
+    def handle(signum, frame):
+        for number in signals:  # from now on, a signal does what it did before the study
+            signal.signal(number, previous[number])
+        stop.signum = signum
+        stop.set()
+        out.warn(f"{signal.Signals(signum).name}: stopping after the current trial (the study stays intact); "
+                 f"send it again to stop now")
+
+    for signum in signals:
+        signal.signal(signum, handle)
+    try:
+        yield stop
+    finally:
+        for signum in signals:
+            signal.signal(signum, previous[signum])
+
+
+def _print(out, results: dict) -> None:
+    if out.json:
+        out.emit(results)
+        return
+    metric = results["metric"]
+    rows = [[row["trial"], f"{row['value']:.4f}", row["epochs"], f"{row['seconds']:.1f}",
+             os.path.basename(row["run_dir"] or ""),
+             ", ".join(f"{name} {_cell(value)}" for name, value in row["params"].items())] for row in results["top"]]
+    out.table(["trial", metric, "epochs", "seconds", "run folder", "options"], rows,
+              title=f"top trials of study {results['study']}")
+    best, counts = results["best"], results["trials"]
+    out.table(["", "value"], [
+        ["study", f"{results['study']} ({results['storage']})"],
+        ["trials", ", ".join(f"{count} {state}" for state, count in counts.items() if count)],
+        ["this run", f"{results['ran']} trials in {results['seconds']:.0f} s, stopped by {results['stopped']}"],
+        ["best trial", f"{best['trial']}: {metric} {best['value']:.4f}"],
+        ["best run folder", best["run_dir"] + (f" (on {best['host']})" if best.get("host") != socket.gethostname()
+                                               else "")],
+        ["best config", results["config_file"]],
+        ["figure", results["figure"]],
+    ], title="tuning summary")
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "none" if value is None else value
+
+
+def _tune_command(base: click.Command, command: str) -> click.Command:
+    """`vqtool tune COMMAND`: COMMAND's parameters (less NOT_TAKEN) and the study's options."""
+    params = [param for param in base.params if param.name not in NOT_TAKEN] + tune_options()
+
+    def callback(**kwargs):
+        return _run(command, **kwargs)
+
+    doc = (f"Search the options of `vqtool {command}` on DATASET: each trial an ordinary {command} run under the "
+           f"study folder.\n\nOptions you give are fixed for every trial; the default space (or --space FILE) "
+           f"searches the others. At the end: the best trial's options as best.yaml (vqtool {command} --config "
+           f"best.yaml runs it again), the top trials, and tuning.png.\n\n" + EXAMPLES[command])
+    return click.Command(command, params=params, callback=output_options(data_options(callback)), help=doc,
+                         short_help=f"Search the options of vqtool {command}.")
+
+
+@click.group()
+def tune():
+    """Hyper-parameter search for `finetune` and `train` on Optuna (a subcommand of each).
+
+    \b
+    Examples:
+      vqtool tune finetune ./pets --model resnet50 --freeze backbone --budget 10m
+      vqtool tune train fashion-mnist --model smallcnn --trials 20
+    """
+
+
+def _add_commands() -> None:
+    from vqtool.commands.finetune import finetune
+    from vqtool.commands.train import train
+
+    for base in (finetune, train):
+        tune.add_command(_tune_command(base, base.name))
+
+
+_add_commands()
