@@ -41,6 +41,7 @@ COMMANDS = {
     "plugins": "vqtool.commands.listing:plugins",
     "cache": "vqtool.commands.cache:cache",
     "runs": "vqtool.commands.runs:runs",
+    "inspect": "vqtool.commands.inspect:inspect",
 }
 
 
