@@ -21,7 +21,7 @@ SHOWN = 10  # rows of each finding on the terminal (--json and --report hold the
               help="Its weights: DEFAULT (from the local cache), a timm tag or torchvision enum, or a local "
                    ".safetensors/.pth file (offline).")
 @click.option("--imgsz", type=click.IntRange(8), default=None, help="Image size for the backbone (default: its own).")
-@click.option("--near-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.95, show_default=True,
+@click.option("--near-threshold", type=FiniteFloat(0, 1, min_open=True), default=0.90, show_default=True,
               help="Cosine similarity of two embeddings from which the images are near copies.")
 @click.option("--label-check/--no-label-check", default=True, show_default=True,
               help="Look for label errors (k-fold linear head on the embeddings, cleanlab's confident learning).")

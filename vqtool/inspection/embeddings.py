@@ -40,7 +40,7 @@ def load_backbone(name: str, weights: str | None, imgsz: int | None, device: str
     try:
         pretrained = pretrained_classifier(name, weights)
     except VQError as error:
-        if weights:
+        if weights or "--weights" in str(error):  # it already says how to pass them
             raise
         raise VQError(f"no pretrained weights for {name} at hand ({first_line(error)}); pass --weights FILE (a "
                       f"state dict, e.g. tf_efficientnet_lite0.in1k.safetensors for the default model) or --model "
@@ -50,35 +50,36 @@ def load_backbone(name: str, weights: str | None, imgsz: int | None, device: str
     return Backbone(model, find_head(model), preprocess, pretrained.source, resolve_device(device))
 
 
-class MirroredInputs(ImageInputs):
-    """Normalised mirror images (what the mirrored half of an embedding is computed from)."""
+class MirroredViews(ImageInputs):
+    """An image's two views for the feature store: itself and its mirror image, in turn (``features_of`` passes each
+    batch ``views`` times through ``train``; the embedding is their sum, whatever the order)."""
 
-    def eval(self, images: torch.Tensor) -> torch.Tensor:
-        return super().eval(images.flip(-1))
+    def __init__(self, preprocess: Preprocess, device: torch.device):
+        super().__init__(preprocess, device)
+        self.calls = 0
+
+    def train(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.eval(images.flip(-1) if self.calls % 2 == 0 else images)
 
 
 def embed(backbone: Backbone, splits: dict[str, Split], dataset: Dataset, reporter: Reporter,
           store: bool = True) -> torch.Tensor:
     """N × D L2-normalised embeddings of the splits' images, the splits one after another (float32)."""
-    wanted = {name: Wanted(split, 1, False) for name, split in splits.items()}
-    recipe = {"preprocess": backbone.preprocess.to_dict(), "augment": "none", "seed": 0, "data": dataset.name}
-    views = [(ImageInputs, recipe)]
-    if dataset.flips:
-        views.append((MirroredInputs, {**recipe, "mirrored": True}))
-    total = None
-    for inputs, described in views:
-        features = features_of(backbone.model, backbone.head, wanted, inputs(backbone.preprocess, backbone.device),
-                               described, reporter, store=store)
-        pooled = torch.cat([_rows(features[name]) for name in splits])
-        total = pooled if total is None else total.add_(pooled)
-    return torch.nn.functional.normalize(total.flatten(1), dim=1)
+    mirrored = dataset.flips
+    wanted = {name: Wanted(split, 2 if mirrored else 1, mirrored) for name, split in splits.items()}
+    recipe = {"preprocess": backbone.preprocess.to_dict(), "augment": "mirror", "seed": 0, "data": dataset.name}
+    inputs = (MirroredViews if mirrored else ImageInputs)(backbone.preprocess, backbone.device)
+    features = features_of(backbone.model, backbone.head, wanted, inputs, recipe, reporter, store=store)
+    pooled = torch.cat([_rows(features[name]) for name in splits])
+    return torch.nn.functional.normalize(pooled.flatten(1), dim=1)
 
 
 def _rows(split: Split) -> torch.Tensor:
-    """A feature split's rows in memory (N × D float32), read in blocks."""
+    """A feature split's rows in memory (N × D float32: each image's views summed), read in blocks."""
     rows = len(split.pixels)
     out = torch.empty((rows, *split.pixels.shape[2:]), dtype=torch.float32)
     for start in range(0, rows, READ_ROWS):
         index = torch.arange(start, min(rows, start + READ_ROWS))
-        out[index] = split.pixels[index][:, 0].float()
+        out[index] = split.pixels[index].float().sum(dim=1)  # the views' sum: the mirror's features added
     return out

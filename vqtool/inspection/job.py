@@ -29,7 +29,7 @@ class InspectOptions:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     imgsz: int | None = None
-    near_threshold: float = 0.95  # cosine similarity of two embeddings from which they are near copies
+    near_threshold: float = 0.90  # cosine similarity of two embeddings from which they are near copies
     neighbours: int = 10  # nearest others looked at per image
     labels: bool = True  # look for label errors
     device: str = "auto"
@@ -80,6 +80,7 @@ class Images:
 class Inspection:
     document: dict
     images: Images
+    probabilities: np.ndarray | None = None  # out-of-fold, N × classes with images (None without a label check)
 
 
 def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, reporter: Reporter) -> Inspection:
@@ -108,7 +109,8 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     timings["embeddings"] = _lap(started, timings)
     document["near_duplicates"] = _near(images, embeddings, exact, options)
     timings["near_duplicates"] = _lap(started, timings)
-    document["label_issues"], document["label_check"] = _label_issues(images, embeddings, options, data.seed)
+    document["label_issues"], document["label_check"], probabilities = _label_issues(images, embeddings, options,
+                                                                                     data.seed)
     document["outliers"] = _outliers(images, embeddings)
     timings["labels_and_outliers"] = _lap(started, timings)
     document["thresholds"] = {"near_similarity": options.near_threshold, "neighbours": options.neighbours,
@@ -118,7 +120,7 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     document["images"] = len(images)
     document["seconds"] = {**timings, "total": round(time.perf_counter() - started, 2)}
     reporter.log(f"inspected {plural(len(images), 'image')} of {dataset.name} in {document['seconds']['total']} s")
-    return Inspection(document, images)
+    return Inspection(document, images, probabilities)
 
 
 def _lap(started: float, timings: dict | None = None) -> float:
@@ -213,16 +215,17 @@ def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], opti
     return [_group(images, [i, j], similarity) for i, j, similarity in kept]
 
 
-def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int) -> tuple[list, dict]:
-    """The label-error candidates (most likely first) and how they were looked for (or why not)."""
+def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int):
+    """The label-error candidates (most likely first), how they were looked for (or why not), and the
+    out-of-fold probabilities."""
     present, labels = np.unique(images.labels, return_inverse=True)
     counts = np.bincount(labels)
     if not options.labels:
-        return [], {"done": False, "reason": "--no-label-check"}
+        return [], {"done": False, "reason": "--no-label-check"}, None
     if len(present) < 2:
-        return [], {"done": False, "reason": "fewer than two classes have images"}
+        return [], {"done": False, "reason": "fewer than two classes have images"}, None
     if counts.min() < 2:
-        return [], {"done": False, "reason": f"class {images.classes[present[counts.argmin()]]} has a single image"}
+        return [], {"done": False, "reason": f"class {images.classes[present[counts.argmin()]]} has a single image"}, None
     features = embeddings.numpy()
     probabilities = label_checks.out_of_fold_probabilities(features, labels, seed)
     found = []
@@ -233,7 +236,7 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
                       "suggested_probability": round(float(probabilities[i, suggested]), 4)})
     accuracy = float((probabilities.argmax(1) == labels).mean())
     return found, {"done": True, "folds": min(label_checks.FOLDS, int(counts.min())),
-                   "out_of_fold_accuracy": round(accuracy, 4)}
+                   "out_of_fold_accuracy": round(accuracy, 4)}, probabilities
 
 
 def _outliers(images: Images, embeddings: torch.Tensor) -> list[dict]:
