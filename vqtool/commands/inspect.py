@@ -37,6 +37,7 @@ def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, re
             device, data, out):
     """Look at DATASET before training on it: unreadable and odd files, exact and near duplicates (within a
     class, across classes, across splits), label-error candidates, outliers and class balance.
+    A YOLO data.yaml gets the file checks, its label files checked, duplicates and outliers.
 
     Nothing in the dataset's folder is written, moved or deleted.
 
@@ -77,6 +78,8 @@ def _print(out, document: dict) -> None:
               [[f["image"], f["split"], f["reason"]] for f in document["unreadable"]])
     _findings(out, "odd files", ["image", "split", "class", "issues"],
               [[f["image"], f["split"], f["class"], "; ".join(f["issues"])] for f in document["odd_files"]])
+    _findings(out, "unusable label files", ["image", "split", "reason"],
+              [[f["image"], f["split"], f["reason"]] for f in document["label_files"]])
     _findings(out, "exact duplicates", ["relation", "images"],
               [[g["relation"], _members(g)] for g in document["exact_duplicates"]])
     _findings(out, "near duplicates", ["relation", "similarity", "images"],

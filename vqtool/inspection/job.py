@@ -22,6 +22,7 @@ from vqtool.reporter import Reporter, plural
 
 SPLITS = ("train", "val", "test")
 DEFAULT_MODEL = "timm/tf_efficientnet_lite0"
+YOLO_CLASS = "images"  # a detection dataset's images, inspected as one class
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     """Inspect ``spec`` (any dataset vqtool reads); the findings document and the images it names."""
     options.check()
     timings, started = {}, time.perf_counter()
-    dataset = load_dataset(spec, data if data.val_split is not None else replace(data, val_split=0.0))
+    dataset, label_files = _load(spec, data if data.val_split is not None else replace(data, val_split=0.0))
     backbone = load_backbone(options.model, options.weights, options.imgsz, options.device)
     listed = {name: split for name in SPLITS if (split := getattr(dataset, name)) is not None}
     decoded = {name: _decoded(split, name, dataset, backbone.preprocess, data, reporter)
@@ -102,6 +103,7 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
                                                  Counter(dataset.classes[int(k)] for k in images.labels))
     document["unreadable"] = _unreadable(listed, decoded, dataset.classes)
     document["odd_files"] = _odd_files(images, headers)
+    document["label_files"] = label_files
     exact = duplicates.exact_groups([d for split in decoded.values() for d in row_digests(split.pixels)], images.files)
     document["exact_duplicates"] = [_group(images, members) for members in exact]
     timings["files_and_exact_duplicates"] = _lap(started, timings)
@@ -109,18 +111,38 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     timings["embeddings"] = _lap(started, timings)
     document["near_duplicates"] = _near(images, embeddings, exact, options)
     timings["near_duplicates"] = _lap(started, timings)
-    document["label_issues"], document["label_check"], probabilities = _label_issues(images, embeddings, options,
-                                                                                     data.seed)
+    document["label_issues"], document["label_check"], probabilities = _label_issues(
+        images, embeddings, options, data.seed, detection=dataset.spec.get("detection", False))
     document["outliers"] = _outliers(images, embeddings)
     timings["labels_and_outliers"] = _lap(started, timings)
     document["thresholds"] = {"near_similarity": options.near_threshold, "neighbours": options.neighbours,
                               "outlier_z": label_checks.OUTLIER_Z, "folds": label_checks.FOLDS}
     document["counts"] = {key: len(document[key]) for key in
-                          ("unreadable", "odd_files", "exact_duplicates", "near_duplicates", "label_issues", "outliers")}
+                          ("unreadable", "odd_files", "label_files", "exact_duplicates", "near_duplicates",
+                           "label_issues", "outliers")}
     document["images"] = len(images)
     document["seconds"] = {**timings, "total": round(time.perf_counter() - started, 2)}
     reporter.log(f"inspected {plural(len(images), 'image')} of {dataset.name} in {document['seconds']['total']} s")
     return Inspection(document, images, probabilities)
+
+
+def _load(spec: str, data: DataOptions) -> tuple[Dataset, list[dict]]:
+    """The dataset, and the problems of its label files (a YOLO data.yaml's; its images are inspected as one class,
+    for the file checks, duplicates and outliers)."""
+    from vqtool.detection.data import is_yolo_yaml
+
+    if not is_yolo_yaml(spec):
+        return load_dataset(spec, data), []
+    from vqtool.detection.data import check_labels, load_yolo, split_images
+
+    yolo = load_yolo(spec)
+    splits = {}
+    for name, sources in yolo.splits.items():
+        files = sorted(split_images(sources))
+        splits[name] = Split(labels=torch.zeros(len(files), dtype=torch.long), files=files)
+    problems = [{"image": image, "split": name, "reason": reason}
+                for name in yolo.splits for image, reason in check_labels(yolo, name).invalid.items()]
+    return Dataset(name=yolo.name, classes=[YOLO_CLASS], channels=3, **splits, spec={"path": str(yolo.yaml), "detection": True}), problems
 
 
 def _lap(started: float, timings: dict | None = None) -> float:
@@ -215,13 +237,15 @@ def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], opti
     return [_group(images, [i, j], similarity) for i, j, similarity in kept]
 
 
-def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int):
+def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int, detection: bool):
     """The label-error candidates (most likely first), how they were looked for (or why not), and the
     out-of-fold probabilities."""
     present, labels = np.unique(images.labels, return_inverse=True)
     counts = np.bincount(labels)
     if not options.labels:
         return [], {"done": False, "reason": "--no-label-check"}, None
+    if detection:
+        return [], {"done": False, "reason": "a detection dataset (its images hold boxes, not one label)"}, None
     if len(present) < 2:
         return [], {"done": False, "reason": "fewer than two classes have images"}, None
     if counts.min() < 2:
