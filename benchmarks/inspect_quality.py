@@ -112,9 +112,13 @@ def flips(args) -> None:
     for name in ("cats_vs_dogs", "fashion"):
         for noise in args.noise:
             root = args.work / f"flips-{name}-{noise}"
-            shutil.rmtree(root, ignore_errors=True)
-            images = copy_cats_dogs(root) if name == "cats_vs_dogs" else fashion_pngs(root, args.fashion)
-            truth = flip_labels(root, images, noise, seed=1)
+            marker, size = root / ".complete", 500 if name == "cats_vs_dogs" else args.fashion
+            if not (marker.is_file() and marker.read_text().strip() == str(size)):  # else made by an earlier run,
+                shutil.rmtree(root, ignore_errors=True)  # whose stores this one reads (its time says so)
+                images = copy_cats_dogs(root) if name == "cats_vs_dogs" else fashion_pngs(root, args.fashion)
+                flip_labels(root, images, noise, seed=1)
+                marker.write_text(str(size))
+            truth = {str(path) for path in root.rglob("flipped-*")}
             started = time.perf_counter()
             inspection = _inspect(root)
             seconds = time.perf_counter() - started

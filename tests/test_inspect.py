@@ -271,3 +271,22 @@ def test_near_pairs_in_blocks_match_the_whole_product():
     similarities = vectors @ vectors.T
     i, j, s = whole[0]
     assert i < j and s == pytest.approx(float(similarities[i, j]), abs=1e-4) and s >= 0.8
+
+
+@pytest.mark.parametrize("mode, width, height, issues", [
+    ("RGB", 400, 300, []),
+    ("L", 400, 300, ["mode L"]),
+    ("I;16", 400, 300, ["mode I;16 (16-bit)"]),
+    ("RGB", 20, 30, ["tiny 20x30"]),
+    ("RGB", 1600, 300, ["aspect 5.3:1"]),
+    ("CMYK", 12, 60, ["mode CMYK", "tiny 12x60", "aspect 5.0:1"]),
+])
+def test_odd_files_among_the_datasets_own(tmp_path, mode, width, height, issues):
+    from vqtool.inspection.files import Header, read_header
+
+    assert Header(mode, width, height, "PNG").oddities("RGB", usual_side=300) == issues
+    assert Header("RGB", 28, 28, "PNG").oddities("RGB", usual_side=28) == []  # a dataset of small images
+    Image.new("RGB", (40, 10)).save(tmp_path / "wide.png")
+    assert read_header(str(tmp_path / "wide.png")) == Header("RGB", 40, 10, "PNG")
+    (tmp_path / "bad.png").write_bytes(b"nothing")
+    assert read_header(str(tmp_path / "bad.png")) is None

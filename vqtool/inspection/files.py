@@ -27,12 +27,14 @@ class Header:
     def bits(self) -> int | None:
         return USUAL_MODES.get(self.mode)
 
-    def oddities(self) -> list[str]:
-        """What is unusual about the file (an empty list when nothing is)."""
+    def oddities(self, usual_mode: str, usual_side: float) -> list[str]:
+        """What is unusual about the file among files mostly of ``usual_mode`` and a median shorter side of
+        ``usual_side`` (an empty list when nothing is): another mode, or a bit depth other than 8; a small image among
+        larger ones; an extreme aspect ratio."""
         found = []
-        if self.mode not in ("RGB", "L"):
+        if self.mode != usual_mode or (self.bits or 8) != 8:
             found.append(f"mode {self.mode}" + (f" ({self.bits}-bit)" if self.bits and self.bits != 8 else ""))
-        if min(self.width, self.height) < TINY_SIDE:
+        if min(self.width, self.height) < TINY_SIDE and 2 * min(self.width, self.height) <= usual_side:
             found.append(f"tiny {self.width}x{self.height}")
         aspect = max(self.width, self.height) / max(1, min(self.width, self.height))
         if aspect >= EXTREME_ASPECT:

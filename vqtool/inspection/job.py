@@ -209,11 +209,16 @@ def _why(path: str) -> str:
 
 
 def _odd_files(images: Images, headers: dict[str, list[Header | None]]) -> list[dict]:
-    found = []
-    offset = 0
+    """Files unusual among the dataset's own: another mode, a small image among larger ones, an extreme aspect."""
+    every = [h for found in headers.values() for h in found if h is not None]
+    if not every:
+        return []
+    usual_mode = Counter(h.mode for h in every).most_common(1)[0][0]
+    usual_side = float(np.median([min(h.width, h.height) for h in every]))
+    found, offset = [], 0
     for name, split in images.parts.items():
         for i, header in enumerate(headers.get(name, ())):
-            if header is not None and (issues := header.oddities()):
+            if header is not None and (issues := header.oddities(usual_mode, usual_side)):
                 found.append({**images.describe(offset + i), "issues": issues})
         offset += len(split)
     return found
