@@ -42,6 +42,7 @@ COMMANDS = {
     "cache": "vqtool.commands.cache:cache",
     "runs": "vqtool.commands.runs:runs",
     "tune": "vqtool.commands.tune:tune",
+    "inspect": "vqtool.commands.inspect:inspect",
 }
 
 

@@ -188,7 +188,7 @@ def features_of(model: nn.Module, head: str, wanted: dict[str, Wanted], images: 
     missing = [name for name in wanted if name not in ready]
     if not missing:
         return ready
-    sample = images.eval(wanted["train"].split.pixels[:cache_batch(images.device)])
+    sample = images.eval(next(iter(wanted.values())).split.pixels[:cache_batch(images.device)])
     with frozen_backbone(model, head, sample, reporter) as backbone:
         for name in missing:
             ready[name] = _computed(backbone, name, wanted[name], images, entries.get(name), recipe, reporter)

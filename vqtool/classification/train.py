@@ -28,6 +28,7 @@ from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
 from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split, pixel_stats
+from vqtool.data.digests import leak_hint
 from vqtool.data.store import remembered
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
@@ -64,6 +65,8 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
             prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
                                           name=name, classes=dataset.classes, every_class=name == "train",
                                           store=data.cache_store)
+    if hint := leak_hint(prepared, dataset.spec.get("path", dataset.name)):
+        reporter.warn(hint)
     return prepared
 
 

@@ -1,0 +1,300 @@
+"""How well `vqtool inspect` finds injected label flips and near copies, and what it costs at scale.
+
+    python benchmarks/inspect_quality.py flips  [--noise 0.05 0.2] [--fashion 3000]
+    python benchmarks/inspect_quality.py copies [--thresholds 0.9 0.93 0.95 0.97]
+    python benchmarks/inspect_quality.py search [--sizes 2000 10000 50000]
+    python benchmarks/inspect_quality.py scale  [--sizes 2000 10000] [--imgsz 224]
+
+All data is made under --work from the shared assets (cats_vs_dogs, Fashion-MNIST, the Lite0 weights); the
+assets themselves are only read. Each part prints its figures:
+
+flips   random label flips (5 % and 20 % by default) moved into the other class folders of a copy of
+        cats_vs_dogs and of a Fashion-MNIST subset (PNG files, --fashion images, classes balanced); precision and
+        recall of inspect's label-error candidates against the flipped set, beside a plain baseline on the same
+        out-of-fold probabilities (an image is flagged when its given label's probability is under 0.5), and the
+        time of the whole inspection (first run: decoding and the backbone included).
+copies  50 cats_vs_dogs photos each copied five ways (resized 0.5x and 2x, JPEG quality 50, 5 % cropped,
+        mirrored) into the same class folder, and 10 byte-identical copies (5 into the other class, 5 into the
+        other split): recall of each kind of near copy (the pair original-copy reported), the false pairs (pairs of
+        images that are not copies of one another, the dataset's own look-alikes included), and the byte-identical
+        pairs reported with their relation; at each --thresholds value (from one search at the lowest).
+search  cosine top-10 over N L2-normalised random 1280-d vectors: plain torch in blocks (what inspect uses) vs
+        faiss-cpu's exact inner-product index: seconds and the process's peak RSS growth.
+scale   inspect of N Fashion-MNIST PNGs (class folders), each in a process of its own: peak RSS and seconds, the
+        first run (decoding, backbone) and the second (from the store and the feature store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ASSETS = Path(os.environ.get("VQTOOL_TEST_ASSETS") or Path(__file__).resolve().parents[1].parent / "shared" / "assets")
+LITE0 = ASSETS / "weights" / "tf_efficientnet_lite0.in1k.safetensors"
+CATS_DOGS = ASSETS / "data" / "cats_vs_dogs"
+FASHION = ASSETS / "data" / "fashion-mnist"
+FASHION_CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+def _inspect(folder: Path, threshold: float = 0.90, imgsz: int | None = None):
+    from vqtool.data import DataOptions
+    from vqtool.inspection.job import InspectOptions, inspect_dataset
+    from vqtool.reporter import SILENT
+
+    options = InspectOptions(weights=str(LITE0), near_threshold=threshold, imgsz=imgsz)
+    return inspect_dataset(str(folder), DataOptions(), options, SILENT)
+
+
+# --- label flips ---------------------------------------------------------------------------------
+
+
+def copy_cats_dogs(target: Path) -> list[tuple[Path, str]]:
+    """cats_vs_dogs copied (train/ and val/); (relative path, class) of each image."""
+    found = []
+    for path in sorted(CATS_DOGS.rglob("*.jpg")):
+        relative = path.relative_to(CATS_DOGS)
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / relative)
+        found.append((relative, relative.parent.name))
+    return found
+
+
+def fashion_pngs(target: Path, count: int, offset: int = 0) -> list[tuple[Path, str]]:
+    """``count`` Fashion-MNIST training items (classes balanced) as PNGs in train/<class>/."""
+    with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
+        items = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    per_class, found = count // 10, []
+    for label in range(10):
+        for index in np.nonzero(labels == label)[0][offset:offset + per_class]:
+            relative = Path("train") / FASHION_CLASSES[label] / f"{index}.png"
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(items[index]).save(target / relative)
+            found.append((relative, FASHION_CLASSES[label]))
+    return found
+
+
+def flip_labels(root: Path, images: list[tuple[Path, str]], noise: float, seed: int) -> set[str]:
+    """Move a ``noise`` share of the images into another class's folder; their new absolute paths."""
+    rng = np.random.default_rng(seed)
+    classes = sorted({label for _, label in images})
+    chosen = rng.choice(len(images), size=round(noise * len(images)), replace=False)
+    flipped = set()
+    for i in chosen:
+        relative, label = images[i]
+        other = classes[(classes.index(label) + rng.integers(1, len(classes))) % len(classes)]
+        target = root / relative.parent.parent / other / f"flipped-{relative.name}"
+        (root / relative).rename(target)
+        flipped.add(str(target))
+    return flipped
+
+
+def precision_recall(flagged: set[str], truth: set[str]) -> tuple[float, float]:
+    hits = len(flagged & truth)
+    return hits / max(len(flagged), 1), hits / max(len(truth), 1)
+
+
+def flips(args) -> None:
+    print(f"{'dataset':<14}{'noise':>6}{'images':>8}{'flipped':>9} | {'cleanlab P':>10}{'R':>6}{'flagged':>8} | "
+          f"{'baseline P':>10}{'R':>6}{'flagged':>8} | {'oof acc':>7}{'seconds':>8}")
+    for name in ("cats_vs_dogs", "fashion"):
+        for noise in args.noise:
+            root = args.work / f"flips-{name}-{noise}"
+            marker, size = root / ".complete", 500 if name == "cats_vs_dogs" else args.fashion
+            if not (marker.is_file() and marker.read_text().strip() == str(size)):  # else made by an earlier run,
+                shutil.rmtree(root, ignore_errors=True)  # whose stores this one reads (its time says so)
+                images = copy_cats_dogs(root) if name == "cats_vs_dogs" else fashion_pngs(root, args.fashion)
+                flip_labels(root, images, noise, seed=1)
+                marker.write_text(str(size))
+            truth = {str(path) for path in root.rglob("flipped-*")}
+            started = time.perf_counter()
+            inspection = _inspect(root)
+            seconds = time.perf_counter() - started
+            flagged = {f["image"] for f in inspection.document["label_issues"]}
+            pool = inspection.images
+            given = inspection.probabilities[np.arange(len(pool)), pool.labels]
+            baseline = {pool.names[i] for i in np.nonzero(given < 0.5)[0]}
+            p, r = precision_recall(flagged, truth)
+            bp, br = precision_recall(baseline, truth)
+            print(f"{name:<14}{noise:>6.2f}{len(pool):>8}{len(truth):>9} | {p:>10.3f}{r:>6.3f}{len(flagged):>8} | "
+                  f"{bp:>10.3f}{br:>6.3f}{len(baseline):>8} | "
+                  f"{inspection.document['label_check']['out_of_fold_accuracy']:>7.3f}{seconds:>8.1f}", flush=True)
+
+
+# --- near copies -----------------------------------------------------------------------------------
+
+KINDS = {
+    "resized 0.5x": lambda im: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.BICUBIC),
+    "resized 2x": lambda im: im.resize((im.width * 2, im.height * 2), Image.BICUBIC),
+    "jpeg q50": lambda im: im,
+    "cropped 5%": lambda im: im.crop((round(im.width * .05), round(im.height * .05), im.width, im.height)),
+    "mirrored": ImageOps.mirror,
+}
+
+
+def make_copies(root: Path, originals: int, seed: int = 2):
+    """The near and byte-identical copies; {copy path: (original path, kind)}."""
+    images = copy_cats_dogs(root)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(images), size=originals + 10, replace=False)
+    copies = {}
+    for i in chosen[:originals]:
+        relative, _ = images[i]
+        source = Image.open(root / relative).convert("RGB")
+        for number, (kind, make) in enumerate(KINDS.items()):
+            target = root / relative.parent / f"copy{number}-{relative.name}"
+            make(source).save(target, quality=50 if kind == "jpeg q50" else 90)
+            copies[str(target)] = (str(root / relative), kind)
+    for n, i in enumerate(chosen[originals:]):
+        relative, label = images[i]
+        split, other = relative.parts[0], "dogs" if label == "cats" else "cats"
+        if n < 5:
+            target = root / split / other / f"same-{relative.name}"
+            kind = "byte-identical, across classes"
+        else:
+            target = root / ("val" if split == "train" else "train") / label / f"same-{relative.name}"
+            kind = "byte-identical, across splits"
+        shutil.copyfile(root / relative, target)
+        copies[str(target)] = (str(root / relative), kind)
+    return copies
+
+
+def copies(args) -> None:
+    root = args.work / "copies"
+    shutil.rmtree(root, ignore_errors=True)
+    injected = make_copies(root, args.originals)
+    started = time.perf_counter()
+    inspection = _inspect(root, threshold=min(args.thresholds))
+    seconds = time.perf_counter() - started
+    document = inspection.document
+    family = {path: original for path, (original, _) in injected.items()}
+
+    def same_family(a: str, b: str) -> bool:
+        return family.get(a, a) == family.get(b, b)
+
+    pairs = [(g["images"][0]["image"], g["images"][1]["image"], g["similarity"]) for g in document["near_duplicates"]]
+    print(f"{document['images']} images, "
+          f"{sum(k.startswith('byte') is False for _, k in injected.values())} near copies injected "
+          f"({args.originals} photos x {len(KINDS)} kinds); inspect took {seconds:.1f} s")
+    header = f"{'threshold':>9} | " + " ".join(f"{kind:>13}" for kind in KINDS) + f" | {'all':>6}{'true':>6}{'false':>6}"
+    print(header)
+    for threshold in sorted(args.thresholds):
+        found = {(a, b) for a, b, s in pairs if s >= threshold} | {(b, a) for a, b, s in pairs if s >= threshold}
+        recall = {kind: np.mean([(copy, original) in found for copy, (original, k) in injected.items() if k == kind])
+                  for kind in KINDS}
+        kept = [(a, b) for a, b, s in pairs if s >= threshold]
+        true = sum(same_family(a, b) for a, b in kept)
+        everything = np.mean([(c, o) in found for c, (o, k) in injected.items() if k in KINDS])
+        print(f"{threshold:>9.2f} | " + " ".join(f"{recall[kind]:>13.3f}" for kind in KINDS)
+              + f" | {everything:>6.3f}{true:>6}{len(kept) - true:>6}")
+    exact = document["exact_duplicates"]
+    for kind in ("byte-identical, across classes", "byte-identical, across splits"):
+        wanted = [(c, o) for c, (o, k) in injected.items() if k == kind]
+        reported = [g for g in exact if {m["image"] for m in g["images"]} & {c for c, _ in wanted}]
+        relations = sorted({g["relation"] for g in reported})
+        print(f"{kind}: {len(reported)} of {len(wanted)} reported, as {', '.join(relations)}")
+    print(f"exact duplicate groups reported in all: {len(exact)}")
+    false = [(a, b, s) for a, b, s in pairs if s >= args.default and not same_family(a, b)]
+    for a, b, s in false[:10]:
+        print(f"  false pair at {s}: {a} {b}")
+
+
+# --- search: torch blocks vs faiss -----------------------------------------------------------------
+
+
+def search(args) -> None:
+    for n in args.sizes:
+        for method in ("torch", "faiss"):
+            result = subprocess.run([sys.executable, __file__, "search-one", "--method", method, "--n", str(n)],
+                                    capture_output=True, text=True, check=True)
+            print(result.stdout.strip(), flush=True)
+
+
+def search_one(args) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(args.n, 1280), dim=1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    if args.method == "torch":
+        from vqtool.inspection.duplicates import near_pairs
+
+        found = len(near_pairs(vectors, threshold=-1.0, neighbours=10))
+    else:
+        import faiss
+
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors.numpy())
+        _, neighbours = index.search(vectors.numpy(), 11)
+        found = len({tuple(sorted((i, int(j)))) for i, row in enumerate(neighbours) for j in row if j != i})
+    seconds = time.perf_counter() - started
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(f"n={args.n:>6} {args.method:<6} {seconds:>7.2f} s  peak RSS +{growth:>6.0f} MB  ({found} pairs, "
+          f"vectors {vectors.numel() * 4 / 1e6:.0f} MB)")
+
+
+# --- scale ---------------------------------------------------------------------------------------
+
+
+def scale(args) -> None:
+    cache = args.work / "scale-cache"
+    for n in args.sizes:
+        folder = args.work / f"scale-{n}"
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            fashion_pngs(folder, n)
+            (folder / ".complete").touch()  # a dot file: not an image, not listed
+        for run in ("first", "second"):
+            command = [sys.executable, "-m", "vqtool", "inspect", str(folder), "--weights", str(LITE0), "--json",
+                       "--quiet"]
+            if args.imgsz:
+                command += ["--imgsz", str(args.imgsz)]
+            started = time.perf_counter()
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                                       env={**os.environ, "VQTOOL_CACHE_DIR": str(cache)})
+            output = process.stdout.read()
+            _, status, usage = os.wait4(process.pid, 0)  # this process's own peak, not the largest child's so far
+            seconds = time.perf_counter() - started
+            if status != 0:
+                sys.exit(f"inspect failed on {folder} (status {status})")
+            document = json.loads(output)
+            print(f"n={n:>6} {run:<6} run: {seconds:>7.1f} s, peak RSS {usage.ru_maxrss / 1024:>6.0f} MB; "
+                  f"stages {document['seconds']}; findings {document['counts']}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["flips", "copies", "search", "search-one", "scale"])
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "inspect-bench")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.2])
+    parser.add_argument("--fashion", type=int, default=3000)
+    parser.add_argument("--originals", type=int, default=50)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.93, 0.95, 0.97])
+    parser.add_argument("--default", type=float, default=0.90)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--method", default="torch")
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    if not LITE0.is_file():
+        sys.exit(f"the shared assets are not at {ASSETS}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VQTOOL_CACHE_DIR", str(args.work / "cache"))
+    {"flips": flips, "copies": copies, "search": search, "search-one": search_one, "scale": scale}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

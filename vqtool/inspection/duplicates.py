@@ -1,0 +1,80 @@
+"""Exact duplicates (the same decoded pixels) and near duplicates (cosine top-k over normalised embeddings).
+
+Exact copies are found from the store's row digests (:mod:`vqtool.data.digests`)
+and confirmed by hashing the files' full-resolution pixels, so two images that
+merely shrink to the same stored pixels are not called copies. Near copies are
+the pairs whose embeddings' cosine similarity reaches a threshold, searched
+exactly in blocks of rows with one matrix product each (plain torch: as fast as
+faiss-cpu's flat index on this data, see benchmarks/inspect_quality.py), the
+block sized so that memory stays flat as the dataset grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from vqtool.data.images import UnreadableImage, read_image
+
+SEARCH_BYTES = 64 * 1024**2  # one block of similarities
+
+
+def exact_groups(digests: list[str], files: list[str | None]) -> list[list[int]]:
+    """Groups (of 2 or more, in order) of the images whose pixels are identical."""
+    by_digest = defaultdict(list)
+    for position, digest in enumerate(digests):
+        by_digest[digest].append(position)
+    groups = []
+    for members in by_digest.values():
+        if len(members) > 1:
+            groups.extend(_confirmed(members, files))
+    return sorted(groups)
+
+
+def _confirmed(members: list[int], files: list[str | None]) -> list[list[int]]:
+    """``members`` split by the digest of their full-resolution pixels (in-memory images are stored whole)."""
+    if any(files[m] is None for m in members):
+        return [members]
+    by_pixels = defaultdict(list)
+    for member in members:
+        by_pixels[full_digest(files[member])].append(member)
+    return [group for digest, group in by_pixels.items() if digest is not None and len(group) > 1]
+
+
+def full_digest(path: str) -> str | None:
+    try:
+        image = read_image(path, channels=3)
+    except UnreadableImage:
+        return None
+    return hashlib.blake2b(f"{image.size}".encode() + np.asarray(image).tobytes(), digest_size=16).hexdigest()
+
+
+def near_pairs(embeddings: torch.Tensor, threshold: float, neighbours: int = 10,
+               block_bytes: int = SEARCH_BYTES) -> list[tuple[int, int, float]]:
+    """(i, j, cosine similarity) with i < j for each image's ``neighbours`` nearest others at ``threshold`` or
+    above; ``embeddings`` are L2-normalised rows (float32)."""
+    count = len(embeddings)
+    if count < 2:
+        return []
+    rows = max(1, block_bytes // (4 * count))
+    k = min(neighbours, count - 1)
+    found = {}
+    for start in range(0, count, rows):
+        block = embeddings[start:start + rows]
+        similarities = block @ embeddings.T
+        similarities[torch.arange(len(block)), torch.arange(start, start + len(block))] = -2.0  # not itself
+        values, index = similarities.topk(k, dim=1)
+        for row, column in (values >= threshold).nonzero().tolist():
+            i, j = sorted((start + row, int(index[row, column])))
+            found[(i, j)] = round(float(values[row, column]), 4)
+        del similarities
+    return sorted((i, j, similarity) for (i, j), similarity in found.items())
+
+
+def relation(across_classes: bool, across_splits: bool) -> str:
+    if across_splits:
+        return "across splits and classes" if across_classes else "across splits"
+    return "across classes" if across_classes else "within class"

@@ -1,0 +1,93 @@
+"""Label-error candidates and outliers from frozen-backbone embeddings.
+
+A linear head (multinomial logistic regression on the L2-normalised
+embeddings) is fitted k times, each time predicting the fold it did not see:
+every image gets a probability for each class from a model that never saw its
+label. cleanlab's
+confident learning (``find_label_issues``) turns those out-of-fold probabilities
+into the images whose given label is likely wrong, ranked by self-confidence;
+the suggested label is the most probable class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import numpy as np
+
+FOLDS = 5
+# logistic regression's C on unit-length embeddings; on the flips benchmark (benchmarks/inspect_quality.py) it found
+# more flips, more precisely, than standardised features with C 0.05 or 0.005, or C 10, or 20 nearest neighbours
+REGULARISATION = 1.0
+OUTLIER_Z = 3.5  # modified z-score (Iglewicz and Hoaglin) of the similarity to the nearest class centre
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """N × classes probabilities, each row from a head fitted without that image (``labels`` are 0..K-1)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    classes = int(labels.max()) + 1
+    folds = min(FOLDS, int(np.bincount(labels, minlength=classes).min()))
+    probabilities = np.zeros((len(labels), classes), dtype=np.float64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fitted_on, held_out in splitter.split(features, labels):
+        head = LogisticRegression(C=REGULARISATION, max_iter=500)
+        with _quiet():
+            head.fit(features[fitted_on], labels[fitted_on])
+        probabilities[held_out] = head.predict_proba(features[held_out])
+    return probabilities
+
+
+@contextlib.contextmanager
+def _quiet():
+    """scikit-learn's convergence warnings: the probabilities are what matters, and the command prints no noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Positions of the likely mislabelled images, the most likely first (cleanlab's confident learning)."""
+    from cleanlab.filter import find_label_issues
+
+    with _quiet(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        return np.asarray(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence",
+                                            n_jobs=1), dtype=np.int64)
+
+
+def centre_similarity(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each image's cosine similarity to the nearest class centre (``embeddings`` L2-normalised)."""
+    centres = np.stack([embeddings[labels == c].mean(axis=0) for c in np.unique(labels)])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    return (embeddings @ centres.T).max(axis=1)
+
+
+def outliers(similarity: np.ndarray) -> np.ndarray:
+    """Positions of the images much farther from every class centre than the rest, the farthest first."""
+    median = np.median(similarity)
+    spread = np.median(np.abs(similarity - median))
+    if len(similarity) < 8 or spread <= 0:
+        return np.zeros(0, dtype=np.int64)
+    score = 0.6745 * (similarity - median) / spread
+    found = np.nonzero(score < -OUTLIER_Z)[0]
+    return found[np.argsort(similarity[found])]
+
+
+def imbalance(counts: dict[str, int]) -> dict:
+    """The largest class over the smallest, and a hint when the ratio is high."""
+    present = {name: count for name, count in counts.items() if count}
+    if not present:
+        return {"ratio": None, "largest": None, "smallest": None, "empty": sorted(counts), "hint": None}
+    largest, smallest = max(present, key=present.get), min(present, key=present.get)
+    ratio = round(present[largest] / present[smallest], 2)
+    empty = sorted(name for name, count in counts.items() if not count)
+    hint = None
+    if ratio >= 5:
+        hint = (f"class {largest} has {ratio}x the images of {smallest}: train with --class-weights auto or "
+                f"--balanced-sampler, or gather more of the small classes")
+    if empty:
+        hint = f"classes without images: {', '.join(empty)}" + (f"; {hint}" if hint else "")
+    return {"ratio": ratio, "largest": largest, "smallest": smallest, "empty": empty, "hint": hint}
