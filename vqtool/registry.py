@@ -263,6 +263,7 @@ class Request:
     dataset: str | None = None
     params: dict = field(default_factory=dict)
     typed: dict = field(default_factory=dict)
+    defaulted: frozenset = frozenset()  # the options left at their Click default (not typed, no --config)
     data: object = None  # vqtool.data.DataOptions
     tracking: object = None  # vqtool.runs.tracking.TrackingOptions
     reporter: object = None

@@ -229,9 +229,12 @@ def task_request(command: str, out, *, target=None, dataset=None, data=None, tra
     default: the context's), those typed on the command line, and ``out`` as the reporter."""
     from vqtool.registry import Request
 
+    ctx = click.get_current_context()
+    defaulted = frozenset(name for name in ctx.params
+                          if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT)
     return Request(command=command, target=target, dataset=dataset,
-                   params=dict(click.get_current_context().params) if params is None else params,
-                   typed=typed_options(), data=data, tracking=tracking, reporter=out)
+                   params=dict(ctx.params) if params is None else params, typed=typed_options(),
+                   defaulted=defaulted, data=data, tracking=tracking, reporter=out)
 
 
 def show_report(out, task, report: dict) -> None:

@@ -2,7 +2,8 @@
 
 A label is predicted when its probability is at least its threshold (``>=``,
 everywhere: eval, predict, the thresholds chosen on val). Labels without a
-positive in the data have no average precision (None) and stay out of the mAP.
+positive in the data have no average precision (None) and stay out of the mAP;
+macro F1 averages the labels that are in the data or predicted.
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ def multilabel_report(probabilities: np.ndarray, targets: np.ndarray, thresholds
                  for j, (name, ap, p, r, f, s, t) in enumerate(zip(classes, aps, precision, recall, f1, support,
                                                                   thresholds))}
     present = [ap for ap in aps if ap is not None]
-    return {"n": int(len(targets)), "labels": len(classes),
+    # macro F1 over the labels the data has or the model predicts: a label absent from both is no evidence
+    scored = [j for j in range(len(classes)) if truth[:, j].any() or predicted[:, j].any()]
+    return {"n": int(len(targets)), "labels": len(classes), "labels_scored": len(scored),
             "map": _round(float(np.mean(present)) if present else None),
             "micro_f1": _round(f1_score(truth, predicted, average="micro", zero_division=0)),
-            "macro_f1": _round(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "macro_f1": _round(f1_score(truth, predicted, average="macro", labels=scored, zero_division=0)
+                               if scored else None),
             "exact_match": _round(accuracy_score(truth, predicted)),
             "per_label": per_label}
 

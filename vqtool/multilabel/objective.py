@@ -78,4 +78,5 @@ class MultiLabel:
         return {"val_loss": loss, "val_top1": accuracy, "val_map": found if found is not None else 0.0}
 
     def selection(self, config: TrainConfig) -> str:
-        return "val_map"
+        """The val mAP, or with --select last the epoch number (each epoch is then better than the last)."""
+        return "val_map" if self.options.select == "map" else "epoch"

@@ -44,7 +44,9 @@ class MultilabelTask(Task):
                          out_dir=request.params.get("out_dir"), tracking=request.tracking, objective=objective)
 
     def finetune(self, request: Request) -> dict:
-        config, objective = self._prepare(request, tune := finetune_options(request))
+        tune = finetune_options(request)
+        head_defaults(request, tune)
+        config, objective = self._prepare(request, tune)
         from vqtool.classification.finetune import finetune_job, resume_finetune
 
         if request.params.get("resume"):
@@ -140,11 +142,14 @@ class MultilabelTask(Task):
                               "most falsely predicted (label: false of images without it):",
                               *(f"  {r['label']}: {r['count']} of {r['of']}" for r in report["most_false"])]}
         rows = [[name, m["ap"], m["precision"], m["recall"], m["f1"], m["support"], m["threshold"]]
-                for name, m in report["per_label"].items()]
+                for name, m in report["per_label"].items() if m["support"] or m["predicted"]]
+        hidden = len(report["per_label"]) - len(rows)
+        title += f"; {hidden} labels neither in the data nor predicted not shown" if hidden else ""
         return {"table": {"headers": ["label", "AP", "precision", "recall", "f1", "support", "threshold"],
                           "rows": rows, "title": title},
                 "lines": [f"mAP {_figure(report['map'])}  micro-F1 {report['micro_f1']:.4f}  macro-F1 "
-                          f"{report['macro_f1']:.4f}  exact match {report['exact_match']:.4f}  n {report['n']}"]}
+                          f"{_figure(report['macro_f1'])} (of {report['labels_scored']} labels)  exact match "
+                          f"{report['exact_match']:.4f}  n {report['n']}"]}
 
     def predict_output(self, classes: list[str], options) -> dict:
         from vqtool.multilabel.predict import RECORD_COLUMNS, LabelSummary, csv_values, table_row
@@ -152,6 +157,23 @@ class MultilabelTask(Task):
         return {"csv": RECORD_COLUMNS + classes, "csv_values": lambda record: csv_values(record, classes),
                 "table_header": f"{'labels (confidence)':<48}  image", "table_row": table_row,
                 "summary": LabelSummary()}
+
+
+def head_defaults(request: Request, tune) -> None:
+    """A head trained on a frozen backbone's cached features takes FROZEN_HEAD_DEFAULTS for the options left at
+    finetune's defaults (not with --recipe, nor on --resume: a run keeps its own)."""
+    from vqtool.models.options import FreezeSpec
+    from vqtool.multilabel.config import FROZEN_HEAD_DEFAULTS
+
+    params = request.params
+    if params.get("resume") or params.get("recipe") or not tune.uses_cache(FreezeSpec.parse(tune.freeze)):
+        return
+    changed = {name: value for name, value in FROZEN_HEAD_DEFAULTS.items() if name in request.defaulted}
+    params.update(changed)
+    if changed:
+        request.reporter.log("multi-label head on cached features: " + " ".join(
+            f"--{name.replace('_', '-')} {value}" for name, value in changed.items()) + " (multilabel's defaults for a "
+            "frozen backbone; options you give win)")
 
 
 def _figure(value) -> str:
