@@ -31,6 +31,7 @@ class MultiLabelRun(MultiLabel):
         """Thresholds from val (0.5 without val), test metrics when there is a test split, the final commit."""
         device = resolve_device(config.device)
         summary = summarize(result, config, run.run_dir)
+        summary["hint"] = None  # classification's hints speak of top-1 accuracy and label smoothing
         summary.pop("val_balanced_top1")
         for key in ("train_top1", "val_top1"):  # here: the share of label decisions right at 0.5
             summary[key.replace("top1", "label_accuracy")] = summary.pop(key)
