@@ -231,16 +231,16 @@ def test_files_follow_the_umask(run_cli, tmp_path):
 
 
 def test_a_val_loss_that_is_not_finite_is_divergence(run_cli, monkeypatch):
-    import vqtool.classification.loop as loop
+    import vqtool.classification.objective as objective
 
-    validate, calls = loop.validate, []
+    validate, calls = objective.validate, []
 
     def nan_at_epoch_2(*args, **kwargs):
         calls.append(1)
         loss, top1, balanced = validate(*args, **kwargs)
         return (float("nan") if len(calls) == 2 else loss), top1, balanced
 
-    monkeypatch.setattr(loop, "validate", nan_at_epoch_2)
+    monkeypatch.setattr(objective, "validate", nan_at_epoch_2)
     result = run_cli("train", "--epochs", "3", "--json", "-q", "--out", "run")
     one_error_line(result, 1, "training diverged at epoch 2: val loss is nan")
     assert epoch_of(Path("run")) == (1, False)  # the last good epoch, in strict JSON

@@ -55,3 +55,52 @@ def test_a_broken_plugin_is_reported_once_and_vqtool_keeps_working(tmp_path):
     checked = vqtool("plugins", "--check", "--json", pythonpath=tmp_path)
     assert checked.stderr.count("plugin broken-plugin failed to load: needs a library that is missing") == 1
     assert any(p["name"] == "broken-plugin" and "ImportError" in p["error"] for p in json.loads(checked.stdout))
+
+
+# --- subcommands from plugins (entry point group vqtool.commands) -------------------------------------------
+
+
+def _has_plugin_command(name: str) -> bool:
+    from importlib.metadata import entry_points
+
+    return any(entry_point.name == name for entry_point in entry_points(group="vqtool.commands"))
+
+
+@pytest.mark.skipif(not _has_plugin_command("tinyvgg"),
+                    reason="plugins/vqtool-tinyvgg with its vqtool.commands entry point is not installed "
+                           "(pip install -e plugins/vqtool-tinyvgg)")
+def test_the_example_plugins_subcommand_runs(run_cli):
+    from vqtool_tinyvgg import TinyVGG
+
+    result = run_cli("tinyvgg", "--size", "32", "--classes", "3")
+    assert result.exit_code == 0, result.output
+    expected = sum(p.numel() for p in TinyVGG(3, 3, size=32).parameters())
+    assert json.loads(result.stdout) == {"model": "tinyvgg", "size": 32, "parameters": expected}
+
+
+hello = None  # the command a fake entry point names (made in the test: importing this module stays cheap)
+
+
+def test_a_plugin_entry_point_adds_a_subcommand_and_cannot_replace_a_builtin(run_cli, monkeypatch):
+    import click
+    from importlib.metadata import EntryPoint
+
+    import vqtool.catalog
+
+    @click.command()
+    @click.argument("who")
+    def greet(who):
+        """Say hello."""
+        click.echo(f"hello {who}")
+
+    monkeypatch.setattr(sys.modules[__name__], "hello", greet)
+    fake = [EntryPoint("hello", f"{__name__}:hello", "vqtool.commands"),
+            EntryPoint("train", f"{__name__}:hello", "vqtool.commands")]  # a built-in's name: the built-in stays
+    real = vqtool.catalog.entry_points
+    monkeypatch.setattr(vqtool.catalog, "entry_points",
+                        lambda group: fake if group == "vqtool.commands" else real(group=group))
+    assert "hello" in run_cli("--help").stdout
+    assert run_cli("hello", "plugins").stdout == "hello plugins\n"
+    assert "Train a CNN" in run_cli("train", "--help").stdout
+    monkeypatch.setenv("VQTOOL_PLUGINS", "none")  # VQTOOL_PLUGINS=none turns plugin commands off too
+    assert run_cli("hello", "x").exit_code == 2

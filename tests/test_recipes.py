@@ -260,7 +260,7 @@ def test_imbalanced_training_data_gets_a_hint_unless_weighted(run_cli, tmp_path)
 def test_validation_gives_the_class_balanced_accuracy_beside_the_accuracy():
     from types import SimpleNamespace
 
-    from vqtool.classification.loop import validate
+    from vqtool.classification.objective import validate
     from vqtool.data import Split
 
     always_first = nn.Linear(1, 3)  # predicts class 0 whatever the image
@@ -273,7 +273,7 @@ def test_validation_gives_the_class_balanced_accuracy_beside_the_accuracy():
 
 
 def test_the_best_epoch_goes_by_the_selection_metric():
-    from vqtool.classification.loop import selection_metric
+    from vqtool.classification.objective import selection_metric
     from vqtool.classification.training_run import ResumeState
 
     epochs = [{"epoch": 1, "val_loss": 0.5, "val_top1": 0.9, "val_balanced_top1": 0.6},  # the majority class

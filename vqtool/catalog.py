@@ -16,7 +16,8 @@ from importlib.metadata import entry_points
 from importlib.resources import files
 
 CATALOG_FILE = "catalog.json"
-ENTRY_POINT_GROUPS = {"models": "vqtool.models", "datasets": "vqtool.datasets"}
+ENTRY_POINT_GROUPS = {"models": "vqtool.models", "datasets": "vqtool.datasets", "tasks": "vqtool.tasks",
+                      "commands": "vqtool.commands"}
 
 
 def packaged() -> dict:
@@ -41,7 +42,8 @@ def declared_plugins() -> dict[str, dict]:
     for kind, group in ENTRY_POINT_GROUPS.items():
         for dist, entry_point in allowed_entry_points(group):
             version = entry_point.dist.version if entry_point.dist else None
-            plugin = declared.setdefault(dist, {"version": version, "models": [], "datasets": [], "error": None})
+            plugin = declared.setdefault(dist, {"version": version, "models": [], "datasets": [], "tasks": [],
+                                                    "commands": [], "error": None})
             plugin[kind].append(entry_point.name)
     return declared
 

@@ -70,16 +70,25 @@ def sigterm_unwinds():
         signal.signal(signal.SIGTERM, previous)
 
 
+def plugin_commands() -> dict:
+    """name -> entry point of the subcommands plugins add (entry point group ``vqtool.commands``, each naming a
+    Click command; allowed by VQTOOL_PLUGINS as other plugins are); a built-in's name stays the built-in's."""
+    from vqtool.catalog import ENTRY_POINT_GROUPS, allowed_entry_points
+
+    return {entry_point.name: entry_point for _, entry_point in allowed_entry_points(ENTRY_POINT_GROUPS["commands"])
+            if entry_point.name not in COMMANDS}
+
+
 class LazyGroup(click.Group):
     """Imports a subcommand's module on first use and turns VQError into one line."""
 
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *plugin_commands()})
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
         if target is None:
-            return None
+            return _plugin_command(name)
         module_name, attribute = target.split(":")
         try:  # a broken entry is a broken install: say so rather than hide the command
             command = getattr(importlib.import_module(module_name), attribute)
@@ -118,6 +127,20 @@ class LazyGroup(click.Group):
             word, note = "Terminated" if terminated else "Aborted", interrupt_note(interrupt)
             click.echo(f"{word}: {note}" if note else f"{word}.", err=True)  # one line, as errors are
             ctx.exit(143 if terminated else 130)
+
+
+def _plugin_command(name: str) -> click.Command | None:
+    entry_point = plugin_commands().get(name)
+    if entry_point is None:
+        return None
+    try:  # a plugin that fails to load is named, not hidden (vqtool plugins --check says more)
+        command = entry_point.load()
+    except Exception as error:
+        raise click.ClickException(f"the {name} command of a plugin cannot be loaded from {entry_point.value} "
+                                   f"({type(error).__name__}: {error})") from error
+    if not isinstance(command, click.Command):
+        raise click.ClickException(f"the {name} command's entry point {entry_point.value} is not a Click command")
+    return command
 
 
 def _usage_message(error: click.UsageError) -> str:

@@ -63,3 +63,13 @@ def confusion_document(counts: torch.Tensor, classes: list[str], *, top: int, no
     matrix = counts.double() / counts.sum(1, keepdim=True).clamp_min(1) if normalize else counts
     return {"classes": classes, "normalized": normalize, "matrix": matrix.tolist(),
             "pairs": confused_pairs(counts, classes, top)}
+
+
+def confusion_view(report: dict) -> dict:
+    """How a command shows a confusion document (see :meth:`vqtool.registry.Task.view`)."""
+    classes = report["classes"]
+    return {"table": {"headers": ["true \\ predicted", *classes],
+                      "rows": [[name, *row] for name, row in zip(classes, report["matrix"])],
+                      "title": f"{report['dataset']} ({report['split']}, n={report['n']})"},
+            "lines": ["most confused (true -> predicted: count):",
+                      *(f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in report["pairs"])]}

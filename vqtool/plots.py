@@ -92,3 +92,31 @@ def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bo
             _epoch_axis(axis, [row["epoch"] for rows in histories.values() for row in rows])
             axis.set_ylabel(VAL_CURVES[column])
             axis.legend()
+
+
+def plot_confusion(report: dict, path: Path, *, replace: bool = False) -> None:
+    """A confusion report's matrix (``classes``, ``matrix``, ``normalized``) as a heatmap."""
+    import torch
+
+    classes, matrix = report["classes"], torch.tensor(report["matrix"], dtype=torch.float64)
+    side = max(5.0, 0.55 * len(classes) + 2)
+    with png_figure(path, replace=replace, figsize=(side, side)) as (figure, axis):
+        _draw_matrix(figure, axis, classes, matrix, report)
+
+
+def _draw_matrix(figure, axis, classes: list[str], matrix, report: dict) -> None:
+    image = axis.imshow(matrix.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(classes) <= 30:
+        threshold = matrix.max().item() / 2
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = matrix[i, j].item()
+                text = f"{value:.2f}" if report["normalized"] else f"{int(value)}"
+                axis.text(j, i, text, ha="center", va="center", fontsize=8,
+                          color="white" if value > threshold else "black")
+    axis.set_title(f"{report['dataset']} ({report['split']}, n={report['n']})")

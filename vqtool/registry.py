@@ -1,9 +1,9 @@
-"""The model and dataset registries.
+"""The model, dataset and task registries.
 
-Both are plain dictionaries filled by decorators. Built-ins register when
+All are plain dictionaries filled by decorators. Built-ins register when
 their modules are imported; third-party packages register the same way from a
-module named by an entry point (groups ``vqtool.models`` and
-``vqtool.datasets``). Families (every torchvision or timm architecture) are
+module named by an entry point (groups ``vqtool.models``,
+``vqtool.datasets`` and ``vqtool.tasks``). Families (every torchvision or timm architecture) are
 resolved by name on demand rather than enumerated up front.
 """
 
@@ -24,6 +24,8 @@ from vqtool.errors import VQError, VQWarning, suggest
 BUILTIN_MODULES = {
     "datasets": ("vqtool.data.sources", "vqtool.data.label_files", "vqtool.detection.data"),
     "models": ("vqtool.models.small", "vqtool.models.torchvision_family", "vqtool.models.timm_family"),
+    # a task module registers one Task and imports no torch (commands check their options before it loads)
+    "tasks": ("vqtool.classification.task", "vqtool.detection.task", "vqtool.multilabel.task"),
 }
 
 
@@ -76,6 +78,7 @@ class DatasetSource:
 _MODELS: dict[str, ModelEntry] = {}
 _FAMILIES: dict[str, ModelFamily] = {}
 _DATASETS: dict[str, DatasetSource] = {}
+_TASKS: dict[str, "Task"] = {}
 _PLUGINS: dict[str, dict] = {}
 _loaded: set[str] = set()  # the registries ("models", "datasets") whose built-ins and plugins are imported
 
@@ -143,7 +146,8 @@ def _distributions() -> dict[str, list[str]]:
 
 
 def _plugin(dist: str) -> dict:
-    return _PLUGINS.setdefault(dist, {"version": _dist_version(dist), "models": [], "datasets": [], "error": None})
+    return _PLUGINS.setdefault(dist, {"version": _dist_version(dist), "models": [], "datasets": [], "tasks": [],
+                                      "error": None})
 
 
 def load_all() -> None:
@@ -244,3 +248,105 @@ def get_dataset_source(spec: str) -> DatasetSource:
     if os.path.exists(spec):
         raise VQError(f"{spec}: not a dataset vqtool can read (expected a folder of class folders)", usage=True)
     raise VQError(f"no dataset or path named {spec!r}{suggest(spec, named)}; see 'vqtool datasets'", usage=True)
+
+
+# --- tasks ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """What a command asks of a task: its targets, every option it was given (``params``, by Click parameter
+    name, a --recipe's values filled in), those typed on the command line (``typed``), and the reporter."""
+
+    command: str  # train, finetune, eval, confusion
+    target: str | None = None  # the checkpoint or weights (eval, confusion)
+    dataset: str | None = None
+    params: dict = field(default_factory=dict)
+    typed: dict = field(default_factory=dict)
+    defaulted: frozenset = frozenset()  # the options left at their Click default (not typed, no --config)
+    data: object = None  # vqtool.data.DataOptions
+    tracking: object = None  # vqtool.runs.tracking.TrackingOptions
+    reporter: object = None
+
+
+class Task:
+    """One task (classification, detection, multilabel ...): the data, models and checkpoints it owns, and its
+    entry points. A task package registers one subclass with :func:`register_task`; ``vqtool.tasks`` picks the
+    task of a command's targets and calls it, so commands never name a task. A task module imports no torch.
+
+    Entry points return plain documents; ``view`` turns a report into what a command prints (a table and
+    lines), so printing stays in the commands without knowing the task.
+    """
+
+    name = "task"
+    default = False  # the task of targets that no task owns (classification)
+    order = 100  # asked in this order whether they own a target (a multilabel export before a detector's .onnx)
+    options: frozenset = frozenset()  # the training options it takes (Click parameter names); see takes()
+    selected_by: frozenset = frozenset()  # options whose typing chooses this task (multilabel's --labels-from)
+    config = None  # a dataclass of the train/finetune options only this task has; its fields make the Click options
+
+    def owns(self, target: str) -> bool:
+        """Whether ``target`` (a dataset, weights, a checkpoint or an export) is this task's."""
+        return False
+
+    def takes(self, command: str) -> frozenset:
+        """The training options of `command` this task understands; typed ones it does not are a usage error."""
+        return self.options
+
+    def _unsupported(self, what: str):
+        return VQError(f"{what} is not available for {self.name} models", usage=True)
+
+    def train(self, request: Request) -> dict:
+        raise self._unsupported("training")
+
+    def finetune(self, request: Request) -> dict:
+        raise self._unsupported("fine-tuning")
+
+    def evaluate(self, request: Request) -> dict:
+        raise self._unsupported("evaluation")
+
+    def confusion(self, request: Request) -> dict:
+        raise self._unsupported("confusion")
+
+    def predict(self, sources, weights: str, options):
+        """(stream of records and Failures, class names)."""
+        raise self._unsupported("predict")
+
+    def export(self, checkpoint: str, options, reporter) -> dict:
+        raise self._unsupported("export")
+
+    def view(self, report: dict) -> dict:
+        """What a command prints of an eval or confusion report: ``{"table": {"headers", "rows", "title"},
+        "lines": [...]}`` (both optional)."""
+        return {}
+
+    def predict_output(self, classes: list[str], options) -> dict:
+        """How predict prints the records of ``options`` (a PredictOptions): ``{"csv": [columns], "csv_values":
+        fn(record) -> list, "table_header": str, "table_row": fn(record) -> str, "summary": an object with
+        add(record), failed and lines(seconds)}``."""
+        raise self._unsupported("predict")
+
+
+def register_task(name: str):
+    """Class decorator: registers one instance of a :class:`Task` subclass under ``name``."""
+
+    def decorate(cls):
+        source = _record(cls.__module__, "tasks", name)
+        _warn_if_shadowing(_TASKS, "task", name, source)
+        task = cls()
+        task.name, task.source = name, source
+        _TASKS[name] = task
+        return cls
+
+    return decorate
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (a test's toy task, when the test ends)."""
+    _TASKS.pop(name, None)
+
+
+def registered_tasks() -> dict[str, Task]:
+    """Every task by name, in the order they are asked whether they own a target."""
+    load("tasks")
+    return dict(sorted(_TASKS.items(), key=lambda item: item[1].order))

@@ -1,43 +1,96 @@
-"""Which task a command's target belongs to: the one place that tells a classifier from a detector.
+"""Which task a command's targets belong to, and the one dispatch to it.
 
-Commands that serve several tasks (train, finetune, eval, confusion, export)
-ask :func:`task_of` and hand over to that task's package. A new task is a new
-package and one more case here. Nothing here imports torch or Ultralytics.
+Each task package registers one :class:`vqtool.registry.Task` (classification,
+detection, multilabel, or a plugin's). A command builds a
+:class:`~vqtool.registry.Request` and calls :func:`run`; the task is chosen here,
+once: ``--task`` when given, else the one task that takes a typed training option
+that selects it (``--labels-from`` selects multilabel), else the first task
+that owns a target (weights, a run folder, an export, a dataset), else the
+default task (classification). Typed training options the chosen task does not
+take are one usage error. Nothing here imports torch or Ultralytics.
 """
 
 from __future__ import annotations
 
+from vqtool.errors import VQError, suggest
+from vqtool.registry import Request, Task, registered_tasks
+
 CLASSIFICATION = "classification"
-DETECTION = "detection"
+
+
+def get_task(name: str) -> Task:
+    tasks = registered_tasks()
+    if name not in tasks:
+        raise VQError(f"unknown task {name!r}{suggest(name, list(tasks))}; choose from {', '.join(tasks)}",
+                      usage=True)
+    return tasks[name]
+
+
+def task_for(*targets, typed: dict | None = None) -> Task:
+    """The task of a command's targets (None entries are skipped) and typed options (see the module)."""
+    tasks, typed = registered_tasks(), typed or {}
+    if typed.get("task"):
+        return get_task(typed["task"])
+    chosen = [task for task in tasks.values() if task.selected_by & set(typed)]
+    if len(chosen) == 1:
+        return chosen[0]
+    specs = [str(target) for target in targets if target]
+    for task in tasks.values():
+        if any(task.owns(spec) for spec in specs):
+            return task
+    return next(task for task in tasks.values() if task.default)
 
 
 def task_of(*targets) -> str:
-    """The task of a command's targets (weights, run folders, data.yaml files, datasets); None entries are skipped.
-
-    YOLO weights, a detector run folder or a detection dataset make it
-    detection; everything else (vqtool checkpoints, exported classifiers,
-    class folders, the classics) classification.
-    """
-    return DETECTION if any(_is_detection_target(str(t)) for t in targets if t) else CLASSIFICATION
+    """The name of the task of a command's targets (weights, run folders, data.yaml files, datasets)."""
+    return task_for(*targets).name
 
 
-def _is_detection_target(spec: str) -> bool:
-    from vqtool.classification.export_metadata import is_exported_classifier
-    from vqtool.detection.weights import looks_like_weights
-    from vqtool.registry import dataset_sources
+def _all_options(command: str) -> frozenset:
+    return frozenset().union(*(task.takes(command) for task in registered_tasks().values()))
 
-    if is_exported_classifier(spec):  # a .onnx or .pt from vqtool export: a classifier despite the suffix
-        return False
-    return looks_like_weights(spec) or any(
-        source.task == DETECTION and source.matches is not None and source.matches(spec)
-        for source in dataset_sources().values())
+
+def check_options(task: Task, command: str, typed: dict) -> None:
+    """Typed training options the task does not take: one usage error naming them all."""
+    refused = [name for name in typed if name in _all_options(command) and name not in task.takes(command)]
+    if refused:
+        names = [f"--{name.removesuffix('_name').replace('_', '-')}" for name in refused]
+        verb = "does" if len(names) == 1 else "do"
+        raise VQError(f"{', '.join(names)} {verb} not apply to {task.name} models", usage=True)
+
+
+def run(request: Request) -> tuple[Task, dict]:
+    """The command's entry point of the task of the request's targets: (the task, what it returned)."""
+    task = task_for(request.target, request.dataset, request.params.get("resume"), typed=request.typed)
+    check_options(task, request.command, request.typed)
+    return task, getattr(task, ENTRY_POINTS[request.command])(request)
+
+
+ENTRY_POINTS = {"train": "train", "finetune": "finetune", "eval": "evaluate", "confusion": "confusion"}
+
+
+def export(checkpoint: str, options, reporter) -> dict:
+    """Export a checkpoint or weights of any task; the summary ``vqtool export`` prints."""
+    from vqtool.classification.export_metadata import is_exported
+
+    if is_exported(checkpoint):  # model.onnx beside model.json would otherwise pass for a checkpoint
+        raise VQError(f"{checkpoint}: already an exported model; export the checkpoint or weights it came from",
+                      usage=True)
+    return task_for(checkpoint).export(checkpoint, options, reporter)
+
+
+def predict(sources, weights: str, options):
+    """Predict ``sources`` with a model of any task: (the stream of records and Failures, the task, the class
+    names)."""
+    task = task_for(weights)
+    stream, classes = task.predict(sources, weights, options)
+    return stream, task, classes
 
 
 def is_classifier(spec: str) -> bool:
     """A vqtool classification checkpoint (run folder, model.safetensors, model.json) or an exported classifier."""
     from vqtool.classification.checkpoint_files import resolve_checkpoint
     from vqtool.classification.export_metadata import is_exported_classifier
-    from vqtool.errors import VQError
 
     if is_exported_classifier(spec):
         return True
@@ -50,58 +103,5 @@ def is_classifier(spec: str) -> bool:
 
 def require_detector(weights: str) -> None:
     """A usage error, in one line, when ``weights`` given where a detector is needed hold a classifier."""
-    from vqtool.errors import VQError
-
     if is_classifier(weights):
         raise VQError(f"{weights}: a classifier, not a detector; classify images with `vqtool predict`", usage=True)
-
-
-def export(checkpoint: str, options, reporter) -> dict:
-    """Export a classification checkpoint or YOLO weights; the summary ``vqtool export`` prints."""
-    from vqtool.classification.export_metadata import is_exported
-    from vqtool.errors import VQError
-
-    if is_exported(checkpoint):  # model.onnx beside model.json would otherwise pass for a checkpoint
-        raise VQError(f"{checkpoint}: already an exported model; export the checkpoint or weights it came from",
-                      usage=True)
-    if task_of(checkpoint) == DETECTION:
-        from vqtool.detection.export import export_detector
-
-        if options.int8:
-            raise VQError(f"--int8 quantizes classifiers; {checkpoint} is a YOLO detector: use Ultralytics' own int8 "
-                          f"export (yolo export model={checkpoint} format=openvino int8=True data=DATA.yaml)",
-                          usage=True)
-        return export_detector(checkpoint, options, reporter)
-    from vqtool.classification.checkpoint_files import check_model_path
-    from vqtool.classification.export_metadata import check_options
-
-    check_options(options)  # usage errors before torch loads
-    check_model_path(checkpoint)
-    from vqtool.classification.export import export_classifier
-
-    return export_classifier(checkpoint, options, reporter)
-
-
-def predict(sources, weights: str, options):
-    """Classify ``sources`` with a classifier of any kind: (the stream of records and Failures, the class names)."""
-    from vqtool.classification.predict import predict as classify
-
-    classifier = classifier_for_predict(weights)
-    return classify(sources, classifier, options), classifier.classes
-
-
-def classifier_for_predict(weights: str):
-    """A vqtool checkpoint or export, or Ultralytics classification weights; a detector is told to use detect."""
-    from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import load_classifier
-
-    if task_of(weights) != DETECTION:
-        return load_classifier(weights)
-    from vqtool.data.pipeline import Preprocess
-    from vqtool.detection.classify import load_yolo_classifier
-
-    yolo = load_yolo_classifier(weights)
-    # Ultralytics' classify_transforms: shorter side to imgsz, centre crop, [0, 1] pixels (mean 0, std 1).
-    preprocess = Preprocess(size=yolo.imgsz, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return Classifier(yolo.module, yolo.classes, preprocess,
-                      {"architecture": "ultralytics", "dataset": {"source": "Ultralytics", "flips": yolo.flips}})

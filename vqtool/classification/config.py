@@ -115,6 +115,10 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs:
     return None, False
 
 
+# `finetune`'s own defaults: a pretrained model, and a few hundred images are enough steps for the head.
+FINETUNE_DEFAULTS = TrainConfig(model="resnet18", epochs=5, batch_size=32, lr=3e-3)
+
+
 @dataclass
 class FinetuneOptions:
     """What `finetune` adds to the training options; stored in args.json for --resume."""

@@ -19,31 +19,6 @@ def confusion_report(evaluation: Evaluation, top: int = 5, normalize: bool = Fal
             **confusion_document(counts, classes, top=top, normalize=normalize)}
 
 
-def plot_confusion(report: dict, path: Path, *, replace: bool = False) -> None:
-    classes, matrix = report["classes"], torch.tensor(report["matrix"], dtype=torch.float64)
-    side = max(5.0, 0.55 * len(classes) + 2)
-    with png_figure(path, replace=replace, figsize=(side, side)) as (figure, axis):
-        _draw_matrix(figure, axis, classes, matrix, report)
-
-
-def _draw_matrix(figure, axis, classes: list[str], matrix: torch.Tensor, report: dict) -> None:
-    image = axis.imshow(matrix.numpy(), cmap="Blues")
-    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    if len(classes) <= 30:
-        threshold = matrix.max().item() / 2
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                value = matrix[i, j].item()
-                text = f"{value:.2f}" if report["normalized"] else f"{int(value)}"
-                axis.text(j, i, text, ha="center", va="center", fontsize=8,
-                          color="white" if value > threshold else "black")
-    axis.set_title(f"{report['dataset']} ({report['split']}, n={report['n']})")
-
-
 def plot_misclassified(evaluation: Evaluation, path: Path, limit: int = 25, *, replace: bool = False) -> int:
     """A grid of up to ``limit`` misclassified images (most confident mistakes first); returns how many."""
     classes = evaluation.classifier.classes

@@ -50,8 +50,10 @@ class Float32Interface(torch.nn.Module):
         return self.model(x.half()).float()
 
 
-def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> dict:
-    """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints."""
+def export_classifier(spec: str, options: ExportOptions, reporter: Reporter, held_out=None) -> dict:
+    """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints.
+    ``held_out(checkpoint, preprocess, dataset_spec)`` finds real images to verify with (see
+    :func:`~vqtool.classification.verify.held_out_split`, the default)."""
     check_options(options)
     for module, purpose in packages_needed(options):  # before the minutes of calibration, not after
         require(module, purpose)
@@ -72,13 +74,13 @@ def export_classifier(spec: str, options: ExportOptions, reporter: Reporter) -> 
         calibration = calibration_images(checkpoint, preprocess, options, reporter)
     output.parent.mkdir(parents=True, exist_ok=True)
     WRITERS[options.format](model, example, output, document, options, calibration)
-    summary = {"file": str(output), "format": options.format, "task": "classification",
+    summary = {"file": str(output), "format": options.format, "task": checkpoint.meta.get("task", "classification"),
                "architecture": checkpoint.meta["architecture"], "classes": len(checkpoint.classes),
                "imgsz": preprocess.size, "batch": batch or "dynamic", "precision": precision,
                "size_mb": round(size_of(output) / 1e6, 2), "seconds": round(time.perf_counter() - started, 2)}
     reporter.log(f"wrote {output} ({summary['size_mb']} MB, {options.format} {precision}, batch {summary['batch']})")
     if options.verify:
-        summary.update(verify(checkpoint, preprocess, output, options, reporter))
+        summary.update(verify(checkpoint, preprocess, output, options, reporter, held_out))
     return summary
 
 
@@ -92,10 +94,10 @@ def packages_needed(options: ExportOptions) -> list[tuple[str, str]]:
     return needed
 
 
-def verify(checkpoint, preprocess, output: Path, options: ExportOptions, reporter: Reporter) -> dict:
+def verify(checkpoint, preprocess, output: Path, options: ExportOptions, reporter: Reporter, held_out=None) -> dict:
     """Logits compared within --tolerance; an int8 export, whose logits move by design, by held-out accuracy."""
     if not options.int8:
-        return verify_classifier(checkpoint, preprocess, output, options, reporter)
+        return verify_classifier(checkpoint, preprocess, output, options, reporter, held_out)
     from vqtool.classification.exported import load_exported
     from vqtool.classification.quantize import judge_int8
 

@@ -39,6 +39,9 @@ IR_FILES = ("model.xml", "model.bin")
 SUFFIXES = {"onnx": (".onnx",), "torchscript": TORCHSCRIPT_SUFFIXES,  # eval and confusion pick the runtime by suffix
             "openvino": (OPENVINO_SUFFIX,)}
 INT8_FORMATS = ("onnx", "openvino")
+# The tasks whose models map images to one logit per class: what an export holds and eval loads. A
+# multi-label export adds the per-label thresholds chosen on val.
+LOGIT_TASKS = ("classification", "multilabel")
 
 
 def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, precision: str, exported_as: str) -> dict:
@@ -50,7 +53,8 @@ def describe(checkpoint_meta: dict, preprocess: dict, *, batch: int | None, prec
         "vqtool_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "exported_as": exported_as,
-        "task": "classification",
+        "task": checkpoint_meta.get("task", "classification"),
+        **({"thresholds": checkpoint_meta["thresholds"]} if "thresholds" in checkpoint_meta else {}),
         "architecture": checkpoint_meta["architecture"],
         "classes": checkpoint_meta["classes"],
         "preprocess": preprocess,
@@ -110,7 +114,7 @@ def checked_metadata(path: str | Path) -> dict:
         raise VQError(f"{path}: not a model exported by vqtool export (no '{ONNX_KEY}' metadata)", usage=True)
     if document.get("format_version", 0) > FORMAT_VERSION:
         raise VQError(f"{path}: exported by a newer vqtool ({document.get('vqtool_version')}); upgrade vqtool")
-    if document.get("task") != "classification":
+    if document.get("task") not in LOGIT_TASKS:
         raise VQError(f"{path}: a {document.get('task')} model; eval and confusion take classifiers", usage=True)
     check_digests(path, document)
     return document

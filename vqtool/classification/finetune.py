@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vqtool.data import DataOptions, Dataset, load_dataset
+from vqtool.data import DataOptions, Dataset
 from vqtool.data.pipeline import Preprocess
 from vqtool.compute.device import resolve_device
 from vqtool.classification.features import FeatureInputs, Wanted, features_of
@@ -25,6 +25,7 @@ from vqtool.classification.checkpoint import read_meta
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.ema import checkpoint_meta
 from vqtool.classification.loop import fit
+from vqtool.classification.objective import SINGLE_LABEL
 from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits,
                                          refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
@@ -55,12 +56,12 @@ class Setup:
 
 
 def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions,
-            reporter: Reporter) -> Setup:
-    """Load the data and the pretrained model, put the new head on, freeze."""
+            reporter: Reporter, objective=SINGLE_LABEL) -> Setup:
+    """Load the data (``objective.load``) and the pretrained model, put the new head on, freeze."""
     config.check()
     freeze = tune.check(config)
     distributed.join(resolve_device(config.device))
-    dataset = load_dataset(dataset_spec, data)
+    dataset = objective.load(dataset_spec, data)
     torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces
     pretrained = pretrained_classifier(config.model, tune.weights, len(dataset.classes), tune.head,
                                        allow_partial=tune.allow_partial_weights)
@@ -74,27 +75,31 @@ def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: Fine
 
 
 def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
-                 reporter: Reporter, out_dir: str | None = None, tracking: TrackingOptions | None = None) -> dict:
+                 reporter: Reporter, out_dir: str | None = None, tracking: TrackingOptions | None = None,
+                 objective=SINGLE_LABEL) -> dict:
     """Fine-tune, test and save; returns the summary document (the keys of `train`'s, and more)."""
     started = time.perf_counter()
     if tracking:
         tracking.check()
-    setup = set_up(dataset_spec, data, config, tune, reporter)
+    setup = set_up(dataset_spec, data, config, tune, reporter, objective)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("finetune", out_dir, {
-        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune)}))
-    return _train(setup, config, tune, run_dir, reporter, started, resume=None, tracking=tracking)
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune),
+        **objective.record()}))
+    return _train(setup, config, tune, run_dir, reporter, started, resume=None, tracking=tracking,
+                  objective=objective)
 
 
 def resume_finetune(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
-                    tracking: TrackingOptions | None = None) -> dict:
+                    tracking: TrackingOptions | None = None, objective=SINGLE_LABEL) -> dict:
     """Continue an interrupted fine-tuning run from its last completed epoch (and the trackers it was logged to)."""
     started = time.perf_counter()
     recorded, config, state = resumable(run_dir, "finetune", epochs)
     check_resumed(tracking, Path(run_dir))
     tune = FinetuneOptions.from_dict(recorded["finetune"])
-    setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter)
+    setup = set_up(recorded["dataset"], DataOptions(**recorded["data"]), config, tune, reporter, objective)
     reporter.log(resuming(run_dir, state, config))
-    return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state, tracking=tracking)
+    return _train(setup, config, tune, Path(run_dir), reporter, started, resume=state, tracking=tracking,
+                  objective=objective)
 
 
 def lr_find_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions, *,
@@ -141,8 +146,8 @@ def _trainable(setup: Setup, config: TrainConfig, tune: FinetuneOptions, reporte
 
 
 def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Path, reporter: Reporter, started: float,
-           resume: ResumeState | None, tracking: TrackingOptions | None) -> dict:
-    meta = {"task": "classification", "architecture": config.model, "num_classes": len(setup.dataset.classes),
+           resume: ResumeState | None, tracking: TrackingOptions | None, objective=SINGLE_LABEL) -> dict:
+    meta = {"task": objective.task, "architecture": config.model, "num_classes": len(setup.dataset.classes),
             "in_channels": setup.preprocess.channels, "classes": setup.dataset.classes,
             "preprocess": setup.preprocess.to_dict(), "dataset": setup.dataset.record(), "train_args": asdict(config),
             "weights": setup.pretrained.source, "finetune": asdict(tune),
@@ -164,8 +169,9 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
     with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs):
         result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
                      param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
-                     classes=setup.dataset.classes)
-        summary = finish(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run, started)
+                     classes=setup.dataset.classes, objective=objective)
+        summary = (objective.finish or finish)(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run,
+                                   started)
     if getattr(inputs, "head_only", False):
         summary.update(cached_throughput(result.history, inputs.backbone_seconds, len(setup.splits["train"])))
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),

@@ -14,7 +14,7 @@ from torch import nn
 from vqtool.classification.config import TrainConfig, make_optimizer
 from vqtool.classification.ema import weights_of
 from vqtool.classification.imbalance import balanced_order
-from vqtool.classification.inference import logits_with
+from vqtool.classification.objective import SINGLE_LABEL
 from vqtool.classification.schedule import Schedule
 from vqtool.classification.steps import TrainStep, make_train_step, prepare_network
 from vqtool.classification.training_run import ResumeState, TrainingRun
@@ -60,6 +60,7 @@ class Trainer:
     drop_last: bool
     step: TrainStep  # what each batch does (loss, backward, optimizer step, EMA)
     inputs: object  # ImageInputs or FeatureInputs
+    objective: object = SINGLE_LABEL  # the loss and the metrics (vqtool.classification.objective)
 
     @property
     def generator(self) -> torch.Generator:
@@ -73,7 +74,8 @@ class Trainer:
 
 def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: TrainConfig, *,
         reporter: Reporter, run: TrainingRun | None = None, resume: ResumeState | None = None,
-        param_groups=None, on_epoch_start=None, classes: list[str] | None = None) -> FitResult:
+        param_groups=None, on_epoch_start=None, classes: list[str] | None = None,
+        objective=SINGLE_LABEL) -> FitResult:
     """Train ``model`` on prepared splits; keeps the weights of the best validation epoch.
 
     ``inputs`` turns stored batches into model input (``ImageInputs`` for
@@ -81,10 +83,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     shuffles and augments. ``on_epoch_start(epoch, model, optimizer)`` lets
     callers change what trains (staged unfreezing). Each epoch ends with one
     commit to the run folder, so an interrupted run continues from its last
-    completed epoch. ``classes`` names the labels (for --class-weights FILE).
+    completed epoch. ``classes`` names the labels (for --class-weights FILE). ``objective`` is what is
+    optimised and measured (single-label by default; see :mod:`~vqtool.classification.objective`).
     """
     # Restore: a fresh start, or an interrupted run's weights, optimizer, schedule and random streams.
-    trainer = make_trainer(model, train, inputs, config, param_groups, classes, reporter)
+    trainer = make_trainer(model, train, inputs, config, param_groups, classes, reporter, objective)
     state = ResumeState(planned_epochs=config.epochs)
     if resume:
         state = restore(trainer, resume, config, on_epoch_start, reporter)
@@ -101,7 +104,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
                 trainable = _trainable_ids(model)
         record = run_epoch(trainer, network, train, val, config, epoch, reporter)
         # Record: the best epoch's weights are kept in memory, and in the run folder below.
-        improved = state.add(record, trainer.evaluated, has_val=val is not None, key=selection_metric(config))
+        improved = state.add(record, trainer.evaluated, has_val=val is not None, key=objective.selection(config))
         reporter.log(format_epoch(record, config.epochs, trainer.step.precision.name))
         # Stop: early stopping once val has not improved for --early-stop epochs.
         state.stopped_early = bool(config.early_stop and state.bad_epochs >= config.early_stop)
@@ -145,7 +148,8 @@ def _tell_listener(record: dict, trainer: Trainer, val: Split | None, config: Tr
 
 
 def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, param_groups=None,
-                 classes: list[str] | None = None, reporter: Reporter | None = None) -> Trainer:
+                 classes: list[str] | None = None, reporter: Reporter | None = None,
+                 objective=SINGLE_LABEL) -> Trainer:
     """The optimizer, LR schedule, training step and batches per epoch of a fresh run (random streams seeded)."""
     torch.manual_seed(config.seed)
     model.to(inputs.device, memory_format=torch.channels_last)
@@ -158,8 +162,9 @@ def make_trainer(model: nn.Module, train: Split, inputs, config: TrainConfig, pa
     if distributed.is_distributed():  # each rank augments its images with its own random stream
         inputs.generator.manual_seed(config.seed + distributed.rank())
     classes = classes or [str(i) for i in range(int(train.labels.max()) + 1)]
-    step = make_train_step(model, optimizer, schedule, train, classes, inputs.device, config, reporter or SILENT)
-    return Trainer(model, optimizer, schedule, steps, drop_last, step, inputs)
+    step = make_train_step(model, optimizer, schedule, train, classes, inputs.device, config, reporter or SILENT,
+                           objective)
+    return Trainer(model, optimizer, schedule, steps, drop_last, step, inputs, objective)
 
 
 def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch_start,
@@ -187,12 +192,6 @@ def restore(trainer: Trainer, resume: ResumeState, config: TrainConfig, on_epoch
     return resume
 
 
-def selection_metric(config: TrainConfig) -> str:
-    """The val metric the best epoch (and early stopping) goes by: the class-balanced accuracy when the run
-    weights or balances its classes (it asked for every class to count alike), else the accuracy."""
-    return "val_balanced_top1" if config.balances_classes else "val_top1"
-
-
 def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config: TrainConfig, epoch: int,
               reporter: Reporter) -> dict:
     """Train one epoch, validate, step an epoch-wise schedule; the epoch's metrics record."""
@@ -210,8 +209,8 @@ def run_epoch(trainer: Trainer, network, train: Split, val: Split | None, config
         record["head_seconds"], record["head_images_per_second"] = record.pop("seconds"), record.pop("images_per_second")
     if val is not None:
         with trainer.step.precision.autocast():
-            record["val_loss"], record["val_top1"], record["val_balanced_top1"] = validate(
-                trainer.evaluated, val, trainer.inputs, max(256, config.batch_size))
+            record.update(trainer.objective.validate(trainer.evaluated, val, trainer.inputs,
+                                                     max(256, config.batch_size)))
         if not math.isfinite(record["val_loss"]):
             raise VQError(f"training diverged at epoch {epoch}: val loss is {record['val_loss']} (train loss "
                           f"{train_loss:.4g}); try a lower --lr")
@@ -247,39 +246,21 @@ def _train_epoch(trainer: Trainer, network, epoch_batches, reporter: Reporter, d
     """(mean loss, accuracy) over the epoch's training batches, of every rank."""
     set_train_mode(network)
     device = trainer.inputs.device
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, images, correct, answers
     trainer.step.start_epoch(trainer.generator)
     with reporter.progress(description, trainer.steps) as advance:
         for index, (stored, labels) in enumerate(epoch_batches):
             x = trainer.inputs.train(stored)
             loss, logits, y = trainer.step(network, x, labels.to(device, non_blocking=True), index, trainer.steps)
-            sums += torch.stack([loss.detach().double() * len(y), (logits.detach().argmax(1) == y).sum().double(),
-                                 torch.tensor(len(y), device=device, dtype=torch.float64)])
+            correct, answers = trainer.objective.correct(logits.detach(), y)  # a multi-label image: one per label
+            sums += torch.stack([loss.detach().double() * len(y), torch.tensor(len(y), device=device,
+                                 dtype=torch.float64), correct, torch.tensor(answers, device=device,
+                                                                              dtype=torch.float64)])
             advance()
-    loss_sum, correct, seen = distributed.total(sums).tolist()
+    loss_sum, seen, correct, answers = distributed.total(sums).tolist()
     if not math.isfinite(loss_sum):
         raise VQError("training diverged (loss is not finite); try a lower --lr")
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
-
-
-def validate(model: nn.Module, val: Split, inputs, batch_size: int) -> tuple[float, float, float]:
-    """(loss, top-1 accuracy, class-balanced accuracy: the mean of the recalls of the classes val has) over the
-    whole val split; with several ranks each scores a share, then sums."""
-    classes = int(val.labels.max()) + 1 if len(val) else 1  # of the whole split: every rank sums as many counts
-    if distributed.is_distributed():
-        val = val.subset(torch.arange(distributed.rank(), len(val), distributed.world_size()))
-    sums = torch.zeros(3 + 2 * classes, dtype=torch.float64)  # loss sum, correct, seen; per class: seen, correct
-    if len(val):
-        logits = logits_with(model, val, inputs.eval, batch_size)
-        hits = logits.argmax(1) == val.labels
-        sums[:3] = torch.tensor([nn.functional.cross_entropy(logits, val.labels, reduction="sum").item(),
-                                 hits.sum().item(), len(val)], dtype=torch.float64)
-        sums[3:] = torch.cat([torch.bincount(val.labels, minlength=classes),
-                              torch.bincount(val.labels[hits], minlength=classes)]).double()
-    totals = distributed.total(sums.to(inputs.device)).cpu()
-    loss_sum, correct, count = totals[:3].tolist()
-    seen, recalled = totals[3:3 + classes], totals[3 + classes:]
-    return loss_sum / count, correct / count, (recalled[seen > 0] / seen[seen > 0]).mean().item()
+    return loss_sum / max(seen, 1), correct / max(answers, 1)
 
 
 def format_epoch(record: dict, epochs: int, precision: str = "fp32") -> str:

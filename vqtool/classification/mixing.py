@@ -19,13 +19,15 @@ from vqtool.classification.config import TrainConfig
 class BatchMixer:
     """Mixes a normalised float batch and returns its soft targets (N x classes, rows summing to one)."""
 
-    def __init__(self, config: TrainConfig, num_classes: int):
+    def __init__(self, config: TrainConfig, num_classes: int, multi_label: bool = False):
+        """``multi_label``: the labels are multi-hot rows (N x classes), mixed as they are."""
         from timm.data import Mixup
 
         self.num_classes = num_classes
         self.smoothing = config.label_smoothing
+        self.multi_label = multi_label
         self.mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, switch_prob=config.mix_switch_prob,
-                           label_smoothing=config.label_smoothing, num_classes=num_classes)
+                           label_smoothing=config.label_smoothing, num_classes=num_classes, multi_label=multi_label)
 
     def reseed(self, generator: torch.Generator) -> None:
         """timm draws its mixing weights from NumPy's global generator: seeding it from the run's own stream at
@@ -38,11 +40,11 @@ class BatchMixer:
 
         even = len(x) - len(x) % 2
         if even == 0:
-            return x, mixup_target(labels, self.num_classes, 1.0, self.smoothing)
+            return x, mixup_target(labels, self.num_classes, 1.0, self.smoothing, self.multi_label)
         mixed, targets = self.mixup(x[:even], labels[:even])
         if even == len(x):
             return mixed, targets
-        rest = mixup_target(labels[even:], self.num_classes, 1.0, self.smoothing)
+        rest = mixup_target(labels[even:], self.num_classes, 1.0, self.smoothing, self.multi_label)
         return torch.cat([mixed, x[even:]]), torch.cat([targets, rest])
 
 

@@ -49,16 +49,30 @@ class PredictOptions:
     cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
     cam_layer: str | None = None
     amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
+    threshold: float | None = None  # multi-label models: one threshold for every label instead of their own
 
 
-def predict(sources: Iterable[str], classifier: Classifier, options: PredictOptions) -> Iterator[dict | Failure]:
-    """Load and check everything now, before the first image; returns the stream of records and Failures."""
+def predict(sources: Iterable[str], classifier: Classifier, options: PredictOptions, *, activation: str = "softmax",
+            records=None) -> Iterator[dict | Failure]:
+    """Load and check everything now, before the first image; returns the stream of records and Failures.
+
+    ``activation`` turns logits into scores (softmax, or sigmoid for multi-label models); ``records(scores,
+    frames)`` makes the batch's records (default: each image's top-k classes).
+    """
     sources = list(sources)
     if options.tta:
         check_flips_allowed(classifier)
-    probabilities = Probabilities(classifier, options.device, options.tta, options.amp)
+    probabilities = Probabilities(classifier, options.device, options.tta, options.amp, activation)
     after = _after_each_batch(sources, classifier, probabilities.device, options)
-    return _stream(sources, classifier, probabilities, after, options)
+    return _stream(sources, classifier, probabilities, after, options, records or _top_k_records(classifier, options))
+
+
+def _top_k_records(classifier: Classifier, options: PredictOptions):
+    def records(scores: torch.Tensor, frames: list[Frame]) -> list[dict]:
+        top = ranked(scores, classifier.classes, options.top_k)
+        return [image_record(f.input.path, f.index, f.image[1], t) for f, t in zip(frames, top)]
+
+    return records
 
 
 def _after_each_batch(sources: list[str], classifier: Classifier, device, options: PredictOptions) -> list:
@@ -110,9 +124,9 @@ def check_flips_allowed(classifier: Classifier) -> None:
 
 
 class Probabilities:
-    """uint8 batch -> softmax probabilities (N×K, float32 on the CPU), as ``eval`` feeds the model."""
+    """uint8 batch -> softmax (or sigmoid) probabilities (N×K, float32 on the CPU), as ``eval`` feeds the model."""
 
-    def __init__(self, classifier: Classifier, device: str, tta: bool, amp: str = "auto"):
+    def __init__(self, classifier: Classifier, device: str, tta: bool, amp: str = "auto", activation: str = "softmax"):
         self.model = classifier.model
         self.amp = amp if isinstance(self.model, torch.nn.Module) else "off"  # an export runs as it was exported
         self.device = resolve_device(device) if isinstance(self.model, torch.nn.Module) else torch.device("cpu")
@@ -122,21 +136,22 @@ class Probabilities:
                                     channels_last=isinstance(self.model, torch.nn.Module))
         self.tta = tta
         self.classes = len(classifier.classes)
+        self.activate = (lambda logits: logits.softmax(1)) if activation == "softmax" else torch.sigmoid
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = self.normalize(images)
         with inference_autocast(self.device, self.amp):
-            probabilities = self.model(x).float().softmax(1)
+            probabilities = self.activate(self.model(x).float())
             if self.tta:
-                probabilities = (probabilities + self.model(x.flip(-1)).float().softmax(1)) / 2
+                probabilities = (probabilities + self.activate(self.model(x.flip(-1)).float())) / 2
         if probabilities.ndim != 2 or probabilities.shape[1] != self.classes:
             raise VQError(f"the model gives {tuple(probabilities.shape)} scores per batch but names {self.classes} "
                           f"classes; its weights and class names do not belong together")
         return probabilities.cpu()
 
 
-def _stream(sources, classifier, probabilities, after, options) -> Iterator[dict | Failure]:
+def _stream(sources, classifier, probabilities, after, options, records_of) -> Iterator[dict | Failure]:
     workers = options.workers or min(8, (os.cpu_count() or 1) * 2)
     ahead = BATCHES_AHEAD * options.batch_size
     with pillow_limits(), ThreadPoolExecutor(workers) as pool:
@@ -145,9 +160,7 @@ def _stream(sources, classifier, probabilities, after, options) -> Iterator[dict
             frames = [item for item in batch if isinstance(item, Frame)]
             records = []
             if frames:
-                top = ranked(probabilities(stack_images([f.image[0] for f in frames])), classifier.classes,
-                             options.top_k)
-                records = [image_record(f.input.path, f.index, f.image[1], t) for f, t in zip(frames, top)]
+                records = records_of(probabilities(stack_images([f.image[0] for f in frames])), frames)
                 for step in after:
                     step(frames, records)
             in_order = iter(records)

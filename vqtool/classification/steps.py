@@ -17,8 +17,8 @@ from torch import nn
 
 from vqtool.classification.config import TrainConfig
 from vqtool.classification.ema import WeightAverage
-from vqtool.classification.imbalance import class_weights
 from vqtool.classification.mixing import BatchMixer, dominant_label
+from vqtool.classification.objective import SINGLE_LABEL
 from vqtool.classification.schedule import Schedule
 from vqtool.compute.precision import Precision, amp_choice
 from vqtool.data import Split
@@ -39,6 +39,7 @@ class TrainStep:
     mixer: BatchMixer | None = None
     average: WeightAverage | None = None
     reporter: Reporter | None = None  # set to log the first step's cost (torch.compile compiles then)
+    scored: object = dominant_label  # targets -> what training accuracy is measured against
 
     def start_epoch(self, generator: torch.Generator) -> None:
         if self.mixer:
@@ -64,7 +65,7 @@ class TrainStep:
             self._optimizer_step()
         if self.reporter is not None:
             self._log_first_step(started)
-        return loss.detach(), logits.detach(), dominant_label(targets)
+        return loss.detach(), logits.detach(), self.scored(targets)
 
     def _optimizer_step(self) -> None:
         self.precision.unscale(self.optimizer)
@@ -97,20 +98,19 @@ class TrainStep:
 
 
 def make_train_step(model: nn.Module, optimizer, schedule: Schedule, train: Split, classes: list[str],
-                    device: torch.device, config: TrainConfig, reporter: Reporter) -> TrainStep:
-    """The training step ``config`` asks for (the model is already on ``device``); logs what is on."""
+                    device: torch.device, config: TrainConfig, reporter: Reporter,
+                    objective=SINGLE_LABEL) -> TrainStep:
+    """The training step ``config`` asks for (the model is already on ``device``); logs what is on. The
+    ``objective`` (:mod:`~vqtool.classification.objective`) gives the loss, the mixer and what accuracy scores."""
     amp = amp_choice(config.amp, device)
     if amp.warning:
         reporter.warn(amp.warning)
     reporter.log(amp.line())
-    weights = class_weights(config.class_weights, train.labels, classes)
-    # mixed targets carry the label smoothing themselves (timm's Mixup smooths them)
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
-                                  label_smoothing=0.0 if config.mixes else config.label_smoothing)
+    loss_fn, weights = objective.loss(config, train, classes, device)
     step = TrainStep(model, optimizer, schedule, loss_fn, Precision(amp.dtype, device), config.accumulate,
-                     config.clip_grad, BatchMixer(config, len(classes)) if config.mixes else None,
+                     config.clip_grad, objective.mixer(config, classes),
                      WeightAverage(model, config.ema) if config.ema else None,
-                     reporter if config.compile else None)
+                     reporter if config.compile else None, objective.scored)
     for line in describe(config, step, weights, classes):
         reporter.log(line)
     return step

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from vqtool.classification.classifier import Classifier
-from vqtool.classification.confusion import plot_confusion, plot_misclassified
+from vqtool.classification.confusion import plot_misclassified
+from vqtool.plots import plot_confusion
 from vqtool.classification.evaluate import Evaluation
 from vqtool.classification.inference import logits_of
 from vqtool.classification.training_run import ResumeState, TrainingRun

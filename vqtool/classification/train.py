@@ -22,11 +22,12 @@ from vqtool.classification.hints import diagnose
 from vqtool.classification.imbalance import imbalance_hint
 from vqtool.classification.inference import logits_of
 from vqtool.classification.loop import FitResult, fit
+from vqtool.classification.objective import SINGLE_LABEL
 from vqtool.classification.tracking import final_figures, finish_run, start_run
 from vqtool.classification.training_run import ResumeState, TrainingRun, training_status
 from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
-from vqtool.data import DataOptions, Dataset, Split, load_dataset
+from vqtool.data import DataOptions, Dataset, Split
 from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split, pixel_stats
 from vqtool.data.digests import leak_hint
 from vqtool.data.store import remembered
@@ -63,7 +64,8 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
         split = dataset.split(name) if name == "train" else getattr(dataset, name)  # no train split: one line
         if split is not None:
             prepared[name] = decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers,
-                                          name=name, classes=dataset.classes, every_class=name == "train",
+                                          name=name, classes=dataset.classes if split.labels.ndim == 1 else None,
+                                          every_class=name == "train",
                                           store=data.cache_store)
     if hint := leak_hint(prepared, dataset.spec.get("path", dataset.name)):
         reporter.warn(hint)
@@ -71,8 +73,10 @@ def prepare_splits(dataset: Dataset, preprocess: Preprocess, data: DataOptions, 
 
 
 def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, reporter: Reporter,
-              out_dir: str | None = None, lr_find: bool = False, tracking: TrackingOptions | None = None) -> dict:
-    """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``)."""
+              out_dir: str | None = None, lr_find: bool = False, tracking: TrackingOptions | None = None,
+              objective=SINGLE_LABEL) -> dict:
+    """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``).
+    ``objective``: what is trained for (:mod:`~vqtool.classification.objective`)."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
@@ -82,7 +86,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     if lr_find:
         refuse_distributed_lr_find()
     distributed.join(resolve_device(config.device))
-    dataset = load_dataset(dataset_spec, data)
+    dataset = objective.load(dataset_spec, data)
     entry = get_model(config.model)
     preprocess = choose_preprocess(entry, dataset, config.imgsz)
     splits = prepare_splits(dataset, preprocess, data, reporter)
@@ -97,13 +101,13 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
         return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, reporter=reporter,
                        out_dir=out_dir)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("train", out_dir, {
-        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}))
-    meta = {"task": "classification", "architecture": entry.name, "num_classes": len(dataset.classes),
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), **objective.record()}))
+    meta = {"task": objective.task, "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.record(), "train_args": asdict(config),
             **checkpoint_meta(config.ema)}
     return _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume=None,
-                tracking=tracking)
+                tracking=tracking, objective=objective)
 
 
 def refuse_distributed_lr_find() -> None:
@@ -143,7 +147,7 @@ def resuming(run_dir, state: ResumeState, config: TrainConfig) -> str:
 
 
 def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
-               tracking: TrackingOptions | None = None) -> dict:
+               tracking: TrackingOptions | None = None, objective=SINGLE_LABEL) -> dict:
     """Continue an interrupted run from its last completed epoch (and the trackers it was logged to)."""
     from vqtool.classification.checkpoint import read_meta
     from vqtool.registry import get_model
@@ -157,16 +161,17 @@ def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
     meta = {k: v for k, v in read_meta(run_path).items() if k not in ("format", "format_version", "metrics",
                                                                         "vqtool_version", "created")}
     meta["train_args"] = asdict(config)
-    dataset = load_dataset(recorded["dataset"], data)
+    dataset = objective.load(recorded["dataset"], data)
     preprocess = Preprocess.from_dict(meta["preprocess"])
     splits = prepare_splits(dataset, preprocess, data, reporter)
     model = get_model(config.model).build(meta["num_classes"], meta["in_channels"])
     reporter.log(resuming(run_dir, state, config))
     return _run(model, dataset, splits, preprocess, config, meta, run_path, reporter, started, resume=state,
-                tracking=tracking)
+                tracking=tracking, objective=objective)
 
 
-def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume, tracking):
+def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, started, resume, tracking,
+         objective=SINGLE_LABEL):
     run = start_run(run_dir, meta, tracking, dataset_name=dataset.name, resume=resume, reporter=reporter)
     n_params = sum(p.numel() for p in model.parameters())
     reporter.log(f"training {meta['architecture']} ({n_params:,} parameters) on {dataset.name}: "
@@ -174,8 +179,8 @@ def _run(model, dataset, splits, preprocess, config, meta, run_dir, reporter, st
             f"{preprocess.size}px; {global_batch(config)}; run folder {run_dir}")
     with training_status(run, command="train", model=config.model, dataset=dataset.name, epochs=config.epochs):
         result = fit(model, splits["train"], splits.get("val"), image_inputs(preprocess, dataset, config), config,
-                     reporter=reporter, run=run, resume=resume, classes=dataset.classes)
-        return finish(model, result, dataset, splits, preprocess, config, run, started)
+                     reporter=reporter, run=run, resume=resume, classes=dataset.classes, objective=objective)
+        return (objective.finish or finish)(model, result, dataset, splits, preprocess, config, run, started)
 
 
 def image_inputs(preprocess: Preprocess, dataset: Dataset, config: TrainConfig) -> ImageInputs:

@@ -52,15 +52,16 @@ def verdict(checks: list[Check], tolerance: float) -> dict:
             "checks": [asdict(c) for c in checks]}
 
 
-def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Reporter) -> dict:
-    """Random and real images through the checkpoint's model and through the exported file as eval loads it."""
+def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Reporter, held_out=None) -> dict:
+    """Random and real images through the checkpoint's model and through the exported file as eval loads it.
+    ``held_out`` finds the real images (default :func:`held_out_split`)."""
     from vqtool.classification.exported import load_exported
 
     exported = load_exported(path).model
     generator = torch.Generator().manual_seed(0)
     batches = {"random": torch.randn(RANDOM_IMAGES, preprocess.channels, preprocess.size, preprocess.size,
                                      generator=generator),
-               **sample_batch(checkpoint, preprocess, options.sample_data, reporter)}
+               **sample_batch(checkpoint, preprocess, options.sample_data, reporter, held_out)}
     checks = []
     for name, images in batches.items():
         with torch.no_grad():
@@ -70,7 +71,8 @@ def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Rep
     return verdict(checks, options.max_abs_diff)
 
 
-def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Reporter) -> dict[str, torch.Tensor]:
+def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Reporter,
+                 held_out=None) -> dict[str, torch.Tensor]:
     """{"sample": normalised real images} from ``dataset_spec`` or the checkpoint's own held-out split.
 
     Images spread evenly over the split, so that every class usually appears.
@@ -79,7 +81,7 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
     """
     from vqtool.data.pipeline import Normalizer, decode_split
 
-    found = held_out_split(checkpoint, preprocess, dataset_spec)
+    found = (held_out or held_out_split)(checkpoint, preprocess, dataset_spec)
     if isinstance(found, str):
         reporter.log(f"no real images to verify with ({found}); --data DATASET names some")
         return {}

@@ -71,16 +71,20 @@ def overwrite_option(command):
 
 
 def data_options(command):
-    """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``)."""
+    """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``), whose fields
+    hold the defaults."""
+    from vqtool.data import DataOptions
 
-    @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR",
+    defaults = DataOptions()
+
+    @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR", default=defaults.data_dir,
                   help="Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]")
-    @click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=None,
+    @click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=defaults.val_split,
                   help="Fraction held out for validation when the data has no val split "
                        "(default 0.2 for one tree, else 0.1).")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits, init and shuffling.")
-    @click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
-    @click.option("--cache-store/--no-cache-store", default=True, show_default=True,
+    @click.option("--seed", type=int, default=defaults.seed, show_default=True, help="Seed for splits, init and shuffling.")
+    @click.option("--workers", type=click.IntRange(1), default=defaults.workers, help="Image-decoding threads.")
+    @click.option("--cache-store/--no-cache-store", default=defaults.cache_store, show_default=True,
                   help="Keep decoded pixels in the store on disk ($VQTOOL_CACHE_DIR, default ~/.cache/vqtool) "
                        "and read batches from it; --no-cache-store decodes into memory each time.")
     @click.option("--strict", is_flag=True,
@@ -88,8 +92,6 @@ def data_options(command):
                        "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
     @wraps(command)
     def wrapper(*args, data_dir, val_split, seed, workers, cache_store, strict, **kwargs):
-        from vqtool.data import DataOptions
-
         data = DataOptions(data_dir=data_dir, val_split=val_split, seed=seed, strict=strict, workers=workers,
                            cache_store=cache_store)
         return command(*args, data=data, **kwargs)
@@ -194,24 +196,55 @@ def typed_options() -> dict:
             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
 
 
-# Training options only classifiers understand: typed for a YOLO detector, they are a usage error.
-CLASSIFIER_ONLY = ("label_smoothing", "val_split", "strict", "lr_find", "head", "backbone_lr", "unfreeze_at",
-                   "unfreeze", "cache", "cache_views", "allow_partial_weights", "recipe", "momentum", "warmup_epochs",
-                   "clip_grad", "accumulate", "class_weights", "balanced_sampler", "mixup", "cutmix",
-                   "mix_switch_prob", "ema", "augment_magnitude", "amp", "compile", "cache_store")
-# Hyperparameters a detector takes only when typed: vqtool's defaults for them are tuned for classifiers.
-DETECTOR_TYPED = ("batch_size", "lr", "weight_decay", "early_stop", "workers", "optimizer", "scheduler", "augment")
+def config_options(config_class):
+    """Click options made from a config dataclass's fields that carry a ``help`` (and ``choices``) in their
+    metadata: the field's name, default and help live once, in the dataclass."""
+    from dataclasses import MISSING, fields
+
+    def decorate(command):
+        for item in reversed([item for item in fields(config_class) if "help" in item.metadata]):
+            default = None if item.default is MISSING else item.default
+            choices = item.metadata.get("choices")
+            kind = click.Choice(choices) if choices else item.metadata.get("type")
+            command = click.option(f"--{item.name.replace('_', '-')}", item.name, type=kind, default=default,
+                                   show_default=default is not None, help=item.metadata["help"],
+                                   is_flag=isinstance(default, bool) or None)(command)
+        return command
+
+    return decorate
 
 
-def detector_training(refused: tuple[str, ...] = CLASSIFIER_ONLY):
-    """The current train/finetune command's options as a DetectorTraining (None: Ultralytics' default)."""
-    from vqtool.detection.train import DetectorTraining
-    from vqtool.errors import VQError
+def task_options(command):
+    """The train/finetune options each registered task declares (:attr:`vqtool.registry.Task.config`)."""
+    from vqtool.registry import registered_tasks
 
-    typed, params = typed_options(), click.get_current_context().params
-    unsupported = [f"--{name.removesuffix('_name').replace('_', '-')}" for name in refused if name in typed]
-    if unsupported:
-        verb = "does" if len(unsupported) == 1 else "do"
-        raise VQError(f"{', '.join(unsupported)} {verb} not apply to YOLO detectors", usage=True)
-    return DetectorTraining(epochs=params["epochs"], seed=params["seed"], device=params["device"],
-                            imgsz=params["imgsz"], **{name: typed.get(name) for name in DETECTOR_TYPED})
+    for task in reversed(list(registered_tasks().values())):
+        if task.config is not None:
+            command = config_options(task.config)(command)
+    return command
+
+
+def task_request(command: str, out, *, target=None, dataset=None, data=None, tracking=None, params=None):
+    """The :class:`~vqtool.registry.Request` of the current command: every option it was given (``params``,
+    default: the context's), those typed on the command line, and ``out`` as the reporter."""
+    from vqtool.registry import Request
+
+    ctx = click.get_current_context()
+    defaulted = frozenset(name for name in ctx.params
+                          if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT)
+    return Request(command=command, target=target, dataset=dataset,
+                   params=dict(ctx.params) if params is None else params, typed=typed_options(),
+                   defaulted=defaulted, data=data, tracking=tracking, reporter=out)
+
+
+def show_report(out, task, report: dict) -> None:
+    """An eval or confusion report: JSON, or the task's view of it (a table and lines)."""
+    if out.json:
+        out.emit(report)
+        return
+    view = task.view(report)
+    if view.get("table"):
+        table = view["table"]
+        out.table(table["headers"], table["rows"], title=table.get("title"))
+    for line in view.get("lines", ()):
+        out.text(line)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import data_options, output_options, overwrite_option, trust_pickle_option, typed_options
+from vqtool.commands import (data_options, output_options, overwrite_option, show_report, task_request,
+                             trust_pickle_option)
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.evaluate import evaluation_options
 from vqtool.commands.types import OutputPath
@@ -22,7 +23,7 @@ from vqtool.commands.types import OutputPath
 @data_options
 @trust_pickle_option
 @output_options
-def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, split, batch_size, device, amp, data, out):
+def confusion(checkpoint, dataset, png, examples, overwrite, data, out, **options):
     """Confusion matrix of CHECKPOINT on held-out data, and the most-confused class pairs.
 
     \b
@@ -33,46 +34,11 @@ def confusion(checkpoint, dataset, normalize, top, png, examples, overwrite, spl
     """
     from pathlib import Path
 
-    from vqtool.classification.checkpoint_files import check_model_path
     from vqtool.runs.folder import check_output
-    from vqtool.tasks import DETECTION, task_of
+    from vqtool.tasks import run
 
     for option, path in (("--png", png), ("--examples", examples)):
         if path:  # before anything is evaluated: a refused output costs nothing
             check_output(Path(path), overwrite=overwrite, option=option)
-
-    if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
-        from vqtool.detection.evaluate import detection_confusion
-        from vqtool.errors import VQError
-
-        if examples:
-            raise VQError("--examples is for classifiers; a detector's matrix has no single image per cell",
-                          usage=True)
-        report = detection_confusion(checkpoint, dataset, top=top, normalize=normalize, split=split, device=device,
-                                     batch_size=typed_options().get("batch_size"), reporter=out)
-    else:
-        check_model_path(checkpoint)  # before the evaluation imports torch
-        from vqtool.classification.confusion import confusion_report
-        from vqtool.classification.evaluate import evaluate
-
-        evaluation = evaluate(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                              reporter=out, amp=amp)
-        report = confusion_report(evaluation, top=top, normalize=normalize)
-    from vqtool.classification.confusion import plot_confusion, plot_misclassified
-
-    if png:
-        plot_confusion(report, Path(png), replace=overwrite)
-        out.log(f"wrote {png}")
-    if examples:
-        shown = plot_misclassified(evaluation, Path(examples), replace=overwrite)
-        out.log(f"wrote {examples} ({shown} misclassified images)" if shown else
-                f"wrote {examples} (no misclassified images: a figure saying so)")
-    if out.json:
-        out.emit(report)
-        return
-    classes = report["classes"]
-    out.table(["true \\ predicted", *classes], [[name, *row] for name, row in zip(classes, report["matrix"])],
-              title=f"{report['dataset']} ({report['split']}, n={report['n']})")
-    out.text("most confused (true -> predicted: count):")
-    for pair in report["pairs"]:
-        out.text(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")
+    task, report = run(task_request("confusion", out, target=checkpoint, dataset=dataset, data=data))
+    show_report(out, task, report)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.choices import SPLITS
-from vqtool.commands import (amp_option, data_options, device_option, output_options, threads_option,
-                             trust_pickle_option, typed_options)
+from vqtool.commands import (amp_option, data_options, device_option, output_options, show_report, task_request,
+                             threads_option, trust_pickle_option)
 from vqtool.commands.completion import complete_dataset
 
 
@@ -33,7 +33,7 @@ def evaluation_options(command):
 @data_options
 @trust_pickle_option
 @output_options
-def evaluate(checkpoint, dataset, split, batch_size, device, amp, predictions_file, data, out):
+def evaluate(checkpoint, dataset, data, out, **options):
     """Evaluate CHECKPOINT (a run folder or model file) on held-out data.
 
     DATASET defaults to the checkpoint's own test (or val) split. YOLO weights
@@ -46,51 +46,7 @@ def evaluate(checkpoint, dataset, split, batch_size, device, amp, predictions_fi
       vqtool eval runs/pets ./pets-test --json
       vqtool eval best.pt data.yaml --json
     """
-    from vqtool.errors import VQError
-    from vqtool.tasks import DETECTION, task_of
+    from vqtool.tasks import run
 
-    if task_of(checkpoint, dataset) == DETECTION:  # YOLO weights or a data.yaml
-        if predictions_file:
-            raise VQError("--predictions is for classifiers; a detector's boxes per image: vqtool detect",
-                          usage=True)
-        from vqtool.detection.evaluate import evaluate_detector
-
-        report = evaluate_detector(checkpoint, dataset, split=split, device=device,
-                                   batch_size=typed_options().get("batch_size"), reporter=out)
-        if out.json:
-            out.emit(report)
-        else:
-            show_detector_report(out, report)
-        return
-    from vqtool.classification.checkpoint_files import check_model_path
-
-    check_model_path(checkpoint)  # before torch loads
-    from vqtool.classification.evaluate import evaluate as run_evaluation
-    from vqtool.classification.records import check_predictions_file, write_predictions
-
-    predictions = check_predictions_file(predictions_file) if predictions_file else None
-    evaluation = run_evaluation(checkpoint, dataset, data, split=split, device=device, batch_size=batch_size,
-                                reporter=out, amp=amp)
-    report = evaluation.report
-    if predictions:
-        write_predictions(predictions, evaluation.predictions(), min(5, len(evaluation.classifier.classes)))
-        out.log(f"wrote {predictions} ({report['n']} images)")
-    if out.json:
-        out.emit(report)
-        return
-    rows = [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in report["per_class"].items()]
-    rows.append(["macro avg", report["macro_precision"], report["macro_recall"], report["macro_f1"], report["n"]])
-    out.table(["class", "precision", "recall", "f1", "support"], rows,
-              title=f"{report['dataset']} ({report['split']})")
-    top5 = "" if report["top5"] is None else f"  top-5 {report['top5']:.4f}"
-    out.text(f"top-1 {report['top1']:.4f}{top5}  loss {report['loss']:.4f}  n {report['n']}")
-
-
-def show_detector_report(out, report: dict) -> None:
-    """``vqtool eval`` of a detector, for reading."""
-    rows = [[name, m["images"], m["instances"], m["precision"], m["recall"], m["map50"], m["map50_95"]]
-            for name, m in report["per_class"].items()]
-    rows.append(["all", report["images"], report["instances"], report["precision"], report["recall"],
-                 report["map50"], report["map50_95"]])
-    out.table(["class", "images", "instances", "precision", "recall", "mAP50", "mAP50-95"], rows,
-              title=f"{report['dataset']} ({report['split']})")
+    task, report = run(task_request("eval", out, target=checkpoint, dataset=dataset, data=data))
+    show_report(out, task, report)

@@ -35,6 +35,9 @@ from vqtool.commands.streaming import FORMATS
                    "Originals are never moved or changed; a name already taken gets a numbered name.")
 @click.option("--min-confidence", type=FiniteFloat(0, 1), default=None,
               help="With --sort-into: images whose top confidence is below this go to _uncertain/.")
+@click.option("--threshold", type=FiniteFloat(0, 1), default=None,
+              help="Multi-label models: list the labels whose probability is at least this, instead of each "
+                   "label's own threshold (chosen on val when it trained).")
 @click.option("--link", is_flag=True, help="With --sort-into: hard-link (else symlink) instead of copying.")
 @click.option("--cam", "cam_dir", type=click.Path(file_okay=False),
               help="Write a Grad-CAM heatmap of the top class for each image here (PNG; torch checkpoints).")
@@ -43,8 +46,11 @@ from vqtool.commands.streaming import FORMATS
 @trust_pickle_option
 @output_options
 def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_stride, tta, sort_into, min_confidence,
-            link, cam_dir, cam_layer, out):
+            threshold, link, cam_dir, cam_layer, out):
     """Classify SOURCES with a trained classifier; one result per image, as soon as its batch is done.
+
+    A multi-label model lists each image's labels at or above their thresholds
+    (the ones chosen on val, or --threshold), with every label's probability.
 
     SOURCES are image files, folders (searched recursively for images), globs,
     videos, or - to read paths from stdin, one per line. Images are prepared
@@ -60,7 +66,7 @@ def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_
       find /data -name '*.jpg' | vqtool predict - -w model.onnx --format csv > labels.csv
       vqtool predict shots/ -w runs/pets --cam heatmaps/
     """
-    from vqtool.classification.predict import PredictOptions, PredictSummary
+    from vqtool.classification.predict import PredictOptions
     from vqtool.commands.streaming import choose_format, print_stream
     from vqtool.errors import VQError
     from vqtool.tasks import predict as run_prediction
@@ -72,33 +78,26 @@ def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_
         raise VQError("--cam-layer goes with --cam DIR", usage=True)
     options = PredictOptions(top_k=top_k, batch_size=batch_size, device=device, tta=tta, vid_stride=vid_stride,
                              workers=workers, sort_into=sort_into, min_confidence=min_confidence, link=link,
-                             cam_dir=cam_dir, cam_layer=cam_layer, amp=amp)
-    stream, classes = run_prediction(sources, weights, options)
-    print_stream(stream, WRITERS[fmt](out, min(top_k, len(classes))), PredictSummary(sort_into=sort_into,
-                                                                                      cam_dir=cam_dir), out)
+                             cam_dir=cam_dir, cam_layer=cam_layer, amp=amp, threshold=threshold)
+    stream, task, classes = run_prediction(sources, weights, options)
+    output = task.predict_output(classes, options)
+    print_stream(stream, WRITERS[fmt](out, output), output["summary"], out)
 
 
-def jsonl_writer(out, k):
+def jsonl_writer(out, output):
     return out.emit
 
 
-def csv_writer(out, k):
-    from vqtool.classification.records import IMAGE_COLUMNS, csv_line, csv_values, top_columns
+def csv_writer(out, output):
+    from vqtool.classification.records import csv_line
 
-    out.text(csv_line(IMAGE_COLUMNS + top_columns(k)))
-    return lambda record: out.text(csv_line(csv_values(record, IMAGE_COLUMNS)))
+    out.text(csv_line(output["csv"]))
+    return lambda record: out.text(csv_line(output["csv_values"](record)))
 
 
-def table_writer(out, k):
-    out.text(f"{'class':<20} {'conf':>6}  {'runner-up':<20} {'conf':>6}  image")
-
-    def write(record):
-        where = record["path"] + (f" #{record['frame']}" if "frame" in record else "")
-        second = record["top"][1] if len(record["top"]) > 1 else {"class": "-", "confidence": 0.0}
-        out.text(f"{record['class']:<20} {record['confidence']:>6.3f}  {second['class']:<20} "
-                 f"{second['confidence']:>6.3f}  {where}")
-
-    return write
+def table_writer(out, output):
+    out.text(output["table_header"])
+    return lambda record: out.text(output["table_row"](record))
 
 
 WRITERS = {"jsonl": jsonl_writer, "csv": csv_writer, "table": table_writer}

@@ -23,6 +23,22 @@ class YoloClassifier:
     imgsz: int
     flips: bool  # whether its training mirrored images (Ultralytics' fliplr)
 
+    # What vqtool's predict reads of a classifier (model, classes, preprocess, meta).
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.module
+
+    @property
+    def preprocess(self):
+        from vqtool.data.pipeline import Preprocess
+
+        # Ultralytics' classify_transforms: shorter side to imgsz, centre crop, [0, 1] pixels (mean 0, std 1).
+        return Preprocess(size=self.imgsz, channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+    @property
+    def meta(self) -> dict:
+        return {"architecture": "ultralytics", "dataset": {"source": "Ultralytics", "flips": self.flips}}
+
 
 class YoloLogits(torch.nn.Module):
     """Ultralytics' classification model gives (probabilities, logits) in eval mode; vqtool wants the logits."""

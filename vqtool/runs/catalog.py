@@ -30,10 +30,11 @@ STATUS_FILE = "status.json"
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"
 PRUNED = "pruned"  # stopped by vqtool tune's pruner: an error whose ``run_status`` is PRUNED ends the block
 # The columns of `vqtool runs`, in order (its JSON rows add val_loss and path). val_top1 for classifiers,
-# val_map50_95 for detectors.
-COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95",
-           "test_top1", "seconds", "date", "status")
-FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "test_top1", "seconds", "status")
+# val_map50_95 for detectors, val_map (macro mAP over the labels) for multi-label classifiers.
+COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95", "val_map",
+           "test_top1", "test_map", "seconds", "date", "status")
+FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "val_map", "test_top1", "test_map",
+                 "seconds", "status")
 
 
 @contextlib.contextmanager
@@ -204,7 +205,8 @@ def _classifier_scores(run_dir: Path, rows: list[dict]) -> dict:
     model_json = committed(run_dir, "model.json")
     metrics = read_json(model_json).get("metrics", {}) if model_json.is_file() else {}
     return {"best_epoch": metrics.get("best_epoch"), "val_top1": metrics.get("val_top1"),
-            "val_loss": metrics.get("val_loss"), "test_top1": metrics.get("test_top1")}
+            "val_loss": metrics.get("val_loss"), "test_top1": metrics.get("test_top1"),
+            "val_map": metrics.get("val_map"), "test_map": metrics.get("test_map")}
 
 
 def _detector_scores(run_dir: Path, rows: list[dict]) -> dict:
@@ -241,7 +243,8 @@ def _finished_without_status(run_dir: Path, detector: bool) -> bool:
     if detector:
         return (run_dir / "model.pt").is_file()
     model_json = committed(run_dir, "model.json")
-    return model_json.is_file() and "test_top1" in read_json(model_json).get("metrics", {})
+    metrics = read_json(model_json).get("metrics", {}) if model_json.is_file() else {}
+    return "test_top1" in metrics or "test_map" in metrics
 
 
 def describe_all(run_dirs, reporter: Reporter) -> list[dict]:
