@@ -14,6 +14,7 @@ from torch import nn
 from vqtool.classification.config import TrainConfig, make_optimizer
 from vqtool.classification.ema import weights_of
 from vqtool.classification.imbalance import balanced_order
+from vqtool.classification.inference import logits_with
 from vqtool.classification.objective import SINGLE_LABEL
 from vqtool.classification.schedule import Schedule
 from vqtool.classification.steps import TrainStep, make_train_step, prepare_network

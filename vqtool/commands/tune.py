@@ -113,15 +113,18 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
 
 def _job(command: str, dataset: str, data, ctx):
     """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.commands.train import check_before_torch
+    from vqtool.classification.task import check_before_torch
     from vqtool.errors import VQError
-    from vqtool.tasks import DETECTION, task_of
+    from vqtool.registry import Request
+    from vqtool.tasks import CLASSIFICATION, task_of
     from vqtool.tuning.space import searchable
     from vqtool.tuning.trial import Job, trial_options
 
-    if task_of(dataset, None) == DETECTION:
-        raise VQError("vqtool tune searches classifiers' options; a YOLO detector tunes with Ultralytics' "
-                      "model.tune()", usage=True)
+    task = task_of(dataset)
+    if task != CLASSIFICATION:
+        raise VQError(f"vqtool tune searches single-label classifiers' options, and {dataset} is {task} data"
+                      + (" (a YOLO detector tunes with Ultralytics' model.tune())" if task == "detection" else ""),
+                      usage=True)
     params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
     explicit = {("model" if name == "model_name" else name) for name in ctx.params
                 if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
@@ -131,7 +134,7 @@ def _job(command: str, dataset: str, data, ctx):
     given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}
     job = Job(command, dataset, data, values, explicit & set(values), params["metric"])
     config, tune = trial_options(job, {})  # the given options alone pass the command's checks
-    check_before_torch(command, dataset, None, config, tune)
+    check_before_torch(Request(command, dataset=dataset), config, tune)
     return job, given
 
 
