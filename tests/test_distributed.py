@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import make_class_tree, summary_of
 
 
@@ -16,6 +18,7 @@ def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.slow  # over 30 s in the default suite (measured with --durations)
 def test_two_processes_train_digits_like_one(run_cli, tmp_path):
     single = json.loads(run_cli("train", "digits", "--batch-size", "64", "--out", "single", "--json", "-q").stdout)
     work = tmp_path / "ddp"

@@ -200,6 +200,7 @@ def test_sigkill_at_random_instants(run_cli, tmp_path):
             assert epoch_of(run) == (8, True) and leftovers(run) == []
 
 
+@pytest.mark.slow  # over 30 s in the default suite (measured with --durations)
 def test_sigterm_is_one_line_exit_143_and_the_run_resumes(run_cli, tmp_path):
     run = tmp_path / "run"
     process = vqtool_process("train", "--epochs", "12", "--out", run, "-q")

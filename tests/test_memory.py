@@ -35,6 +35,7 @@ def _status(field: str) -> int:
     return int(line.split()[1])
 
 
+@pytest.mark.slow  # over 30 s in the default suite (measured with --durations)
 def test_feature_pass_and_eval_peak_memory_is_flat_in_the_number_of_images(tmp_path, reporter):
     import timm
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import ASSETS, make_class_tree, requires_assets, summary_of
 
 
+@pytest.mark.slow  # over 30 s in the default suite (measured with --durations)
 def test_default_train_reaches_95_percent_on_digits(run_cli):
     summary = summary_of(run_cli("train", "--json", "-q", "--out", "run"))
     assert summary["test_top1"] >= 0.95
