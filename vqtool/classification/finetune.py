@@ -17,7 +17,7 @@ import torch
 
 from vqtool.data import DataOptions, Dataset
 from vqtool.data.pipeline import Preprocess
-from vqtool.compute.device import resolve_device
+from vqtool.compute.device import one_cpu_thread, resolve_device
 from vqtool.classification.features import FeatureInputs, Wanted, features_of
 from vqtool.classification.lr_find import find_lr
 from vqtool.compute import distributed
@@ -166,13 +166,15 @@ def _train(setup: Setup, config: TrainConfig, tune: FinetuneOptions, run_dir: Pa
             reporter.log(f"epoch {epoch}: unfreezing {', '.join(names)} at lr {tune.backbone_learning_rate(config):.1e}: "
                     f"{trainable:,} trainable, {frozen:,} frozen parameters")
 
+    head_only = getattr(inputs, "head_only", False)
     with training_status(run, command="finetune", model=config.model, dataset=setup.dataset.name, epochs=config.epochs):
-        result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
-                     param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
-                     classes=setup.dataset.classes, objective=objective)
+        with one_cpu_thread(head_only and inputs.device.type == "cpu"):
+            result = fit(module, train, val, inputs, config, reporter=reporter, run=run, resume=resume,
+                         param_groups=groups, on_epoch_start=unfreeze_on_schedule if tune.unfreeze_at else None,
+                         classes=setup.dataset.classes, objective=objective)
         summary = (objective.finish or finish)(setup.model, result, setup.dataset, setup.splits, setup.preprocess, config, run,
                                    started)
-    if getattr(inputs, "head_only", False):
+    if head_only:
         summary.update(cached_throughput(result.history, inputs.backbone_seconds, len(setup.splits["train"])))
     return {**summary, "weights": setup.pretrained.source, "freeze": str(setup.freeze),
             "feature_cache": tune.uses_cache(setup.freeze)}

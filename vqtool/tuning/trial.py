@@ -91,7 +91,6 @@ class TrialReporter:
         self.reporter, self.verbose, self.debug = reporter, verbose, getattr(reporter, "debug", False)
         self.warned: set[str] = set()
         self.reports: EpochReports | None = None
-        self.features_stored = False  # a head-only trial of this process has completed: the features are stored
 
     def log(self, message: str) -> None:
         if self.verbose:
@@ -120,10 +119,9 @@ def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialRepo
               deadline: float | None) -> tuple[float, dict]:
     """Train the trial's run; (its value: the metric at the best epoch, which the checkpoint holds; the summary)."""
     config, tune = trial_options(job, sampled)
-    head_only = tune is not None and tune.uses_cache(tune.check(config))
     reports = reporter.reports = EpochReports(trial, job.metric, deadline)
     try:
-        with epoch_listener(reports), one_thread(head_only and reporter.features_stored):
+        with epoch_listener(reports):
             if job.command == "finetune":
                 from vqtool.classification.finetune import finetune_job
 
@@ -134,24 +132,7 @@ def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialRepo
                 summary = train_job(job.dataset, job.data, config, reporter=reporter, out_dir=str(run_dir))
     finally:
         reporter.reports = None
-    reporter.features_stored |= head_only  # the next head-only trials read them from the store
     return reports.values[summary["best_epoch"]], summary
-
-
-@contextlib.contextmanager
-def one_thread(wanted: bool):
-    """Torch on one CPU thread for a head over stored features: its steps are too small to share between threads,
-    and on a busy 2-core machine (load average 12) two threads made a 1280-512-10 head's step (batch 32) 6-12x
-    slower (430-530 ms against 36-73 ms). The backbone's pass, and trials on images, keep every thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    if wanted:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def check_space(job: Job, space, source: str) -> None:
