@@ -70,9 +70,10 @@ class ClassificationTask(Task):
 
     def evaluate(self, request: Request) -> dict:
         from vqtool.classification.checkpoint_files import check_model_path
+
+        check_model_path(request.target)  # before torch loads (records imports it)
         from vqtool.classification.records import check_predictions_file
 
-        check_model_path(request.target)  # before torch loads
         params = request.params
         predictions = check_predictions_file(params["predictions_file"]) if params.get("predictions_file") else None
         evaluation = run_evaluation(request)
