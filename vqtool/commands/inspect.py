@@ -44,7 +44,7 @@ def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, re
     \b
     Examples:
       vqtool inspect ./pets --weights tf_efficientnet_lite0.in1k.safetensors
-      vqtool inspect ./pets --json > findings.json
+      vqtool inspect ./pets --json --quiet
       vqtool inspect ./pets --report pets-inspection --write-list clean.csv
       vqtool inspect fashion-mnist --data-dir ./data --model resnet18
     """
