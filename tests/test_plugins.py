@@ -70,7 +70,7 @@ def _has_plugin_command(name: str) -> bool:
                     reason="plugins/vqtool-tinyvgg with its vqtool.commands entry point is not installed "
                            "(pip install -e plugins/vqtool-tinyvgg)")
 def test_the_example_plugins_subcommand_runs(run_cli):
-    from vqtool_tinyvgg import TinyVGG
+    from vqtool_tinyvgg.model import TinyVGG
 
     result = run_cli("tinyvgg", "--size", "32", "--classes", "3")
     assert result.exit_code == 0, result.output

@@ -1,6 +1,6 @@
 import torch
 
-from vqtool_tinyvgg import TinyVGG
+from vqtool_tinyvgg.model import TinyVGG
 
 
 def test_output_shape_and_parameter_count():

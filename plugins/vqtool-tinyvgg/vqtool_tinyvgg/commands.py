@@ -13,8 +13,14 @@ import click
 @click.option("--size", type=click.IntRange(4), default=64, show_default=True, help="Input side in pixels.")
 @click.option("--classes", type=click.IntRange(1), default=10, show_default=True)
 def info(size, classes):
-    """Print TinyVGG's parameter count at an input size, as JSON."""
-    from vqtool_tinyvgg import TinyVGG
+    """Print TinyVGG's parameter count at an input size, as JSON.
+
+    \b
+    Examples:
+      vqtool tinyvgg
+      vqtool tinyvgg --size 32 --classes 3
+    """
+    from vqtool_tinyvgg.model import TinyVGG
 
     model = TinyVGG(classes, 3, size=size)
     click.echo(json.dumps({"model": "tinyvgg", "size": size, "parameters": sum(p.numel() for p in model.parameters())}))
