@@ -134,6 +134,72 @@ def test_second_run_reads_the_stores_and_prints_the_findings(tmp_path, run_cli, 
     assert "Traceback" not in result.output
 
 
+@pytest.fixture
+def head_fits(monkeypatch) -> list:
+    """Every fit of the label head, counted through the real fitting function."""
+    from vqtool.inspection import labels
+
+    fits, fit = [], labels._logistic_regression
+    monkeypatch.setattr(labels, "_logistic_regression", lambda *args: fits.append(1) or fit(*args))
+    return fits
+
+
+def test_unchanged_second_run_reuses_the_out_of_fold_probabilities(tmp_path, run_cli, weights, head_fits):
+    root = make_dataset(tmp_path / "data", per_class=6, val=2)
+    (root / "train/a/a5.png").rename(root / "train/b/a5-flipped.png")
+    first = inspect_json(run_cli, weights, root)
+    assert len(head_fits) == first["label_check"]["folds"] == 5
+    result = run_cli("inspect", root, "--model", "cnn-bn", "--weights", weights, "--imgsz", SIZE, "--json")
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(head_fits) == 5 and "out-of-fold probabilities read from" in result.stderr  # nothing fitted again
+    assert [Path(f["image"]).name for f in first["label_issues"]] == ["a5-flipped.png"]
+    for key in ("label_issues", "label_check", "outliers", "near_duplicates", "exact_duplicates"):
+        assert second[key] == first[key]
+    from vqtool.data.store import entries
+
+    assert [e["what"] for e in entries() if e["kind"] == "probabilities"] == ["the out-of-fold probabilities"]
+
+
+def other_weights(tmp_path: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from vqtool.registry import get_model
+
+    torch.manual_seed(1)
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in get_model("cnn-bn").build(2, 3).state_dict().items()}, str(path))
+    return path
+
+
+def move_label(root: Path, tmp_path: Path) -> tuple:
+    (root / "train/b/b0.png").rename(root / "train/a/b0.png")
+    return ()
+
+
+def change_file(root: Path, tmp_path: Path) -> tuple:
+    photo(999, False).save(root / "train/a/a0.png")
+    return ()
+
+
+@pytest.mark.parametrize("change", [
+    move_label, change_file,
+    lambda root, tmp_path: ("--seed", 7),
+    lambda root, tmp_path: ("--weights", other_weights(tmp_path)),
+], ids=["a changed label", "a changed file", "another seed", "another backbone"])
+def test_the_label_head_is_fitted_again_when_what_it_depends_on_changes(tmp_path, run_cli, weights, head_fits,
+                                                                         change):
+    root = make_dataset(tmp_path / "data", per_class=6, val=2)
+    inspect_json(run_cli, weights, root)
+    fitted = len(head_fits)
+    more = change(root, tmp_path)
+    options = ("--weights", weights, *more) if "--weights" not in more else more
+    result = run_cli("inspect", root, "--model", "cnn-bn", "--imgsz", SIZE, "--json", *options)
+    assert result.exit_code == 0, result.output
+    assert len(head_fits) == 2 * fitted and "out-of-fold probabilities read from" not in result.stderr
+
+
 def corrupt(root: Path) -> None:
     for path in (root / "train/b").iterdir():
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)

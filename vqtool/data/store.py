@@ -53,7 +53,7 @@ from vqtool.files import MB, is_real_folder, open_regular, read_text
 from vqtool.reporter import Reporter
 
 FORMAT_VERSION = 2  # bump when what a key stands for, or how pixels are decoded, changes
-KINDS = ("pixels", "features")
+KINDS = ("pixels", "features", "probabilities")  # probabilities: inspect's out-of-fold label-head output
 CHUNK_BYTES = 64 * 1024**2  # decoded between two progress records
 DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
 
