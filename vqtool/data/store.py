@@ -5,7 +5,8 @@ into its row of a uint8 file, from which batches are then read
 (:class:`~vqtool.data.rows.StoredRows`); any later command on the same files
 at the same preprocessing reads it and decodes nothing. An entry lives in
 ``$VQTOOL_CACHE_DIR`` (default ``~/.cache/vqtool``) under ``pixels/<key>/`` or
-``features/<key>/`` (and inspect's out-of-fold probabilities under ``probabilities/<key>/``), the key a hash of what its contents depend on (the files'
+``features/<key>/`` (and inspect's out-of-fold probabilities under
+``probabilities/<key>/``), the key a hash of what its contents depend on (the files'
 paths, sizes and modification times and the preprocessing; for features also
 the weights and the views), and holds:
 
