@@ -194,7 +194,8 @@ def test_the_label_head_is_fitted_again_when_what_it_depends_on_changes(tmp_path
     changes = {"a changed label": lambda: write_list(root, {**labels, "0.png": "b"}) and (),
                "a changed file": lambda: photo(99, True).save(root / "3.png") or (),
                "another seed": lambda: ("--seed", 7),
-               "another backbone": lambda: ("--seed", 7, "--weights", other_weights(tmp_path))}
+               "another backbone": lambda: ("--seed", 7, "--weights", other_weights(tmp_path)),
+               "no store": lambda: ("--seed", 7, "--no-cache-store")}
     for change, options in changes.items():
         result = run_cli("inspect", listed, "--model", "cnn-bn", "--weights", weights, "--imgsz", SIZE, "--json",
                          *options())

@@ -113,7 +113,7 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     timings["near_duplicates"] = _lap(started, timings)
     document["label_issues"], document["label_check"], probabilities = _label_issues(
         images, embeddings, options, data.seed, detection=dataset.spec.get("detection", False), reporter=reporter,
-        store=data.cache_store)
+        store=data.cache_store, name=dataset.name)
     document["outliers"] = _outliers(images, embeddings)
     timings["labels_and_outliers"] = _lap(started, timings)
     document["thresholds"] = {"near_similarity": options.near_threshold, "neighbours": options.neighbours,
@@ -244,7 +244,7 @@ def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], opti
 
 
 def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int, detection: bool,
-                  reporter: Reporter, store: bool):
+                  reporter: Reporter, store: bool, name: str):
     """The label-error candidates (most likely first), how they were looked for (or why not), and the
     out-of-fold probabilities."""
     present, labels = np.unique(images.labels, return_inverse=True)
@@ -258,7 +258,7 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
     if counts.min() < 2:
         return [], {"done": False, "reason": f"class {images.classes[present[counts.argmin()]]} has a single image"}, None
     features = embeddings.numpy()
-    probabilities = label_checks.stored_out_of_fold_probabilities(features, labels, seed, reporter, store)
+    probabilities = label_checks.stored_out_of_fold_probabilities(features, labels, seed, reporter, store, name)
     found = []
     for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1):
         suggested = int(probabilities[i].argmax())

@@ -55,9 +55,9 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: in
 
 
 def stored_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int, reporter: Reporter,
-                                     store: bool = True) -> np.ndarray:
+                                     store: bool = True, dataset: str | None = None) -> np.ndarray:
     """:func:`out_of_fold_probabilities`, read from the store when these features, labels and settings were seen
-    before, else computed (and stored, with ``store``)."""
+    before, else computed (and stored, with ``store``; ``dataset`` names them in `vqtool cache list`)."""
     if not store:
         return out_of_fold_probabilities(features, labels, seed)
     entry = Entry("probabilities", probability_key(features, labels, seed))
@@ -69,7 +69,7 @@ def stored_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, s
         reporter.log(f"store: out-of-fold probabilities read from {entry.folder} (no label head fitted)")
         return entry.open(index).gather(torch.arange(shape[0])).numpy()
     probabilities = out_of_fold_probabilities(features, labels, seed)
-    save_array(entry, torch.from_numpy(probabilities), {"kind": "probabilities", "data": None,
+    save_array(entry, torch.from_numpy(probabilities), {"kind": "probabilities", "data": dataset,
                                                         "head": head_settings(seed)},
                reporter, "the out-of-fold probabilities")
     return probabilities
