@@ -134,6 +134,77 @@ def test_second_run_reads_the_stores_and_prints_the_findings(tmp_path, run_cli, 
     assert "Traceback" not in result.output
 
 
+@pytest.fixture
+def head_fits(monkeypatch) -> list:
+    """Every fit of the label head, counted through the real fitting function."""
+    from vqtool.inspection import labels
+
+    fits, fit = [], labels._logistic_regression
+    monkeypatch.setattr(labels, "_logistic_regression", lambda *args: fits.append(1) or fit(*args))
+    return fits
+
+
+def test_unchanged_second_run_reuses_the_out_of_fold_probabilities(tmp_path, run_cli, weights, head_fits):
+    root = make_dataset(tmp_path / "data", per_class=6, val=2)
+    (root / "train/a/a5.png").rename(root / "train/b/a5-flipped.png")
+    first = inspect_json(run_cli, weights, root)
+    assert len(head_fits) == first["label_check"]["folds"] == 5
+    result = run_cli("inspect", root, "--model", "cnn-bn", "--weights", weights, "--imgsz", SIZE, "--json")
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(head_fits) == 5 and "out-of-fold probabilities read from" in result.stderr  # nothing fitted again
+    assert [Path(f["image"]).name for f in first["label_issues"]] == ["a5-flipped.png"]
+    for key in ("label_issues", "label_check", "outliers", "near_duplicates", "exact_duplicates"):
+        assert second[key] == first[key]
+    from vqtool.data.store import entries
+
+    assert [e["what"] for e in entries() if e["kind"] == "probabilities"] == ["the out-of-fold probabilities"]
+
+
+def other_weights(tmp_path: Path) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from vqtool.registry import get_model
+
+    torch.manual_seed(1)
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in get_model("cnn-bn").build(2, 3).state_dict().items()}, str(path))
+    return path
+
+
+def write_list(root: Path, labels: dict[str, str]) -> Path:
+    with open(root / "labels.csv", "w", newline="") as file:
+        csv.writer(file).writerows([("path", "label"), *sorted(labels.items())])
+    return root / "labels.csv"
+
+
+def test_the_label_head_is_fitted_again_when_what_it_depends_on_changes(tmp_path, run_cli, weights, head_fits):
+    """Each run changes one thing from the run before it (the list's files stay put, so that a changed label leaves
+    the embeddings as they were), and each fits the head again."""
+    root = tmp_path / "data"
+    root.mkdir()
+    labels = {}
+    for i in range(12):
+        photo(i, i % 2 == 1).save(root / f"{i}.png")
+        labels[f"{i}.png"] = "ab"[i % 2]
+    listed = write_list(root, labels)
+    inspect_json(run_cli, weights, listed)
+    fits = len(head_fits)
+    changes = {"a changed label": lambda: write_list(root, {**labels, "0.png": "b"}) and (),
+               "a changed file": lambda: photo(99, True).save(root / "3.png") or (),
+               "another seed": lambda: ("--seed", 7),
+               "another backbone": lambda: ("--seed", 7, "--weights", other_weights(tmp_path)),
+               "no store": lambda: ("--seed", 7, "--no-cache-store")}
+    for change, options in changes.items():
+        result = run_cli("inspect", listed, "--model", "cnn-bn", "--weights", weights, "--imgsz", SIZE, "--json",
+                         *options())
+        assert result.exit_code == 0, result.output
+        assert len(head_fits) > fits and "out-of-fold probabilities read from" not in result.stderr, change
+        fits = len(head_fits)
+        if change == "a changed label":
+            assert "features read from the store" in result.stderr  # the embeddings are those of the first run
+
 def corrupt(root: Path) -> None:
     for path in (root / "train/b").iterdir():
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)

@@ -5,7 +5,8 @@ into its row of a uint8 file, from which batches are then read
 (:class:`~vqtool.data.rows.StoredRows`); any later command on the same files
 at the same preprocessing reads it and decodes nothing. An entry lives in
 ``$VQTOOL_CACHE_DIR`` (default ``~/.cache/vqtool``) under ``pixels/<key>/`` or
-``features/<key>/``, the key a hash of what its contents depend on (the files'
+``features/<key>/`` (and inspect's out-of-fold probabilities under
+``probabilities/<key>/``), the key a hash of what its contents depend on (the files'
 paths, sizes and modification times and the preprocessing; for features also
 the weights and the views), and holds:
 
@@ -53,7 +54,7 @@ from vqtool.files import MB, is_real_folder, open_regular, read_text
 from vqtool.reporter import Reporter
 
 FORMAT_VERSION = 2  # bump when what a key stands for, or how pixels are decoded, changes
-KINDS = ("pixels", "features")
+KINDS = ("pixels", "features", "probabilities")  # probabilities: inspect's out-of-fold label-head output
 CHUNK_BYTES = 64 * 1024**2  # decoded between two progress records
 DATA_FILE, INDEX_FILE, PROGRESS_FILE = "data.bin", "index.json", "progress.json"
 

@@ -112,7 +112,8 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     document["near_duplicates"] = _near(images, embeddings, exact, options)
     timings["near_duplicates"] = _lap(started, timings)
     document["label_issues"], document["label_check"], probabilities = _label_issues(
-        images, embeddings, options, data.seed, detection=dataset.spec.get("detection", False))
+        images, embeddings, options, data.seed, detection=dataset.spec.get("detection", False), reporter=reporter,
+        store=data.cache_store, name=dataset.name)
     document["outliers"] = _outliers(images, embeddings)
     timings["labels_and_outliers"] = _lap(started, timings)
     document["thresholds"] = {"near_similarity": options.near_threshold, "neighbours": options.neighbours,
@@ -242,7 +243,8 @@ def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], opti
     return [_group(images, [i, j], similarity) for i, j, similarity in kept]
 
 
-def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int, detection: bool):
+def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int, detection: bool,
+                  reporter: Reporter, store: bool, name: str):
     """The label-error candidates (most likely first), how they were looked for (or why not), and the
     out-of-fold probabilities."""
     present, labels = np.unique(images.labels, return_inverse=True)
@@ -256,7 +258,7 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
     if counts.min() < 2:
         return [], {"done": False, "reason": f"class {images.classes[present[counts.argmin()]]} has a single image"}, None
     features = embeddings.numpy()
-    probabilities = label_checks.out_of_fold_probabilities(features, labels, seed)
+    probabilities = label_checks.stored_out_of_fold_probabilities(features, labels, seed, reporter, store, name)
     found = []
     for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1):
         suggested = int(probabilities[i].argmax())

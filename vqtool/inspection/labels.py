@@ -7,6 +7,11 @@ label. cleanlab's
 confident learning (``find_label_issues``) turns those out-of-fold probabilities
 into the images whose given label is likely wrong, ranked by self-confidence;
 the suggested label is the most probable class.
+
+The out-of-fold probabilities are kept in the store (``probabilities/<key>/``, an entry like the features': data.bin
+and its checksummed index.json), the key a hash of everything they depend on: the embeddings' bytes (so the files,
+the backbone, its weights and the preprocessing), the labels, the folds' seed and the head's settings. An unchanged
+second inspection reads them and fits nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +20,21 @@ import contextlib
 import os
 import warnings
 
+import hashlib
+import json
+
 import numpy as np
 import torch
+
+from vqtool.data.store import Entry, save_array
+from vqtool.reporter import Reporter
 
 FOLDS = 5
 # logistic regression's C on unit-length embeddings; on the flips benchmark (benchmarks/inspect_quality.py) it found
 # more flips, more precisely, than standardised features with C 0.05 or 0.005, or C 10, or 20 nearest neighbours
 REGULARISATION = 1.0
 MAX_ITERATIONS = 100
+HEAD_VERSION = 1  # bump when the head, its fit or the folds change: probabilities stored by another are not reused
 OUTLIER_Z = 3.5  # modified z-score (Iglewicz and Hoaglin) of the similarity to the nearest class centre
 
 
@@ -40,6 +52,41 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: in
         with torch.no_grad():
             probabilities[held_out] = torch.softmax(inputs[held_out] @ weight + bias, dim=1).double().numpy()
     return probabilities
+
+
+def stored_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int, reporter: Reporter,
+                                     store: bool = True, dataset: str | None = None) -> np.ndarray:
+    """:func:`out_of_fold_probabilities`, read from the store when these features, labels and settings were seen
+    before, else computed (and stored, with ``store``; ``dataset`` names them in `vqtool cache list`)."""
+    if not store:
+        return out_of_fold_probabilities(features, labels, seed)
+    entry = Entry("probabilities", probability_key(features, labels, seed))
+    shape = [len(labels), int(labels.max()) + 1]
+    index = entry.index()
+    if entry.damage:
+        reporter.warn(f"store: {entry.folder} is damaged ({entry.damage}); fitting the label head again")
+    if index is not None and index["shape"] == shape and index["dtype"] == "float64":
+        reporter.log(f"store: out-of-fold probabilities read from {entry.folder} (no label head fitted)")
+        return entry.open(index).gather(torch.arange(shape[0])).numpy()
+    probabilities = out_of_fold_probabilities(features, labels, seed)
+    save_array(entry, torch.from_numpy(probabilities), {"kind": "probabilities", "data": dataset,
+                                                        "head": head_settings(seed)},
+               reporter, "the out-of-fold probabilities")
+    return probabilities
+
+
+def head_settings(seed: int) -> dict:
+    """What, besides the embeddings and the labels, the out-of-fold probabilities depend on."""
+    return {"version": HEAD_VERSION, "folds": FOLDS, "regularisation": REGULARISATION,
+            "max_iterations": MAX_ITERATIONS, "seed": seed}
+
+
+def probability_key(features: np.ndarray, labels: np.ndarray, seed: int) -> str:
+    digest = hashlib.sha256(json.dumps({**head_settings(seed), "features": [str(features.dtype), *features.shape],
+                                        "labels": len(labels)}, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(features).tobytes())
+    return digest.hexdigest()[:32]
 
 
 def _logistic_regression(inputs: torch.Tensor, targets: torch.Tensor, classes: int):
