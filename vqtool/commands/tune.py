@@ -159,7 +159,9 @@ def _metric(metric: str | None, task: str) -> str:
 
     metrics = TASK_METRICS[task]
     if metric is not None and metric not in metrics:
-        raise VQError(f"--metric {metric} does not measure {task} runs; choose {' or '.join(metrics)}", usage=True)
+        owner = next(name for name, measured in TASK_METRICS.items() if metric in measured)
+        raise VQError(f"--metric {metric} does not measure {task} runs; choose {' or '.join(metrics)} (or give "
+                      f"--task {owner} for {owner} data)", usage=True)
     return metric or metrics[0]
 
 
