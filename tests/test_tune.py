@@ -269,6 +269,7 @@ def test_a_multilabel_study_compares_map_and_its_best_config_runs_the_multilabel
     ("squares", ("--task", "multilabel", "--metric", "val_top1"), "--metric val_top1 does not measure multilabel "
                                                                   "runs; choose map"),
     ("squares", ("--task", "multilabel", "--label-smoothing", "0.1"), "--label-smoothing does not apply to multilabel"),
+    ("tree", ("--task", "multilabel"), "multi-label data is a CSV/TSV or text list"),  # before any trial
 ])
 def test_a_metric_or_option_that_does_not_fit_the_task_is_one_error_line(run_cli, request, data, args, message):
     result = run_cli("tune", "train", request.getfixturevalue(data), *TINY, "--trials", "1", *args)

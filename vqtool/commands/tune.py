@@ -115,10 +115,9 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
 
 def _job(command: str, dataset: str, data, ctx):
     """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.classification.task import check_before_torch, option_names
-    from vqtool.registry import Request
+    from vqtool.classification.task import option_names
     from vqtool.tuning.space import searchable
-    from vqtool.tuning.trial import Job, trial_options
+    from vqtool.tuning.trial import Job, trial_request
 
     params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
     explicit = {("model" if name == "model_name" else name) for name in ctx.params
@@ -132,8 +131,7 @@ def _job(command: str, dataset: str, data, ctx):
     if not task.default:  # best.yaml names the task: `vqtool finetune --config best.yaml` runs the same task
         given["task"] = task.name
     job = Job(command, dataset, data, values, explicit & set(values), _metric(params["metric"], task.name), task.name)
-    config, tune = trial_options(job, {})  # the given options alone pass the command's checks
-    check_before_torch(Request(command, dataset=dataset), config, tune)
+    task.check_training(trial_request(job, {}))  # the given options alone pass the command's and the task's checks
     return job, given
 
 

@@ -132,12 +132,7 @@ def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialRepo
     """Train the trial's run through its task's entry point, as `vqtool finetune` (or `train`) would with the same
     options; (its value: the metric at the best epoch, which the checkpoint holds; the summary)."""
     trial_options(job, sampled)  # the same checks as before the first trial (a sampled value may fail them)
-    values = trial_values(job, sampled)
-    request = Request(job.command, dataset=job.dataset, data=job.data, reporter=reporter,
-                      params={**values, "model_name": values["model"], "out_dir": str(run_dir)},
-                      # the options neither given nor sampled: a task's own defaults may replace them (multilabel's
-                      # frozen-head defaults), as they would in the command that replays best.yaml
-                      defaulted=frozenset(values) - job.explicit - set(sampled))
+    request = trial_request(job, sampled, run_dir, reporter)
     reports = reporter.reports = EpochReports(trial, job.metric, deadline)
     try:
         with epoch_listener(reports):
@@ -145,6 +140,16 @@ def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialRepo
     finally:
         reporter.reports = None
     return reports.values[summary["best_epoch"]], summary
+
+
+def trial_request(job: Job, sampled: dict, run_dir: Path | None = None, reporter=None) -> Request:
+    """The Request of the trial's `vqtool finetune` (or `train`) to its task."""
+    values = trial_values(job, sampled)
+    return Request(job.command, dataset=job.dataset, data=job.data, reporter=reporter,
+                   params={**values, "model_name": values["model"], "out_dir": run_dir and str(run_dir)},
+                   # the options neither given nor sampled: a task's own defaults may replace them (multilabel's
+                   # frozen-head defaults), as they would in the command that replays best.yaml
+                   defaulted=frozenset(values) - job.explicit - set(sampled))
 
 
 def check_space(job: Job, space, source: str) -> None:
