@@ -19,13 +19,12 @@ import click
 
 from vqtool.commands import data_options, output_options
 from vqtool.commands.recipe_options import EXPLICIT
+from vqtool.tuning import METRICS, TASK_METRICS
 
 # The base command's options a study has no use for: each trial has its own run folder and no trackers.
 NOT_TAKEN = ("out_dir", "resume", "lr_find", "log", "experiment")
 # Options that change how fast a trial runs, not what it computes: not part of a study's identity.
 NEUTRAL = ("workers", "device", "cache_store", "as_json", "quiet")
-# each task's (vqtool.tuning.trial.TASK_METRICS); listed here so that --help imports no torch
-METRICS = ("val_top1", "val_balanced_top1", "macro_f1", "map")
 
 
 class Duration(click.ParamType):
@@ -139,7 +138,6 @@ def _task(command: str, dataset: str, given: dict):
     """The task of the data and the options given (--task, --labels-from ...), if vqtool tune can search it."""
     from vqtool.errors import VQError
     from vqtool.tasks import check_options, task_for
-    from vqtool.tuning.trial import TASK_METRICS
 
     task = task_for(dataset, typed=given)
     if task.name not in TASK_METRICS:
@@ -153,7 +151,6 @@ def _task(command: str, dataset: str, given: dict):
 def _metric(metric: str | None, task: str) -> str:
     """--metric, or the task's default; one that does not measure this task's runs is a usage error."""
     from vqtool.errors import VQError
-    from vqtool.tuning.trial import TASK_METRICS
 
     metrics = TASK_METRICS[task]
     if metric is not None and metric not in metrics:

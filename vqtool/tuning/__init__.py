@@ -6,3 +6,8 @@ to the pruner. :mod:`.space` is what varies, :mod:`.storage` where the study liv
 :mod:`.study` the search, :mod:`.results` what it leaves (the best trial's --config YAML, a table, a figure).
 Optuna is an optional extra: :func:`.storage.require_optuna` turns its absence into one line.
 """
+
+# The val metrics each task's trials may be compared on, its default first (here, where --help reads them without
+# importing torch).
+TASK_METRICS = {"classification": ("val_top1", "val_balanced_top1", "macro_f1"), "multilabel": ("map",)}
+METRICS = tuple(dict.fromkeys(metric for metrics in TASK_METRICS.values() for metric in metrics))

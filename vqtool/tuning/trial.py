@@ -20,9 +20,6 @@ from vqtool.reporter import Reporter
 from vqtool.runs.catalog import PRUNED
 from vqtool.tuning.storage import require_optuna
 
-# The val metrics each task's trials may be compared on, its default first.
-TASK_METRICS = {"classification": ("val_top1", "val_balanced_top1", "macro_f1"), "multilabel": ("map",)}
-METRICS = tuple(dict.fromkeys(metric for metrics in TASK_METRICS.values() for metric in metrics))
 RECORD_KEYS = {"map": "val_map"}  # a metric's key in the loop's epoch record, where its name is not that key
 
 
