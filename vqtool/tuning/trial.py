@@ -36,7 +36,7 @@ class Job:
     command: str  # "finetune" or "train"
     dataset: str
     data: DataOptions
-    values: dict  # option name -> value (TrainConfig and FinetuneOptions fields): the user's and the defaults
+    values: dict  # option name -> value (TrainConfig, FinetuneOptions and the task's own fields): given and defaults
     explicit: set = field(default_factory=set)  # the options the user gave (they win over a recipe's values)
     metric: str = "val_top1"
     task: str = "classification"  # the registered task whose entry point runs each trial
@@ -128,8 +128,7 @@ def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialRepo
               deadline: float | None) -> tuple[float, dict]:
     """Train the trial's run through its task's entry point, as `vqtool finetune` (or `train`) would with the same
     options; (its value: the metric at the best epoch, which the checkpoint holds; the summary)."""
-    trial_options(job, sampled)  # the same checks as before the first trial (a sampled value may fail them)
-    request = trial_request(job, sampled, run_dir, reporter)
+    request = trial_request(job, sampled, run_dir, reporter)  # the entry point checks the options as the command's
     reports = reporter.reports = EpochReports(trial, job.metric, deadline)
     try:
         with epoch_listener(reports):
