@@ -231,3 +231,55 @@ def test_a_study_whose_trials_all_failed_takes_corrected_options(run_cli, tree):
     assert broken.exit_code == 1 and "two trials in a row failed the same way" in broken.stderr
     fixed = summary_of(run_cli("tune", "train", tree, *TINY, "--trials", "1", "--json", "-q"))
     assert fixed["trials"]["complete"] == 1 and fixed["trials"]["fail"] == 2  # the same study, no longer refused
+
+
+@pytest.fixture
+def squares(tmp_path):
+    """A multi-label list: 48 images of coloured squares, 32 train and 16 val."""
+    from test_multilabel import make_squares
+
+    rows = make_squares(tmp_path / "squares", count=48)
+    listing = tmp_path / "squares" / "labels.csv"
+    listing.write_text("path,labels,split\n" + "".join(f"{p},{'|'.join(labels)},{'train' if i < 32 else 'val'}\n"
+                                                       for i, (p, labels) in enumerate(rows)))
+    return listing
+
+
+def test_a_multilabel_study_compares_map_and_its_best_config_runs_the_multilabel_task_again(run_cli, squares):
+    # --loss asl alone makes the runs multi-label; best.yaml names the task so that `train --config` does too
+    summary = summary_of(run_cli("tune", "train", squares, "--loss", "asl", "--model", "cnn-bn", "--imgsz", "24",
+                                 "--epochs", "1", "--trials", "2", "--out", "study", "--json", "-q"))
+    assert summary["metric"] == "map" and summary["trials"]["complete"] == 2
+    assert "label_smoothing" not in summary["best"]["params"]  # multi-label runs have none to search
+    for row in summary["top"]:
+        args = json.loads(Path(row["run_dir"], "args.json").read_text())["args"]
+        assert args["multilabel"]["loss"] == "asl"
+        model = json.loads(Path(row["run_dir"], "model.json").read_text())
+        assert model["task"] == "multilabel" and len(model["thresholds"]) == 3  # chosen on val, as multilabel does
+        assert row["value"] == pytest.approx(model["metrics"]["val_map"], abs=1e-6)
+    config = yaml.safe_load(Path(summary["config_file"]).read_text())
+    assert config["task"] == "multilabel" and config["loss"] == "asl"
+    again = summary_of(run_cli("train", "--config", summary["config_file"], "--out", "again", "--json", "-q"))
+    assert again["task"] == "multilabel"
+    assert again["val_map"] == pytest.approx(summary["best"]["value"], abs=1e-6)
+
+
+@pytest.mark.parametrize("data, args, message", [
+    ("tree", ("--metric", "map"), "--metric map does not measure classification runs; choose val_top1 or "),
+    ("squares", ("--task", "multilabel", "--metric", "val_top1"), "--metric val_top1 does not measure multilabel "
+                                                                  "runs; choose map"),
+    ("squares", ("--task", "multilabel", "--label-smoothing", "0.1"), "--label-smoothing does not apply to multilabel"),
+    ("tree", ("--task", "multilabel"), "multi-label data is a CSV/TSV or text list"),  # before any trial
+])
+def test_a_metric_or_option_that_does_not_fit_the_task_is_one_error_line(run_cli, request, data, args, message):
+    result = run_cli("tune", "train", request.getfixturevalue(data), *TINY, "--trials", "1", *args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and message in result.stderr, result.stderr
+    assert not Path("runs").exists()
+
+
+def test_a_multilabel_space_file_may_not_search_label_smoothing(run_cli, squares, tmp_path):
+    path = space_file(tmp_path / "space.yaml", {"label_smoothing": [0.0, 0.1]})
+    result = run_cli("tune", "train", squares, "--task", "multilabel", *TINY, "--trials", "1", "--space", path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "label_smoothing: not an option vqtool tune train can search for multilabel runs" in result.stderr

@@ -293,6 +293,10 @@ class Task:
         """The training options of `command` this task understands; typed ones it does not are a usage error."""
         return self.options
 
+    def check_training(self, request: Request) -> None:
+        """The usage errors of a new train or finetune run (``request.command``) that need no data, raised before
+        torch loads (vqtool tune asks once, before its first trial)."""
+
     def _unsupported(self, what: str):
         return VQError(f"{what} is not available for {self.name} models", usage=True)
 

@@ -61,7 +61,9 @@ def check_options(task: Task, command: str, typed: dict) -> None:
 
 def run(request: Request) -> tuple[Task, dict]:
     """The command's entry point of the task of the request's targets: (the task, what it returned)."""
-    task = task_for(request.target, request.dataset, request.params.get("resume"), typed=request.typed)
+    # --task chooses whether typed or from a --config file (vqtool tune's best.yaml names a multilabel study's task)
+    chosen = {**request.typed, **({"task": request.params["task"]} if request.params.get("task") else {})}
+    task = task_for(request.target, request.dataset, request.params.get("resume"), typed=chosen)
     check_options(task, request.command, request.typed)
     return task, getattr(task, ENTRY_POINTS[request.command])(request)
 

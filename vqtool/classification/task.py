@@ -39,6 +39,10 @@ class ClassificationTask(Task):
     def takes(self, command: str) -> frozenset:
         return {"train": TRAINING_OPTIONS, "finetune": FINETUNING_OPTIONS}.get(command, frozenset())
 
+    def check_training(self, request: Request) -> None:
+        check_before_torch(request, training_config(request),
+                           finetune_options(request) if request.command == "finetune" else None)
+
     def train(self, request: Request) -> dict:
         config = training_config(request)
         check_before_torch(request, config)

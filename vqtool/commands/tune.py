@@ -19,12 +19,12 @@ import click
 
 from vqtool.commands import data_options, output_options
 from vqtool.commands.recipe_options import EXPLICIT
+from vqtool.tuning import METRICS, TASK_METRICS
 
 # The base command's options a study has no use for: each trial has its own run folder and no trackers.
 NOT_TAKEN = ("out_dir", "resume", "lr_find", "log", "experiment")
 # Options that change how fast a trial runs, not what it computes: not part of a study's identity.
 NEUTRAL = ("workers", "device", "cache_store", "as_json", "quiet")
-METRICS = ("val_top1", "val_balanced_top1", "macro_f1")
 
 
 class Duration(click.ParamType):
@@ -53,8 +53,9 @@ def tune_options() -> list[click.Option]:
                      help="Run until the study holds N trials (complete, pruned, or running in another worker)."),
         click.Option(["--budget"], type=Duration(), metavar="TIME",
                      help="Stop this process after TIME (90s, 30m, 2h); a trial running then stops at its next step."),
-        click.Option(["--metric"], type=click.Choice(METRICS), default="val_top1", show_default=True,
-                     help="The val metric trials are compared and pruned on (at the epoch the checkpoint keeps)."),
+        click.Option(["--metric"], type=click.Choice(METRICS),
+                     help="The val metric trials are compared and pruned on (at the epoch the checkpoint keeps); "
+                          "default val_top1, or map (macro mAP) for multi-label data."),
         click.Option(["--space", "space_file"], type=click.Path(dir_okay=False), metavar="FILE",
                      help="YAML file of ranges, choices or fixed values that replace or add to the default space."),
         click.Option(["--study", "study_name"], metavar="NAME",
@@ -98,9 +99,9 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
     from vqtool.tuning.study import tune_job
     from vqtool.tuning.trial import check_space
 
-    space = default_space(command)
+    space = default_space(command, job.task)
     if params["space_file"]:
-        space = _space_file(params["space_file"], command, space)
+        space = _space_file(params["space_file"], command, space, job.task)
     space = space.without(job.explicit)
     check_space(job, space, f"--space {params['space_file']}" if params["space_file"] else "the default space")
     with stop_after_trial(out) as stop:
@@ -113,29 +114,50 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
 
 def _job(command: str, dataset: str, data, ctx):
     """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.classification.task import check_before_torch
-    from vqtool.errors import VQError
-    from vqtool.registry import Request
-    from vqtool.tasks import CLASSIFICATION, task_of
+    from vqtool.classification.task import option_names
     from vqtool.tuning.space import searchable
-    from vqtool.tuning.trial import Job, trial_options
+    from vqtool.tuning.trial import Job, trial_request
 
-    task = task_of(dataset)
-    if task != CLASSIFICATION:
-        raise VQError(f"vqtool tune searches single-label classifiers' options, and {dataset} is {task} data"
-                      + (" (a YOLO detector tunes with Ultralytics' model.tune())" if task == "detection" else ""),
-                      usage=True)
     params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
     explicit = {("model" if name == "model_name" else name) for name in ctx.params
                 if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
-    fields = searchable(command)
+    task = _task(command, dataset, {name: ctx.params[name] for name in ctx.params
+                                    if ctx.get_parameter_source(name) in EXPLICIT})
+    fields = [*searchable(command, task.name), *option_names(*filter(None, [task.config]))]  # multilabel's --loss...
     values = {name: params[name] for name in (*fields, "seed", "device", "amp", "compile", "cache",
                                               "allow_partial_weights") if name in params}
     given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}
-    job = Job(command, dataset, data, values, explicit & set(values), params["metric"])
-    config, tune = trial_options(job, {})  # the given options alone pass the command's checks
-    check_before_torch(Request(command, dataset=dataset), config, tune)
+    if not task.default:  # best.yaml names the task: `vqtool finetune --config best.yaml` runs the same task
+        given["task"] = task.name
+    job = Job(command, dataset, data, values, explicit & set(values), _metric(params["metric"], task.name), task.name)
+    task.check_training(trial_request(job, {}))  # the given options alone pass the command's and the task's checks
     return job, given
+
+
+def _task(command: str, dataset: str, given: dict):
+    """The task of the data and the options given (--task, --labels-from ...), if vqtool tune can search it."""
+    from vqtool.errors import VQError
+    from vqtool.tasks import check_options, task_for
+
+    task = task_for(dataset, typed=given)
+    if task.name not in TASK_METRICS:
+        raise VQError(f"vqtool tune searches classifiers' options (single- or multi-label), and {dataset} is "
+                      f"{task.name} data" + (" (a YOLO detector tunes with Ultralytics' model.tune())"
+                                             if task.name == "detection" else ""), usage=True)
+    check_options(task, command, given)
+    return task
+
+
+def _metric(metric: str | None, task: str) -> str:
+    """--metric, or the task's default; one that does not measure this task's runs is a usage error."""
+    from vqtool.errors import VQError
+
+    metrics = TASK_METRICS[task]
+    if metric is not None and metric not in metrics:
+        owner = next(name for name, measured in TASK_METRICS.items() if metric in measured)
+        raise VQError(f"--metric {metric} does not measure {task} runs; choose {' or '.join(metrics)} (or give "
+                      f"--task {owner} for {owner} data)", usage=True)
+    return metric or metrics[0]
 
 
 def _settings(command: str, dataset: str, params: dict):
@@ -154,7 +176,7 @@ def _settings(command: str, dataset: str, params: dict):
                     verbose=params["verbose"], keep_checkpoints=params["keep_checkpoints"])
 
 
-def _space_file(path: str, command: str, default):
+def _space_file(path: str, command: str, default, task: str):
     from vqtool.errors import VQError
     from vqtool.files import read_text
     from vqtool.tuning.space import parse_space
@@ -169,7 +191,7 @@ def _space_file(path: str, command: str, default):
         raise VQError(f"--space {path}: not a text file (YAML)", usage=True) from error
     except yaml.YAMLError as error:
         raise VQError(f"--space {path}: not valid YAML ({str(error).splitlines()[0]})", usage=True) from error
-    return parse_space(document, command, f"--space {path}", base=default)
+    return parse_space(document, command, f"--space {path}", base=default, task=task)
 
 
 class StopRequest(threading.Event):

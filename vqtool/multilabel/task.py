@@ -63,24 +63,17 @@ class MultilabelTask(Task):
             from vqtool.runs.folder import run_arguments
 
             options = MultilabelOptions.from_dict(run_arguments(resume, request.command)["args"].get(TASK) or {})
-        else:
-            options = MultilabelOptions.from_dict(request.params)
-            if options.loss == "asl" and options.pos_weight:
-                raise VQError("--pos-weight goes with --loss bce (the asymmetric loss weighs positives itself)",
-                              usage=True)
-        options.check()
-        if not resume and request.dataset and not _is_file(request.dataset):
-            raise VQError(f"{request.dataset}: multi-label data is a CSV/TSV or text list of images and their "
-                          f"labels, or a YOLO data.yaml", usage=True)
-        if resume:
+            options.check()
             check_before_torch(request, config, tune)
         else:
-            config.check()
-            if tune is not None:
-                tune.check(config)
+            options = _checked_options(request, config, tune)
         from vqtool.multilabel.train import objective_of
 
         return config, objective_of(options)
+
+    def check_training(self, request: Request) -> None:
+        _checked_options(request, training_config(request),
+                         finetune_options(request) if request.command == "finetune" else None)
 
     def evaluate(self, request: Request) -> dict:
         return self._evaluation(request).report
@@ -174,6 +167,21 @@ def head_defaults(request: Request, tune) -> None:
         request.reporter.log("multi-label head on cached features: " + " ".join(
             f"--{name.replace('_', '-')} {value}" for name, value in changed.items()) + " (multilabel's defaults for a "
             "frozen backbone; options you give win)")
+
+
+def _checked_options(request: Request, config, tune) -> MultilabelOptions:
+    """A new run's multi-label options, its data and its training options checked (no data read, no torch)."""
+    options = MultilabelOptions.from_dict(request.params)
+    if options.loss == "asl" and options.pos_weight:
+        raise VQError("--pos-weight goes with --loss bce (the asymmetric loss weighs positives itself)", usage=True)
+    options.check()
+    if request.dataset and not _is_file(request.dataset):
+        raise VQError(f"{request.dataset}: multi-label data is a CSV/TSV or text list of images and their "
+                      f"labels, or a YOLO data.yaml", usage=True)
+    config.check()
+    if tune is not None:
+        tune.check(config)
+    return options
 
 
 def _figure(value) -> str:

@@ -17,7 +17,9 @@ import math
 from dataclasses import dataclass, field, fields
 
 from vqtool.classification.config import FinetuneOptions, TrainConfig
+from vqtool.classification.task import PARAMETER_NAMES
 from vqtool.errors import VQError
+from vqtool.registry import registered_tasks
 
 # Options a space may not vary: they change what trials are compared on, or only how fast a trial runs.
 NOT_SEARCHED = ("seed", "device", "amp", "compile", "cache", "allow_partial_weights")
@@ -117,27 +119,34 @@ class Space:
         return {"search": {k: p.to_dict() for k, p in self.parameters.items()}, "fixed": self.fixed}
 
 
-def searchable(command: str) -> dict[str, str]:
-    """Option name -> its type (``float``, ``int | None``...) for the options a space of ``command`` may hold."""
+def searchable(command: str, task: str = "classification") -> dict[str, str]:
+    """Option name -> its type (``float``, ``int | None``...) for the options a space of ``command`` may hold: those
+    the task takes (multi-label runs have no label smoothing)."""
     classes = (TrainConfig, FinetuneOptions) if command == "finetune" else (TrainConfig,)
-    return {f.name: str(f.type) for cls in classes for f in fields(cls) if f.name not in NOT_SEARCHED}
+    taken = registered_tasks()[task].takes(command)
+    return {f.name: str(f.type) for cls in classes for f in fields(cls)
+            if f.name not in NOT_SEARCHED and PARAMETER_NAMES.get(f.name, f.name) in taken}
 
 
-def default_space(command: str) -> Space:
-    return parse_space(DEFAULT_SPACES[command], command, "the default space")
+def default_space(command: str, task: str = "classification") -> Space:
+    types = searchable(command, task)
+    return parse_space({name: spec for name, spec in DEFAULT_SPACES[command].items() if name in types}, command,
+                       "the default space", task=task)
 
 
-def parse_space(document, command: str, source: str, base: Space | None = None) -> Space:
+def parse_space(document, command: str, source: str, base: Space | None = None,
+                task: str = "classification") -> Space:
     """The space ``document`` describes, over ``base`` (its entries replace or add to base's); ``source`` names
-    it in error messages."""
+    it in error messages; ``task``: the task of the study's runs."""
     if not isinstance(document, dict):
         raise VQError(f"{source}: must be a mapping of option names to ranges, choices or values", usage=True)
-    types = searchable(command)
+    types = searchable(command, task)
     space = Space(dict(base.parameters), dict(base.fixed)) if base else Space()
     for key, spec in document.items():
         name = str(key).replace("-", "_")
         if name not in types:
-            raise VQError(f"{source}: {key}: not an option vqtool tune {command} can search "
+            raise VQError(f"{source}: {key}: not an option vqtool tune {command} can search"
+                          f"{'' if task == 'classification' else ' for ' + task + ' runs'} "
                           f"(these are: {', '.join(sorted(types))})", usage=True)
         space.parameters.pop(name, None)
         space.fixed.pop(name, None)

@@ -1,4 +1,5 @@
-"""One trial: the options it runs with, the ordinary `finetune` or `train` job in a run folder of the study, and the
+"""One trial: the options it runs with, the ordinary `finetune` or `train` entry point of the study's task (the
+multilabel task's objective, defaults and thresholds for multi-label data) in a run folder of the study, and the
 per-epoch val metric it reports to the pruner through the loop's epoch listener."""
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from vqtool.classification.recipes import recipe_values
 from vqtool.data import DataOptions
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report
+from vqtool.registry import Request, registered_tasks
 from vqtool.reporter import Reporter
 from vqtool.runs.catalog import PRUNED
 from vqtool.tuning.storage import require_optuna
 
-METRICS = ("val_top1", "val_balanced_top1", "macro_f1")
+RECORD_KEYS = {"map": "val_map"}  # a metric's key in the loop's epoch record, where its name is not that key
 
 
 class Pruned(require_optuna().TrialPruned):
@@ -34,17 +36,24 @@ class Job:
     command: str  # "finetune" or "train"
     dataset: str
     data: DataOptions
-    values: dict  # option name -> value (TrainConfig and FinetuneOptions fields): the user's and the defaults
+    values: dict  # option name -> value (TrainConfig, FinetuneOptions and the task's own fields): given and defaults
     explicit: set = field(default_factory=set)  # the options the user gave (they win over a recipe's values)
     metric: str = "val_top1"
+    task: str = "classification"  # the registered task whose entry point runs each trial
 
 
-def trial_options(job: Job, sampled: dict) -> tuple[TrainConfig, FinetuneOptions | None]:
-    """The trial's TrainConfig (and FinetuneOptions), as `vqtool finetune --config` would build them from the same
-    values: a recipe's values fill only the options neither given nor sampled. Invalid combinations raise VQError."""
+def trial_values(job: Job, sampled: dict) -> dict:
+    """The trial's option values, as `vqtool finetune --config` would have them: a recipe's values fill only the
+    options neither given nor sampled."""
     values = {**job.values, **sampled, "seed": job.data.seed}
     if values.get("recipe"):
         values.update(recipe_values(values["recipe"], job.explicit | set(sampled), values["epochs"]))
+    return values
+
+
+def trial_options(job: Job, sampled: dict) -> tuple[TrainConfig, FinetuneOptions | None]:
+    """The trial's TrainConfig (and FinetuneOptions), checked: invalid combinations raise VQError."""
+    values = trial_values(job, sampled)
     config = TrainConfig.from_dict(values)
     config.check()
     if job.command != "finetune":
@@ -76,7 +85,7 @@ class EpochReports:
         if self.metric == "macro_f1":
             logits, labels = val_predictions()
             return classification_report(logits, labels, [str(i) for i in range(logits.shape[1])])["macro_f1"]
-        return float(record[self.metric])
+        return float(record[RECORD_KEYS.get(self.metric, self.metric)])
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -117,22 +126,26 @@ class TrialReporter:
 
 def run_trial(job: Job, trial, sampled: dict, run_dir: Path, reporter: TrialReporter,
               deadline: float | None) -> tuple[float, dict]:
-    """Train the trial's run; (its value: the metric at the best epoch, which the checkpoint holds; the summary)."""
-    config, tune = trial_options(job, sampled)
+    """Train the trial's run through its task's entry point, as `vqtool finetune` (or `train`) would with the same
+    options; (its value: the metric at the best epoch, which the checkpoint holds; the summary)."""
+    request = trial_request(job, sampled, run_dir, reporter)  # the entry point checks the options as the command's
     reports = reporter.reports = EpochReports(trial, job.metric, deadline)
     try:
         with epoch_listener(reports):
-            if job.command == "finetune":
-                from vqtool.classification.finetune import finetune_job
-
-                summary = finetune_job(job.dataset, job.data, config, tune, reporter=reporter, out_dir=str(run_dir))
-            else:
-                from vqtool.classification.train import train_job
-
-                summary = train_job(job.dataset, job.data, config, reporter=reporter, out_dir=str(run_dir))
+            summary = getattr(registered_tasks()[job.task], job.command)(request)
     finally:
         reporter.reports = None
     return reports.values[summary["best_epoch"]], summary
+
+
+def trial_request(job: Job, sampled: dict, run_dir: Path | None = None, reporter=None) -> Request:
+    """The Request of the trial's `vqtool finetune` (or `train`) to its task."""
+    values = trial_values(job, sampled)
+    return Request(job.command, dataset=job.dataset, data=job.data, reporter=reporter,
+                   params={**values, "model_name": values["model"], "out_dir": run_dir and str(run_dir)},
+                   # the options neither given nor sampled: a task's own defaults may replace them (multilabel's
+                   # frozen-head defaults), as they would in the command that replays best.yaml
+                   defaulted=frozenset(values) - job.explicit - set(sampled))
 
 
 def check_space(job: Job, space, source: str) -> None:
