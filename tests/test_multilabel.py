@@ -147,6 +147,47 @@ def test_a_multilabel_run_records_its_task_and_thresholds(squares_run):
     assert json.loads((run / "args.json").read_text())["args"]["multilabel"]["loss"] == "bce"
 
 
+def test_a_runs_args_json_replays_its_task_and_options(run_cli, tmp_path):
+    """`train --config RUN/args.json` trains the run again: multi-label with its own options (not classification),
+    the same val mAP; and a multi-label run still resumes."""
+    rows = make_squares(tmp_path, count=40)
+    listing = tmp_path / "labels.csv"
+    listing.write_text("path,labels,split\n" + "".join(f"{p},{'|'.join(labels)},{'val' if i % 4 == 0 else 'train'}\n"
+                                                       for i, (p, labels) in enumerate(rows)))
+    first = summary_of(run_cli("train", listing, "--loss", "asl", "--model", "cnn-bn", "--imgsz", "24", "--epochs",
+                               "1", "--lr", "0.01", "--batch-size", "16", "--out", tmp_path / "a", "-q", "--json"))
+    recorded = json.loads((tmp_path / "a" / "args.json").read_text())["args"]
+    assert recorded["task"] == "multilabel" and recorded["multilabel"]["loss"] == "asl"
+    again = summary_of(run_cli("train", "--config", tmp_path / "a" / "args.json", "--out", tmp_path / "b", "-q",
+                               "--json"))
+    meta = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert again["task"] == meta["task"] == "multilabel" and len(meta["thresholds"]) == 3
+    assert again["val_map"] == first["val_map"] is not None
+    assert json.loads((tmp_path / "b" / "args.json").read_text())["args"] == recorded
+    resumed = summary_of(run_cli("train", "--resume", tmp_path / "a", "--epochs", "2", "-q", "--json"))
+    assert resumed["task"] == "multilabel" and resumed["epochs"] == 2
+    assert json.loads((tmp_path / "a" / "model.json").read_text())["task"] == "multilabel"
+
+
+def test_a_run_recorded_before_args_json_named_its_task_replays_as_the_task_whose_options_it_holds(tmp_path):
+    from vqtool.classification.recipes import option_file
+
+    args = {"dataset": "labels.csv", "config": {"epochs": 3}, "multilabel": {"loss": "asl", "labels_from": None}}
+    (tmp_path / "args.json").write_text(json.dumps({"command": "train", "argv": [], "args": args}))
+    values, from_run = option_file(str(tmp_path / "args.json"))
+    assert from_run and values == {"dataset": "labels.csv", "task": "multilabel", "epochs": 3, "loss": "asl"}
+
+
+def test_a_single_label_runs_args_json_replays_a_single_label_run(run_cli, class_tree, tmp_path):
+    first = summary_of(run_cli("train", class_tree, "--model", "smallcnn", "--epochs", "1", "--out", tmp_path / "a",
+                               "-q", "--json"))
+    assert json.loads((tmp_path / "a" / "args.json").read_text())["args"]["task"] == "classification"
+    again = summary_of(run_cli("train", "--config", tmp_path / "a" / "args.json", "--out", tmp_path / "b", "-q",
+                               "--json"))
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["task"] == "classification"
+    assert "val_map" not in again and again["val_top1"] == first["val_top1"]
+
+
 def test_single_label_options_are_refused_for_multilabel(run_cli, tmp_path):
     listing = write_list(tmp_path, make_squares(tmp_path, count=8))
     result = run_cli("train", listing, "--task", "multilabel", "--label-smoothing", "0.1")

@@ -83,8 +83,8 @@ def finetune_job(dataset_spec: str, data: DataOptions, config: TrainConfig, tune
         tracking.check()
     setup = set_up(dataset_spec, data, config, tune, reporter, objective)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("finetune", out_dir, {
-        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune),
-        **objective.record()}))
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), "finetune": asdict(tune)},
+        objective))
     return _train(setup, config, tune, run_dir, reporter, started, resume=None, tracking=tracking,
                   objective=objective)
 

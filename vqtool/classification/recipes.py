@@ -73,8 +73,19 @@ def _yaml(text: str):
 
 
 def _run_arguments(args: dict) -> dict:
-    """A run's recorded arguments as option values, keyed as a --config file is (``model`` for --model)."""
-    values = {"dataset": args.get("dataset")}
-    for section in ("data", "config", "finetune"):
-        values.update(args.get(section) or {})
+    """A run's recorded arguments as option values, keyed as a --config file is (``model`` for --model): its task
+    (``task``, which --task reads) and the options of its own section beside the data, training and fine-tuning
+    ones, so the replay trains the same task with the same options."""
+    task = args.get("task") or _sectioned_task(args)
+    values = {"dataset": args.get("dataset"), "task": task}
+    for section in ("data", "config", "finetune", task):
+        if section and isinstance(args.get(section), dict):
+            values.update(args[section])
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _sectioned_task(args: dict) -> str | None:
+    """The task of a run recorded before args.json named it: the task whose own options section it holds."""
+    from vqtool.registry import registered_tasks
+
+    return next((name for name in registered_tasks() if isinstance(args.get(name), dict)), None)

@@ -101,7 +101,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
         return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, reporter=reporter,
                        out_dir=out_dir)
     run_dir = distributed.main_run_dir(lambda: start_run_dir("train", out_dir, {
-        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config), **objective.record()}))
+        "dataset": dataset_spec, "data": asdict(data), "config": asdict(config)}, objective))
     meta = {"task": objective.task, "architecture": entry.name, "num_classes": len(dataset.classes),
             "in_channels": preprocess.channels, "classes": dataset.classes, "preprocess": preprocess.to_dict(),
             "dataset": dataset.record(), "train_args": asdict(config),
@@ -115,10 +115,11 @@ def refuse_distributed_lr_find() -> None:
         raise VQError("--lr-find runs in one process; start it without torchrun", usage=True)
 
 
-def start_run_dir(command: str, out_dir: str | None, args: dict) -> Path:
-    """A new run folder holding args.json."""
+def start_run_dir(command: str, out_dir: str | None, args: dict, objective) -> Path:
+    """A new run folder holding args.json: ``args``, the objective's task and its own options (what `--config
+    RUN/args.json` reads back to train the same task, and --resume to rebuild the objective)."""
     run_dir = new_run_dir(command, out_dir)
-    write_args(run_dir, command, args)
+    write_args(run_dir, command, {**args, "task": objective.task, **objective.record()})
     return run_dir
 
 

@@ -25,7 +25,7 @@ class MultiLabelRun(MultiLabel):
         return load_multilabel(spec, data, self.options.labels_from)
 
     def record(self) -> dict:
-        return {"multilabel": asdict(self.options)}
+        return {self.task: asdict(self.options)}  # a task's own options under its name: --config reads them back
 
     def finish(self, model, result, dataset, splits, preprocess, config, run, started) -> dict:
         """Thresholds from val (0.5 without val), test metrics when there is a test split, the final commit."""
