@@ -106,26 +106,108 @@ def test_no_command_names_a_task():
 # --- one source for defaults --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["train", "finetune"])
-def test_every_training_default_is_its_config_fields(command):
-    """A Click option named like a config field defaults to that field's default: no default is kept twice."""
-    from dataclasses import fields
-
-    from vqtool.classification.config import FINETUNE_DEFAULTS, FinetuneOptions, TrainConfig
+def _config_sources():
+    """command path -> (the config objects its options feed: instances or dataclasses, renames field -> parameter)."""
+    from vqtool.classification.config import (FINETUNE_DEFAULTS, BenchmarkOptions, FinetuneOptions, PredictOptions,
+                                              TrainConfig)
     from vqtool.classification.task import PARAMETER_NAMES
-    from vqtool.cli import cli
     from vqtool.data import DataOptions
+    from vqtool.detection.predict import DetectOptions
+    from vqtool.exporting import ExportOptions
+    from vqtool.inspection.options import InspectOptions
     from vqtool.multilabel.config import MultilabelOptions
+    from vqtool.tuning import Settings
 
-    training = TrainConfig() if command == "train" else FINETUNE_DEFAULTS
-    configs = [training, DataOptions(), MultilabelOptions()] + ([FinetuneOptions()] if command == "finetune" else [])
-    expected = {PARAMETER_NAMES.get(f.name, f.name): getattr(config, f.name)
-                for config in configs for f in fields(config)}
+    train = [TrainConfig(), DataOptions(), MultilabelOptions()]
+    finetune = [FINETUNE_DEFAULTS, DataOptions(), MultilabelOptions(), FinetuneOptions()]
+    return {
+        "train": (train, PARAMETER_NAMES), "finetune": (finetune, PARAMETER_NAMES),
+        "tune train": (train + [Settings], PARAMETER_NAMES), "tune finetune": (finetune + [Settings], PARAMETER_NAMES),
+        "predict": ([PredictOptions], {}),
+        "export": ([ExportOptions], {"format": "fmt"}),
+        "benchmark": ([BenchmarkOptions, DataOptions], {}),
+        "detect": ([DetectOptions], {}),
+        "inspect": ([InspectOptions, DataOptions], {"model": "model_name", "labels": "label_check"}),
+        "eval": ([DataOptions], {}), "confusion": ([DataOptions], {}),
+    }
+
+
+# Commands whose options feed no config dataclass (their defaults live in the Click option alone), and why.
+WITHOUT_CONFIG = {
+    "cache": "a group", "cache clear": "no defaulted options", "cache list": "no defaulted options",
+    "conv": "a group", "conv apply": "options passed as arguments to vqtool.conv functions",
+    "conv features": "options passed as arguments", "conv filters": "options passed as arguments",
+    "conv shape": "options passed as arguments", "conv summary": "options passed as arguments",
+    "datasets": "a listing", "models": "a listing", "plugins": "a listing",
+    "runs": "a group", "runs compare": "a listing", "runs list": "a listing", "tune": "a group",
+    "tinyvgg": "the example plugin's command (present when the plugin is installed), outside vqtool's configs",
+}
+# Config fields with a default that no option of that command sets (deliberately), and why. (Fields without a default,
+# such as tune's Settings.name, are made by the command and not compared.)
+FIELDS_WITHOUT_OPTION = {
+    ("inspect", "neighbours"),  # fixed: how many nearest others each image is compared with
+}
+
+
+try:
+    from click._utils import UNSET
+except ImportError:  # Click < 8.3 gives None itself
+    UNSET = object()
+
+
+def _commands():
     import click
 
-    group = cli.get_command(None, command)
-    context = click.Context(group)
-    params = {param.name: param for param in group.params}
-    for name, default in expected.items():
-        assert name in params, f"{command}: no option for the config field {name}"
-        assert params[name].get_default(context) == default, f"{command} --{name}"
+    from vqtool.cli import cli
+
+    def walk(group, context, path):
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            yield " ".join(path + [name]), command, click.Context(command, parent=context, info_name=name)
+            if isinstance(command, click.Group):
+                yield from walk(command, click.Context(command, parent=context, info_name=name), path + [name])
+
+    return list(walk(cli, click.Context(cli, info_name="vqtool"), []))
+
+
+def _field_defaults(config, renames):
+    from dataclasses import MISSING, fields, is_dataclass
+
+    for f in fields(config):
+        if isinstance(config, type) and is_dataclass(config):
+            if f.default is MISSING:
+                continue
+            default = f.default
+        else:
+            default = getattr(config, f.name)
+        yield f.name, renames.get(f.name, f.name), default
+
+
+def test_every_click_default_is_its_config_fields():
+    """Every command is walked (subgroups too); an option that sets a config field defaults to that field's default,
+    so no default is kept twice. A command without a config, or a field without an option, is listed above with why."""
+    import click
+
+    sources = _config_sources()
+    commands = _commands()
+    paths = {path for path, _, _ in commands}
+    assert set(sources) <= paths and paths <= set(sources) | set(WITHOUT_CONFIG), "a command unlisted here"
+    checked, unset = 0, set()
+    for path, command, context in commands:
+        if path not in sources:
+            continue
+        configs, renames = sources[path]
+        params = {param.name: param for param in command.params if isinstance(param, click.Option)}
+        for config in configs:
+            for field_name, name, default in _field_defaults(config, renames):
+                if name not in params:
+                    unset.add((path, field_name))
+                    continue
+                param = params[name]
+                value = param.process_value(context, param.get_default(context))  # what the command gets
+                if value is UNSET:  # Click >= 8.3: an option without a default; the command gets None
+                    value = None
+                assert value == default, f"{path} --{name}: Click {value!r}, config {default!r}"
+                checked += 1
+    assert unset == FIELDS_WITHOUT_OPTION, "fields without an option, unlisted or listed wrongly"
+    assert checked > 150  # the walk reached the options (train alone has dozens)

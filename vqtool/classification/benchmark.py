@@ -20,32 +20,13 @@ from pathlib import Path
 import torch
 
 from vqtool.classification.classifier import Classifier
+from vqtool.classification.config import BENCHMARK_FORMATS as FORMATS, BenchmarkOptions
 from vqtool.compute.cpu import cpu_features
 from vqtool.errors import VQError, first_line
-from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP, INSTALL_HINT, INSTALL_LINES, ExportOptions
+from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, INSTALL_HINT, INSTALL_LINES, ExportOptions
 from vqtool.reporter import SILENT, Reporter
 
-# name -> (export format, int8, OpenVINO precision hint, packages it needs); "torch" is the checkpoint itself.
-FORMATS = {
-    "torch": (None, False, None, ()),
-    "torchscript": ("torchscript", False, None, ()),
-    "onnx": ("onnx", False, None, ("onnxruntime",)),
-    "onnx-int8": ("onnx", True, None, ("onnxruntime",)),
-    "openvino": ("openvino", False, "f32", ("openvino",)),
-    "openvino-bf16": ("openvino", False, "bf16", ("openvino",)),
-    "openvino-int8": ("openvino", True, "f32", ("openvino", "nncf")),
-}
 FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "openvino": "model.openvino"}
-
-
-@dataclass(frozen=True)
-class BenchmarkOptions:
-    formats: tuple[str, ...] = tuple(FORMATS)
-    batches: tuple[int, ...] = (1, 32)
-    seconds: float = 3.0  # time spent calling the model at each batch size (after one warm-up call)
-    max_drop: float = DEFAULT_MAX_DROP  # accuracy points below the first format that still count as fastest
-    calibrate: str | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
 
 
 def benchmark(target: str, dataset_spec: str | None, options: BenchmarkOptions, data, reporter: Reporter = SILENT) -> dict:

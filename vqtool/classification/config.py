@@ -1,6 +1,7 @@
 """What shapes a classifier's training run, and the optimizer and LR schedule made from it.
 
-TrainConfig and FinetuneOptions import no torch, so commands check options before paying for it.
+TrainConfig, FinetuneOptions, PredictOptions and BenchmarkOptions import no torch, so commands check options and
+take their defaults from them before paying for it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from vqtool.choices import AMP_MODES, AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
 from vqtool.errors import VQError
+from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 from vqtool.models.options import HEADS, FreezeSpec
 
 AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
@@ -160,3 +162,42 @@ class FinetuneOptions:
     def from_dict(cls, data: dict) -> "FinetuneOptions":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PredictOptions:
+    top_k: int = 5
+    batch_size: int = 32
+    device: str = "auto"
+    tta: bool = False  # average the softmax over the image and its horizontal flip
+    vid_stride: int = 1
+    workers: int | None = None  # decoding threads
+    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.sorting)
+    min_confidence: float | None = None
+    link: bool = False
+    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
+    cam_layer: str | None = None
+    amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
+    threshold: float | None = None  # multi-label models: one threshold for every label instead of their own
+
+
+# name -> (export format, int8, OpenVINO precision hint, packages it needs); "torch" is the checkpoint itself.
+BENCHMARK_FORMATS = {
+    "torch": (None, False, None, ()),
+    "torchscript": ("torchscript", False, None, ()),
+    "onnx": ("onnx", False, None, ("onnxruntime",)),
+    "onnx-int8": ("onnx", True, None, ("onnxruntime",)),
+    "openvino": ("openvino", False, "f32", ("openvino",)),
+    "openvino-bf16": ("openvino", False, "bf16", ("openvino",)),
+    "openvino-int8": ("openvino", True, "f32", ("openvino", "nncf")),
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    formats: tuple[str, ...] = tuple(BENCHMARK_FORMATS)
+    batches: tuple[int, ...] = (1, 32)
+    seconds: float = 3.0  # time spent calling the model at each batch size (after one warm-up call)
+    max_drop: float = DEFAULT_MAX_DROP  # accuracy points below the first format that still count as fastest
+    calibrate: str | None = None
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES

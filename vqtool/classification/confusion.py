@@ -11,7 +11,7 @@ from vqtool.metrics import confusion_document, confusion_matrix
 from vqtool.plots import png_figure
 
 
-def confusion_report(evaluation: Evaluation, top: int = 5, normalize: bool = False) -> dict:
+def confusion_report(evaluation: Evaluation, *, top: int, normalize: bool) -> dict:
     """The document ``vqtool confusion --json`` prints (rows = true class)."""
     classes = evaluation.classifier.classes
     counts = confusion_matrix(evaluation.logits.argmax(1), evaluation.split.labels, len(classes))

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import torch
 
 from vqtool.classification.classifier import Classifier
+from vqtool.classification.config import PredictOptions
 from vqtool.classification.records import image_record, ranked
 from vqtool.compute.device import resolve_device
 from vqtool.compute.precision import inference_autocast
@@ -31,25 +32,7 @@ from vqtool.data.pipeline import Normalizer, Preprocess, stack_images
 from vqtool.errors import VQError
 from vqtool.reporter import plural
 
-DEFAULT_TOP_K = 5
 BATCHES_AHEAD = 2  # decoded batches waiting for the model: enough to hide decoding, little memory
-
-
-@dataclass
-class PredictOptions:
-    top_k: int = DEFAULT_TOP_K
-    batch_size: int = 32
-    device: str = "auto"
-    tta: bool = False  # average the softmax over the image and its horizontal flip
-    vid_stride: int = 1
-    workers: int | None = None  # decoding threads
-    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.sorting)
-    min_confidence: float | None = None
-    link: bool = False
-    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
-    cam_layer: str | None = None
-    amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
-    threshold: float | None = None  # multi-label models: one threshold for every label instead of their own
 
 
 def predict(sources: Iterable[str], classifier: Classifier, options: PredictOptions, *, activation: str = "softmax",

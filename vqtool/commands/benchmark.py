@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from vqtool.classification.config import BenchmarkOptions
 from vqtool.commands import data_options, output_options, threads_option, trust_pickle_option
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.types import FiniteFloat
-from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 
-FORMAT_NAMES = ("torch", "torchscript", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+DEFAULTS = BenchmarkOptions()
+FORMAT_NAMES = DEFAULTS.formats  # every format, in the order they are measured
 
 
 def comma_list(convert, allowed=None):
@@ -35,15 +36,17 @@ def comma_list(convert, allowed=None):
 @click.argument("dataset", required=False, shell_complete=complete_dataset)
 @click.option("--formats", default=",".join(FORMAT_NAMES), show_default=True,
               callback=comma_list(str, FORMAT_NAMES), help="Which formats to measure (a run folder only).")
-@click.option("--batch", "batches", default="1,32", show_default=True, callback=comma_list(int),
+@click.option("--batch", "batches", default=",".join(map(str, DEFAULTS.batches)), show_default=True,
+              callback=comma_list(int),
               help="Batch sizes: time per call (median, p90) and images/s at each.")
-@click.option("--seconds", type=FiniteFloat(0), default=3.0, show_default=True,
+@click.option("--seconds", type=FiniteFloat(0), default=DEFAULTS.seconds, show_default=True,
               help="Time spent measuring each format at each batch size.")
-@click.option("--max-drop", type=FiniteFloat(0), default=DEFAULT_MAX_DROP, show_default=True, metavar="POINTS",
+@click.option("--max-drop", type=FiniteFloat(0), default=DEFAULTS.max_drop, show_default=True, metavar="POINTS",
               help="Accuracy points below the first format that the fastest may lose.")
-@click.option("--calibrate", metavar="DATASET", default=None,
+@click.option("--calibrate", metavar="DATASET", default=DEFAULTS.calibrate,
               help="int8 formats: calibration images (default: the run's own training images).")
-@click.option("--calibration-images", type=click.IntRange(1), default=DEFAULT_CALIBRATION_IMAGES, show_default=True)
+@click.option("--calibration-images", type=click.IntRange(1), default=DEFAULTS.calibration_images,
+              show_default=True)
 @threads_option
 @data_options
 @trust_pickle_option
@@ -65,7 +68,7 @@ def benchmark(target, dataset, formats, batches, seconds, max_drop, calibrate, c
       vqtool benchmark runs/finetune-effnet ./photos --formats torch,onnx,openvino-int8 --batch 1,32 --json
       vqtool benchmark runs/finetune-effnet/model.int8.openvino ./photos --threads 2
     """
-    from vqtool.classification.benchmark import BenchmarkOptions, benchmark as run_benchmark
+    from vqtool.classification.benchmark import benchmark as run_benchmark
     from vqtool.errors import VQError
     from vqtool.tasks import is_classifier
 

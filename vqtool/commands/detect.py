@@ -7,6 +7,9 @@ import click
 from vqtool.commands import device_option, output_options, trust_pickle_option
 from vqtool.commands.streaming import FORMATS
 from vqtool.commands.types import FiniteFloat, OutputPath
+from vqtool.detection.predict import DetectOptions
+
+DEFAULTS = DetectOptions()
 
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
                "x1", "y1", "x2", "y2", "cx", "cy", "w", "h"]
@@ -17,15 +20,15 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
 @click.option("--weights", "-w", required=True,
               help="Ultralytics .pt checkpoint, exported .onnx, detector run folder, or an official name "
                    "(yolov8n.pt) looked up in $VQTOOL_WEIGHTS_DIR (default ~/.cache/vqtool/weights).")
-@click.option("--conf", type=FiniteFloat(0, 1), default=0.25, show_default=True, help="Minimum confidence.")
-@click.option("--iou", type=FiniteFloat(0, 1), default=0.7, show_default=True,
+@click.option("--conf", type=FiniteFloat(0, 1), default=DEFAULTS.conf, show_default=True, help="Minimum confidence.")
+@click.option("--iou", type=FiniteFloat(0, 1), default=DEFAULTS.iou, show_default=True,
               help="IoU threshold of non-maximum suppression.")
-@click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True, help="Inference size in pixels.")
+@click.option("--imgsz", type=click.IntRange(32), default=DEFAULTS.imgsz, show_default=True, help="Inference size in pixels.")
 @click.option("--classes", metavar="NAME,...", help="Keep only these classes (names, or ids).")
 @device_option
-@click.option("--max-det", type=click.IntRange(1), default=300, show_default=True, help="Most detections per image.")
-@click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Images per forward pass.")
-@click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--max-det", type=click.IntRange(1), default=DEFAULTS.max_det, show_default=True, help="Most detections per image.")
+@click.option("--batch", type=click.IntRange(1), default=DEFAULTS.batch, show_default=True, help="Images per forward pass.")
+@click.option("--vid-stride", type=click.IntRange(1), default=DEFAULTS.vid_stride, show_default=True,
               help="Use every N-th video frame.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="jsonl: one JSON object per image; csv: one row per detection; table: for reading "
@@ -57,7 +60,7 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
       vqtool detect clip.mp4 -w model.onnx --vid-stride 5
     """
     from vqtool.commands.streaming import choose_format, print_stream
-    from vqtool.detection.predict import DetectOptions, DetectSummary, detect as run_detection
+    from vqtool.detection.predict import DetectSummary, detect as run_detection
     from vqtool.errors import VQError
     from vqtool.tasks import require_detector
 

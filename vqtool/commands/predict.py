@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands.types import FiniteFloat
-
+from vqtool.classification.config import PredictOptions
 from vqtool.commands import amp_option, device_option, output_options, threads_option, trust_pickle_option
 from vqtool.commands.streaming import FORMATS
+from vqtool.commands.types import FiniteFloat
+
+DEFAULTS = PredictOptions()
 
 
 @click.command()
@@ -15,17 +17,17 @@ from vqtool.commands.streaming import FORMATS
 @click.option("--weights", "-w", required=True,
               help="A vqtool run folder, model.safetensors or model.json, a model exported by vqtool export "
                    "(.onnx, .ts, an OpenVINO .openvino folder; fp32 or int8), or Ultralytics classification weights (yolo*-cls.pt).")
-@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True,
+@click.option("--top-k", type=click.IntRange(1), default=DEFAULTS.top_k, show_default=True,
               help="Classes listed per image (at most the model's number of classes).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="jsonl: one JSON object per image; csv: one row per image; table: for reading "
                    "(default: table on a terminal, else jsonl).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULTS.batch_size, show_default=True, help="Images per forward pass.")
 @device_option
 @amp_option
 @threads_option
-@click.option("--workers", type=click.IntRange(1), default=None, help="Image-decoding threads.")
-@click.option("--vid-stride", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1), default=DEFAULTS.workers, help="Image-decoding threads.")
+@click.option("--vid-stride", type=click.IntRange(1), default=DEFAULTS.vid_stride, show_default=True,
               help="Use every N-th video frame.")
 @click.option("--tta", is_flag=True,
               help="Average the softmax over each image and its mirror image (refused for models whose training "
@@ -33,9 +35,9 @@ from vqtool.commands.streaming import FORMATS
 @click.option("--sort-into", type=click.Path(file_okay=False),
               help="Copy each image into SORT_INTO/<predicted class>/ (below --min-confidence: _uncertain/). "
                    "Originals are never moved or changed; a name already taken gets a numbered name.")
-@click.option("--min-confidence", type=FiniteFloat(0, 1), default=None,
+@click.option("--min-confidence", type=FiniteFloat(0, 1), default=DEFAULTS.min_confidence,
               help="With --sort-into: images whose top confidence is below this go to _uncertain/.")
-@click.option("--threshold", type=FiniteFloat(0, 1), default=None,
+@click.option("--threshold", type=FiniteFloat(0, 1), default=DEFAULTS.threshold,
               help="Multi-label models: list the labels whose probability is at least this, instead of each "
                    "label's own threshold (chosen on val when it trained).")
 @click.option("--link", is_flag=True, help="With --sort-into: hard-link (else symlink) instead of copying.")
@@ -66,7 +68,6 @@ def predict(sources, weights, top_k, fmt, batch_size, device, amp, workers, vid_
       find /data -name '*.jpg' | vqtool predict - -w model.onnx --format csv > labels.csv
       vqtool predict shots/ -w runs/pets --cam heatmaps/
     """
-    from vqtool.classification.predict import PredictOptions
     from vqtool.commands.streaming import choose_format, print_stream
     from vqtool.errors import VQError
     from vqtool.tasks import predict as run_prediction

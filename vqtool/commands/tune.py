@@ -19,7 +19,7 @@ import click
 
 from vqtool.commands import data_options, output_options
 from vqtool.commands.recipe_options import EXPLICIT
-from vqtool.tuning import METRICS, TASK_METRICS
+from vqtool.tuning import METRICS, TASK_METRICS, Settings
 
 # The base command's options a study has no use for: each trial has its own run folder and no trackers.
 NOT_TAKEN = ("out_dir", "resume", "lr_find", "log", "experiment")
@@ -66,9 +66,10 @@ def tune_options() -> list[click.Option]:
         click.Option(["--out", "study_dir"], type=click.Path(file_okay=False), metavar="DIR",
                      help="Study folder: the trials' run folders, best.yaml, tuning.png (default runs/tune-NAME); "
                           "an existing one continues its study."),
-        click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default="median",
+        click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default=Settings.pruner,
                      show_default=True, help="Stops trials whose val metric lags the others' at the same epoch."),
-        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=10, show_default=True, metavar="N",
+        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=Settings.keep_checkpoints, show_default=True,
+                     metavar="N",
                      help="Trials that keep their weights (the N best); the others keep their metrics and args."),
         click.Option(["-v", "--verbose"], is_flag=True, help="Show the trials' own log lines too."),
     ]
@@ -164,7 +165,6 @@ def _settings(command: str, dataset: str, params: dict):
     from pathlib import Path
 
     from vqtool.errors import VQError
-    from vqtool.tuning.study import Settings
 
     if not params["trials"] and not params["budget"]:
         raise VQError("give --trials N or --budget TIME (or both): how long the search runs", usage=True)

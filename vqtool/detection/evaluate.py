@@ -108,7 +108,7 @@ def evaluate_detector(checkpoint: str, dataset_spec: str | None, *, reporter: Re
             "per_class": per_class}
 
 
-def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int = 5, normalize: bool = False,
+def detection_confusion(checkpoint: str, dataset_spec: str | None, *, top: int, normalize: bool,
                         reporter: Reporter = SILENT, **options) -> dict:
     """The document ``vqtool confusion`` prints: rows are the true class, the last row and column background.
 

@@ -14,30 +14,14 @@ from vqtool.data.digests import row_digests
 from vqtool.data.images import UnreadableImage, read_image
 from vqtool.data.pipeline import Preprocess, decode_split, pixel_stats
 from vqtool.data.store import remembered
-from vqtool.errors import VQError
 from vqtool.inspection import duplicates, labels as label_checks
 from vqtool.inspection.embeddings import embed, load_backbone
 from vqtool.inspection.files import Header, read_header, size_summary
+from vqtool.inspection.options import InspectOptions
 from vqtool.reporter import Reporter, plural
 
 SPLITS = ("train", "val", "test")
-DEFAULT_MODEL = "timm/tf_efficientnet_lite0"
 YOLO_CLASS = "images"  # a detection dataset's images, inspected as one class
-
-
-@dataclass(frozen=True)
-class InspectOptions:
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    imgsz: int | None = None
-    near_threshold: float = 0.90  # cosine similarity of two embeddings from which they are near copies
-    neighbours: int = 10  # nearest others looked at per image
-    labels: bool = True  # look for label errors
-    device: str = "auto"
-
-    def check(self) -> None:
-        if not 0 < self.near_threshold <= 1:
-            raise VQError(f"--near-threshold must be in (0, 1], got {self.near_threshold}", usage=True)
 
 
 @dataclass

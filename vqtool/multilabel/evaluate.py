@@ -121,7 +121,7 @@ def held_out_split(checkpoint, preprocess, dataset_spec: str | None):
 # --- confusion ----------------------------------------------------------------------------------------
 
 
-def confusion_report(evaluation: MultilabelEvaluation, top: int = 5, normalize: bool = False) -> dict:
+def confusion_report(evaluation: MultilabelEvaluation, *, top: int, normalize: bool) -> dict:
     """``matrix[i][j]``: images where label i is true and label j predicted (the diagonal: hits), rows as
     fractions of each label's images with ``normalize``; ``cooccurrence``: images where both are true; the
     labels most often missed and most often predicted falsely."""

@@ -13,11 +13,11 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.reporter import Reporter
+from vqtool.tuning import Settings
 from vqtool.runs.catalog import alive, is_run
 from vqtool.tuning.results import drop_checkpoints, summarize
 from vqtool.tuning.space import Space
@@ -26,20 +26,6 @@ from vqtool.tuning.trial import Job, Pruned, TrialReporter, run_trial
 
 PRUNERS = ("median", "hyperband", "none")
 FAILURES_IN_A_ROW = 5  # then the study stops: something is wrong with every trial, not with one
-
-
-@dataclass
-class Settings:
-    """How a study runs (none of this changes what its trials compute)."""
-
-    name: str
-    study_dir: Path
-    storage: str | None = None  # an Optuna storage URL; None: study.db in the study folder
-    trials: int | None = None  # until the study holds this many complete or pruned trials
-    budget: float | None = None  # seconds this process may spend
-    pruner: str = "median"
-    verbose: bool = False  # the trials' own log lines too
-    keep_checkpoints: int = 10  # the best trials whose run folders keep their weights
 
 
 def tune_job(job: Job, space: Space, settings: Settings, *, reporter: Reporter, given: dict,
