@@ -87,12 +87,15 @@ def evaluation_split(classifier: Classifier, dataset_spec: str | None, data: Dat
     return dataset, split_name, _aligned(dataset, chosen, classifier.classes)
 
 
-def dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:
-    """The dataset named by ``spec`` (evaluated whole unless it has its own held-out split), else the model's own."""
+def dataset_for(classifier: Classifier, spec: str | None, data: DataOptions, load=None) -> Dataset:
+    """The dataset named by ``spec`` (evaluated whole unless it has its own held-out split), else the model's own.
+    ``load(target, options, recorded)`` reads it (default: the registry's sources); ``recorded`` is the
+    checkpoint's dataset record for its own dataset, empty for one named on the command line."""
+    load = load or (lambda target, options, recorded: load_dataset(target, options))
     if spec is not None:
         # A dataset named on the command line is evaluated whole unless it has its own held-out split.
         options = data if data.val_split is not None else DataOptions(**{**data.__dict__, "val_split": 0.0})
-        return load_dataset(spec, options)
+        return load(spec, options, {})
     recorded = classifier.meta.get("dataset") or {}
     if not recorded.get("source"):
         raise VQError("this model records no dataset; name one: vqtool eval MODEL DATASET", usage=True)
@@ -101,7 +104,7 @@ def dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> 
                           seed=recorded.get("seed", 0), strict=data.strict, workers=data.workers,
                           cache_store=data.cache_store)
     try:
-        return load_dataset(target, options)
+        return load(target, options, recorded)
     except VQError as error:
         raise VQError(f"cannot load the model's own dataset ({first_line(error)}); name one: vqtool eval MODEL DATASET") from error
 

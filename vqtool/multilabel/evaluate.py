@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from vqtool.classification.classifier import Classifier
-from vqtool.classification.evaluate import load_classifier
+from vqtool.classification.evaluate import dataset_for as classification_dataset_for, load_classifier
 from vqtool.classification.inference import logits_of
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split
@@ -75,20 +75,10 @@ def evaluate_multilabel(path: str, dataset_spec: str | None, data: DataOptions, 
 
 
 def dataset_for(classifier: Classifier, spec: str | None, data: DataOptions) -> Dataset:
-    """The dataset named on the command line (whole unless it has its own splits), else the model's own."""
-    if spec is not None:
-        options = data if data.val_split is not None else DataOptions(**{**data.__dict__, "val_split": 0.0})
-        return load_multilabel(spec, options)
-    recorded = classifier.meta.get("dataset") or {}
-    if not recorded.get("path"):
-        raise VQError("this model records no dataset; name one: vqtool eval MODEL DATASET", usage=True)
-    options = DataOptions(val_split=recorded.get("val_split"), seed=recorded.get("seed", 0), strict=data.strict,
-                          workers=data.workers, cache_store=data.cache_store)
-    try:
-        return load_multilabel(recorded["path"], options, recorded.get("labels_from"))
-    except VQError as error:
-        raise VQError(f"cannot load the model's own dataset ({first_line(error)}); name one: "
-                      f"vqtool eval MODEL DATASET") from error
+    """The dataset named on the command line (whole unless it has its own splits), else the model's own, read as
+    multi-label data (its recorded ``labels_from`` too)."""
+    return classification_dataset_for(classifier, spec, data, load=lambda target, options, recorded: load_multilabel(
+        target, options, recorded.get("labels_from")))
 
 
 def aligned(dataset: Dataset, split: Split, classes: list[str]) -> Split:
