@@ -22,7 +22,7 @@ import torch
 from vqtool.exporting import ExportOptions
 from vqtool.reporter import SILENT
 from vqtool.tasks import export
-from vqtool.classification.export import write_onnx
+from vqtool.classification.export.formats import write_onnx
 
 
 def eager_model(checkpoint: str | None) -> tuple[torch.nn.Module, int, int]:
@@ -31,7 +31,7 @@ def eager_model(checkpoint: str | None) -> tuple[torch.nn.Module, int, int]:
         from torchvision.models import resnet18
 
         return resnet18().eval(), 3, 224
-    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoints.format import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     return loaded.model.eval(), loaded.preprocess.channels, loaded.preprocess.size

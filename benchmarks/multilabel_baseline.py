@@ -69,7 +69,7 @@ def features(model, head: str, split, preprocess) -> np.ndarray:
     """The backbone's output (the head's input) for each image of a prepared split."""
     import torch
 
-    from vqtool.classification.features import _hooked
+    from vqtool.classification.training.features import _hooked
     from vqtool.compute.device import resolve_device
     from vqtool.data.pipeline import Normalizer, batches
 
@@ -84,13 +84,13 @@ def features(model, head: str, split, preprocess) -> np.ndarray:
 def compare(run: str, data: str | None) -> dict:
     from sklearn.linear_model import LogisticRegression
 
-    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoints.format import load_checkpoint
     from vqtool.data import DataOptions
     from vqtool.data.pipeline import decode_split
     from vqtool.models.surgery import find_head
     from vqtool.multilabel.evaluate import aligned, dataset_for, evaluate_multilabel
     from vqtool.multilabel.metrics import mean_ap
-    from vqtool.classification.classifier import Classifier
+    from vqtool.classification.inference.classifier import Classifier
 
     checkpoint = load_checkpoint(run)
     classifier = Classifier(checkpoint.model, checkpoint.classes, checkpoint.preprocess, checkpoint.meta)

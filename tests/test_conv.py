@@ -230,7 +230,7 @@ def test_summary_errors(run_cli):
 
 @pytest.fixture
 def smallcnn_run(tmp_path):
-    from vqtool.classification.checkpoint import save_checkpoint
+    from vqtool.classification.checkpoints.format import save_checkpoint
     from vqtool.models.small import SmallCNN
 
     run = tmp_path / "run"

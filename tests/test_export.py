@@ -32,7 +32,7 @@ def test_export_verifies_and_evaluates_like_the_checkpoint(run_cli, trained, tmp
 
 
 def test_onnx_carries_class_names_and_preprocessing(run_cli, trained):
-    from vqtool.classification.export_metadata import read_metadata
+    from vqtool.classification.checkpoints.export_format import read_metadata
 
     run, _ = trained
     summary = summary_of(run_cli("export", run, "--json", "-q"))

@@ -67,8 +67,8 @@ def test_int8_is_calibrated_and_judged_on_held_out_images(run_cli, trained, tmp_
 
 def test_an_export_losing_more_than_max_drop_is_kept_flagged_and_exits_1(trained, tmp_path):
     """judge_int8 on a real runtime whose answers are the checkpoint's reversed: every answer changes."""
-    from vqtool.classification.checkpoint import load_checkpoint
-    from vqtool.classification.quantize import judge_int8
+    from vqtool.classification.checkpoints.format import load_checkpoint
+    from vqtool.classification.export.quantize import judge_int8
     from vqtool.errors import VQError
     from vqtool.exporting import ExportOptions, check_verified
     from vqtool.reporter import SILENT
@@ -158,7 +158,7 @@ def test_tampered_or_truncated_exports_are_refused_at_load(run_cli, trained, tmp
 
 
 def test_threads_reach_every_runtime(run_cli, trained, tmp_path):
-    from vqtool.classification.exported import load_exported
+    from vqtool.classification.inference.exported import load_exported
 
     run, data = trained
     summary_of(run_cli("export", run, "-o", tmp_path / "m.onnx", "--no-verify", "--json", "-q"))

@@ -80,7 +80,7 @@ def test_cached_and_uncached_heads_learn_the_same(run_cli, tree, tmp_path):
 def test_frozen_backbone_features_are_torch_s_in_either_runtime(with_onnxruntime, monkeypatch, reporter):
     import torchvision
 
-    from vqtool.classification.features import frozen_backbone
+    from vqtool.classification.training.features import frozen_backbone
 
     if not with_onnxruntime:
         monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError

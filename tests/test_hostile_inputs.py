@@ -232,7 +232,7 @@ def unreadable_subfolder(strict: bool):
 def checkpoint_with(change: Callable[[dict], object]):
     """A real checkpoint whose model.json is then broken by ``change`` (returns bytes to write, or edits)."""
     def build(folder: Path, monkeypatch) -> list:
-        from vqtool.classification.checkpoint import save_checkpoint
+        from vqtool.classification.checkpoints.format import save_checkpoint
         from vqtool.models.small import SmallCNN
 
         meta = {"task": "classification", "architecture": "smallcnn", "num_classes": 2, "in_channels": 1,

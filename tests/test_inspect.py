@@ -298,7 +298,7 @@ def test_default_model_without_weights_is_one_error_line(tmp_path, run_cli, monk
 
 
 def test_train_hints_at_copies_across_splits(tmp_path):
-    from vqtool.classification.train import prepare_splits
+    from vqtool.classification.training.train import prepare_splits
     from vqtool.data import DataOptions, load_dataset
     from vqtool.data.pipeline import Preprocess
 

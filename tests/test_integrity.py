@@ -53,7 +53,7 @@ def strict_json(path: Path):
 
 def epoch_of(run: Path):
     """The epoch a run folder holds, read as vqtool's readers read it; fails unless all its files agree."""
-    from vqtool.classification.checkpoint import load_checkpoint, read_meta
+    from vqtool.classification.checkpoints.format import load_checkpoint, read_meta
     from vqtool.runs.commit import committed
 
     state_path = committed(run, "state.pt")
@@ -232,7 +232,7 @@ def test_files_follow_the_umask(run_cli, tmp_path):
 
 
 def test_a_val_loss_that_is_not_finite_is_divergence(run_cli, monkeypatch):
-    import vqtool.classification.objective as objective
+    import vqtool.classification.training.objective as objective
 
     validate, calls = objective.validate, []
 
@@ -248,7 +248,7 @@ def test_a_val_loss_that_is_not_finite_is_divergence(run_cli, monkeypatch):
 
 
 def test_a_full_disk_while_training_is_one_line_and_keeps_the_last_epoch(run_cli, monkeypatch):
-    import vqtool.classification.training_run as training_run
+    import vqtool.classification.training.run as training_run
 
     save, calls = torch.save, []
 

@@ -39,8 +39,8 @@ def _status(field: str) -> int:
 def test_feature_pass_and_eval_peak_memory_is_flat_in_the_number_of_images(tmp_path, reporter):
     import timm
 
-    from vqtool.classification.features import cache_features, frozen_backbone
-    from vqtool.classification.inference import logits_of
+    from vqtool.classification.training.features import cache_features, frozen_backbone
+    from vqtool.classification.inference.logits import logits_of
     from vqtool.data import load_dataset
     from vqtool.data.pipeline import ImageInputs, Preprocess, decode_split
 

@@ -170,7 +170,7 @@ def test_a_runs_args_json_replays_its_task_and_options(run_cli, tmp_path):
 
 
 def test_a_run_recorded_before_args_json_named_its_task_replays_as_the_task_whose_options_it_holds(tmp_path):
-    from vqtool.classification.recipes import option_file
+    from vqtool.classification.training.recipes import option_file
 
     args = {"dataset": "labels.csv", "config": {"epochs": 3}, "multilabel": {"loss": "asl", "labels_from": None}}
     (tmp_path / "args.json").write_text(json.dumps({"command": "train", "argv": [], "args": args}))
@@ -198,7 +198,7 @@ def test_single_label_options_are_refused_for_multilabel(run_cli, tmp_path):
 
 def test_mixup_mixes_multi_hot_rows_as_it_mixes_the_images():
     from vqtool.classification.config import TrainConfig
-    from vqtool.classification.mixing import BatchMixer
+    from vqtool.classification.training.mixing import BatchMixer
 
     mixer = BatchMixer(TrainConfig(mixup=0.4), 3, multi_label=True)
     x = torch.stack([torch.full((1, 2, 2), 1.0), torch.full((1, 2, 2), 0.0)])
@@ -273,7 +273,7 @@ def test_confusion_names_the_most_missed_and_falsely_predicted_labels(run_cli, s
 
 
 def test_the_onnx_export_is_verified_and_keeps_the_thresholds(run_cli, squares_run):
-    from vqtool.classification.export_metadata import read_metadata
+    from vqtool.classification.checkpoints.export_format import read_metadata
 
     run, _, root, _, exported = squares_run
     assert exported["verified"] is True and exported["task"] == "multilabel"

@@ -226,7 +226,7 @@ def test_min_confidence_sends_doubtful_images_to_uncertain_and_link(run_cli, str
 
 
 def test_tta_is_the_average_over_the_image_and_its_mirror(run_cli, stripes_run, tmp_path):
-    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoints.format import load_checkpoint
     from vqtool.data.images import load_image, pillow_limits
 
     run, tree, _ = stripes_run
@@ -268,8 +268,8 @@ def square_image(seed: int, square_at: tuple[int, int] | None, size: int = 64) -
 
 @pytest.mark.slow  # trains a 64 px model: about 20 s here
 def test_grad_cam_peaks_inside_the_square_that_decides_the_class(run_cli, tmp_path):
-    from vqtool.classification.cam import GradCam
-    from vqtool.classification.evaluate import load_classifier
+    from vqtool.classification.inference.cam import GradCam
+    from vqtool.classification.inference.evaluate import load_classifier
     from vqtool.data.images import load_image, pillow_limits
 
     rng = np.random.default_rng(0)
@@ -379,8 +379,8 @@ def test_a_closed_pipe_ends_quietly_with_exit_0(stripes_run):
 def test_decoding_runs_a_bounded_way_ahead_of_the_model(stripes_run):
     from concurrent.futures import ThreadPoolExecutor
 
-    from vqtool.classification.checkpoint import load_checkpoint
-    from vqtool.classification.predict import _decoded
+    from vqtool.classification.checkpoints.format import load_checkpoint
+    from vqtool.classification.inference.predict import _decoded
     from vqtool.data.inputs import Input
 
     run, tree, _ = stripes_run
@@ -406,8 +406,8 @@ def test_grad_cam_agrees_with_pytorch_grad_cam(stripes_run):
     grad_cam = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from vqtool.classification.cam import GradCam
-    from vqtool.classification.evaluate import load_classifier
+    from vqtool.classification.inference.cam import GradCam
+    from vqtool.classification.inference.evaluate import load_classifier
 
     run, tree, _ = stripes_run
     classifier = load_classifier(str(run))

@@ -9,7 +9,7 @@ from torch import nn
 
 from conftest import make_class_tree, summary_of
 from vqtool.classification.config import TrainConfig
-from vqtool.classification.schedule import WARMUP_START, Schedule
+from vqtool.classification.training.schedule import WARMUP_START, Schedule
 
 
 def lrs_of(config: TrainConfig, steps_per_epoch: int) -> list[float]:
@@ -59,7 +59,7 @@ def test_a_schedule_resumes_from_its_state_dict():
 
 
 def linear_step(config: TrainConfig, model: nn.Module, steps_per_epoch: int = 10):
-    from vqtool.classification.steps import make_train_step
+    from vqtool.classification.training.steps import make_train_step
     from vqtool.data import Split
     from vqtool.reporter import SILENT
 
@@ -113,7 +113,7 @@ def test_a_short_last_group_is_averaged_over_its_own_batches():
 
 
 def test_auto_class_weights_are_inverse_frequencies_averaging_one():
-    from vqtool.classification.imbalance import class_weights
+    from vqtool.classification.training.imbalance import class_weights
 
     labels = torch.tensor([0] * 8 + [1] * 2)
     weights = class_weights("auto", labels, ["a", "b"])
@@ -123,7 +123,7 @@ def test_auto_class_weights_are_inverse_frequencies_averaging_one():
 
 
 def test_class_weights_from_a_file(tmp_path):
-    from vqtool.classification.imbalance import class_weights
+    from vqtool.classification.training.imbalance import class_weights
     from vqtool.errors import VQError
 
     labels = torch.tensor([0, 1])
@@ -144,7 +144,7 @@ def test_weighted_loss_counts_the_rare_class_more():
 
 
 def test_the_balanced_sampler_draws_classes_evenly():
-    from vqtool.classification.imbalance import balanced_order
+    from vqtool.classification.training.imbalance import balanced_order
 
     labels = torch.tensor([0] * 90 + [1] * 10)
     order = balanced_order(labels, torch.Generator().manual_seed(0), 20000)
@@ -153,7 +153,7 @@ def test_the_balanced_sampler_draws_classes_evenly():
 
 
 def test_the_imbalance_hint_names_the_classes():
-    from vqtool.classification.imbalance import imbalance_hint
+    from vqtool.classification.training.imbalance import imbalance_hint
 
     assert imbalance_hint(torch.tensor([0] * 3 + [1] * 3), ["a", "b"]) is None
     hint = imbalance_hint(torch.tensor([0] * 30 + [1] * 3), ["cats", "dogs"])
@@ -161,7 +161,7 @@ def test_the_imbalance_hint_names_the_classes():
 
 
 def mixer(**options):
-    from vqtool.classification.mixing import BatchMixer
+    from vqtool.classification.training.mixing import BatchMixer
 
     return BatchMixer(TrainConfig(**options), num_classes=4)
 
@@ -199,7 +199,7 @@ def test_an_odd_last_image_keeps_its_own_label():
 
 
 def test_the_weight_average_equals_a_hand_computed_ema_and_copies_batch_norm():
-    from vqtool.classification.ema import WeightAverage
+    from vqtool.classification.training.ema import WeightAverage
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
@@ -220,7 +220,7 @@ def test_the_weight_average_equals_a_hand_computed_ema_and_copies_batch_norm():
 def test_ema_checkpoint_holds_the_average_and_resume_restores_it(run_cli, class_tree, monkeypatch):
     from safetensors.torch import load_file
 
-    from vqtool.classification.training_run import TrainingRun
+    from vqtool.classification.training.run import TrainingRun
 
     options = ("--epochs", "2", "--ema", "0.9", "--mixup", "0.4", "--scheduler", "none", "--json", "-q")
     straight = summary_of(run_cli("train", class_tree, *options, "--out", "a", "--val-split", "0"))
@@ -260,7 +260,7 @@ def test_imbalanced_training_data_gets_a_hint_unless_weighted(run_cli, tmp_path)
 def test_validation_gives_the_class_balanced_accuracy_beside_the_accuracy():
     from types import SimpleNamespace
 
-    from vqtool.classification.objective import validate
+    from vqtool.classification.training.objective import validate
     from vqtool.data import Split
 
     always_first = nn.Linear(1, 3)  # predicts class 0 whatever the image
@@ -273,8 +273,8 @@ def test_validation_gives_the_class_balanced_accuracy_beside_the_accuracy():
 
 
 def test_the_best_epoch_goes_by_the_selection_metric():
-    from vqtool.classification.objective import selection_metric
-    from vqtool.classification.training_run import ResumeState
+    from vqtool.classification.training.objective import selection_metric
+    from vqtool.classification.training.run import ResumeState
 
     epochs = [{"epoch": 1, "val_loss": 0.5, "val_top1": 0.9, "val_balanced_top1": 0.6},  # the majority class
               {"epoch": 2, "val_loss": 0.6, "val_top1": 0.8, "val_balanced_top1": 0.7}]

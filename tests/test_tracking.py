@@ -39,7 +39,7 @@ def csv_columns(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def flattened_args(run: Path) -> dict[str, str]:
-    from vqtool.runs.tracking import flatten
+    from vqtool.runs.trackers import flatten
 
     return {key: str(value) for key, value in flatten(json.loads((run / "args.json").read_text())["args"]).items()}
 
@@ -56,7 +56,7 @@ def closed_port() -> int:
 def test_tensorboard_holds_exactly_the_epochs_of_metrics_csv(run_cli, class_tree):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from vqtool.runs.tracking import scalar_tag
+    from vqtool.runs.trackers import scalar_tag
 
     summary = summary_of(run_cli("train", class_tree, *QUICK, "--out", "run", "--log", "tensorboard", "--json"))
     events = EventAccumulator("run/tb", size_guidance={"scalars": 0, "images": 0, "tensors": 0})
@@ -126,7 +126,7 @@ def test_mlflow_run_in_the_experiment_named_holds_the_args_and_epochs(run_cli, c
 
 def test_an_unreachable_tracking_server_warns_quickly_and_the_run_completes(run_cli, class_tree, monkeypatch,
                                                                           reporter):
-    from vqtool.runs.tracking import RunIdentity, TrackingOptions, open_trackers
+    from vqtool.runs.trackers import RunIdentity, TrackingOptions, open_trackers
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")
     for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
@@ -273,7 +273,7 @@ def test_runs_reports_running_and_interrupted_by_the_status_file(run_cli, class_
 
 
 def test_ctrl_c_marks_a_run_interrupted(run_cli, class_tree, monkeypatch):
-    import vqtool.classification.loop as loop
+    import vqtool.classification.training.loop as loop
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

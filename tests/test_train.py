@@ -27,7 +27,7 @@ def test_default_train_reaches_95_percent_on_digits(run_cli):
 
 
 def test_resume_continues_exactly_where_it_stopped(run_cli, monkeypatch):
-    from vqtool.classification.training_run import TrainingRun
+    from vqtool.classification.training.run import TrainingRun
 
     straight = summary_of(run_cli("train", "--epochs", "4", "--json", "-q", "--out", "a"))
     commit = TrainingRun.commit
@@ -182,7 +182,7 @@ def test_ctrl_c_in_a_finetune_names_its_resume_command_and_before_the_first_epoc
     import timm
     from safetensors.torch import save_file
 
-    from vqtool.classification import loop
+    from vqtool.classification.training import loop
 
     save_file(timm.create_model("resnet10t").state_dict(), str(tmp_path / "w.safetensors"))
 

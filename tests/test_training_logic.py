@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from vqtool.classification.lr_find import RangeTest
-from vqtool.classification.hints import diagnose
+from vqtool.classification.training.lr_find import RangeTest
+from vqtool.classification.training.hints import diagnose
 
 
 def history(*accuracies: tuple[float, float]) -> list[dict]:

@@ -1,7 +1,7 @@
 """What an export is asked and how its verification is judged, for classifiers and detectors alike.
 
 Classification checkpoints export through torch with vqtool's metadata embedded
-(:mod:`vqtool.classification.export`); YOLO weights go through Ultralytics' own
+(:mod:`vqtool.classification.export.formats`); YOLO weights go through Ultralytics' own
 exporter (:mod:`vqtool.detection.export`); :func:`vqtool.tasks.export` picks
 one. Nothing here imports torch, onnx or Ultralytics.
 """

@@ -265,7 +265,7 @@ class Request:
     typed: dict = field(default_factory=dict)
     defaulted: frozenset = frozenset()  # the options left at their Click default (not typed, no --config)
     data: object = None  # vqtool.data.DataOptions
-    tracking: object = None  # vqtool.runs.tracking.TrackingOptions
+    tracking: object = None  # vqtool.runs.trackers.TrackingOptions
     reporter: object = None
 
 

@@ -73,7 +73,7 @@ ENTRY_POINTS = {"train": "train", "finetune": "finetune", "eval": "evaluate", "c
 
 def export(checkpoint: str, options, reporter) -> dict:
     """Export a checkpoint or weights of any task; the summary ``vqtool export`` prints."""
-    from vqtool.classification.export_metadata import is_exported
+    from vqtool.classification.checkpoints.export_format import is_exported
 
     if is_exported(checkpoint):  # model.onnx beside model.json would otherwise pass for a checkpoint
         raise VQError(f"{checkpoint}: already an exported model; export the checkpoint or weights it came from",
@@ -91,8 +91,8 @@ def predict(sources, weights: str, options):
 
 def is_classifier(spec: str) -> bool:
     """A vqtool classification checkpoint (run folder, model.safetensors, model.json) or an exported classifier."""
-    from vqtool.classification.checkpoint_files import resolve_checkpoint
-    from vqtool.classification.export_metadata import is_exported_classifier
+    from vqtool.classification.checkpoints.paths import resolve_checkpoint
+    from vqtool.classification.checkpoints.export_format import is_exported_classifier
 
     if is_exported_classifier(spec):
         return True

@@ -34,7 +34,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     imgsz: int | None = None
-    # The recipe options (classification/recipes.py bundles them); each default leaves the plain loop as it was.
+    # The recipe options (classification/training/recipes.py bundles them); each default leaves the plain loop as it was.
     recipe: str | None = None  # the named bundle the options below started from (recorded, not re-applied)
     warmup_epochs: int = 0  # linear LR warm-up before the scheduler starts
     clip_grad: float = 0.0  # max gradient norm (0: no clipping)
@@ -98,7 +98,7 @@ def make_optimizer(groups, config: TrainConfig):
 
 def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
     """(scheduler, steps per optimizer step?) over ``epochs`` (default all of the run's); onecycle and cosine move
-    every optimizer step, the others every epoch. :class:`~vqtool.classification.schedule.Schedule` wraps it."""
+    every optimizer step, the others every epoch. :class:`~vqtool.classification.training.schedule.Schedule` wraps it."""
     import torch
 
     epochs = epochs or config.epochs
@@ -172,10 +172,10 @@ class PredictOptions:
     tta: bool = False  # average the softmax over the image and its horizontal flip
     vid_stride: int = 1
     workers: int | None = None  # decoding threads
-    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.sorting)
+    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.inference.sorting)
     min_confidence: float | None = None
     link: bool = False
-    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
+    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.inference.cam)
     cam_layer: str | None = None
     amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
     threshold: float | None = None  # multi-label models: one threshold for every label instead of their own

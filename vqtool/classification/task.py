@@ -32,7 +32,7 @@ class ClassificationTask(Task):
     order = 20
 
     def owns(self, target: str) -> bool:
-        from vqtool.classification.export_metadata import is_exported_classifier
+        from vqtool.classification.checkpoints.export_format import is_exported_classifier
 
         return is_exported_classifier(target)  # a .onnx or .pt from vqtool export, despite the suffix
 
@@ -46,7 +46,7 @@ class ClassificationTask(Task):
     def train(self, request: Request) -> dict:
         config = training_config(request)
         check_before_torch(request, config)
-        from vqtool.classification.train import resume_job, train_job
+        from vqtool.classification.training.train import resume_job, train_job
 
         params = request.params
         if params.get("resume"):
@@ -60,7 +60,7 @@ class ClassificationTask(Task):
         config = training_config(request)
         tune = finetune_options(request)
         check_before_torch(request, config, tune)
-        from vqtool.classification.finetune import finetune_job, lr_find_job, resume_finetune
+        from vqtool.classification.training.finetune import finetune_job, lr_find_job, resume_finetune
 
         params, reporter = request.params, request.reporter
         if params.get("resume"):
@@ -73,27 +73,27 @@ class ClassificationTask(Task):
                             out_dir=params.get("out_dir"), tracking=request.tracking)
 
     def evaluate(self, request: Request) -> dict:
-        from vqtool.classification.checkpoint_files import check_model_path
+        from vqtool.classification.checkpoints.paths import check_model_path
 
         check_model_path(request.target)  # before torch loads (records imports it)
-        from vqtool.classification.records import check_predictions_file
+        from vqtool.classification.inference.records import check_predictions_file
 
         params = request.params
         predictions = check_predictions_file(params["predictions_file"]) if params.get("predictions_file") else None
         evaluation = run_evaluation(request)
         report = evaluation.report
         if predictions:
-            from vqtool.classification.records import write_predictions
+            from vqtool.classification.inference.records import write_predictions
 
             write_predictions(predictions, evaluation.predictions(), min(5, len(evaluation.classifier.classes)))
             request.reporter.log(f"wrote {predictions} ({report['n']} images)")
         return report
 
     def confusion(self, request: Request) -> dict:
-        from vqtool.classification.checkpoint_files import check_model_path
+        from vqtool.classification.checkpoints.paths import check_model_path
 
         check_model_path(request.target)  # before the evaluation imports torch
-        from vqtool.classification.confusion import confusion_report, plot_misclassified
+        from vqtool.classification.inference.confusion import confusion_report, plot_misclassified
         from vqtool.plots import plot_confusion
 
         params, reporter = request.params, request.reporter
@@ -109,7 +109,7 @@ class ClassificationTask(Task):
         return report
 
     def predict(self, sources, weights: str, options):
-        from vqtool.classification.predict import predict as classify
+        from vqtool.classification.inference.predict import predict as classify
 
         if options.threshold is not None:
             raise VQError("--threshold is for multi-label models; a classifier gives one class per image (see "
@@ -119,12 +119,12 @@ class ClassificationTask(Task):
         return classify(sources, classifier, options), classifier.classes
 
     def export(self, checkpoint: str, options, reporter) -> dict:
-        from vqtool.classification.checkpoint_files import check_model_path
-        from vqtool.classification.export_metadata import check_options
+        from vqtool.classification.checkpoints.paths import check_model_path
+        from vqtool.classification.checkpoints.export_format import check_options
 
         check_options(options)  # usage errors before torch loads
         check_model_path(checkpoint)
-        from vqtool.classification.export import export_classifier
+        from vqtool.classification.export.formats import export_classifier
 
         return export_classifier(checkpoint, options, reporter)
 
@@ -141,8 +141,8 @@ class ClassificationTask(Task):
                 "lines": [f"top-1 {report['top1']:.4f}{top5}  loss {report['loss']:.4f}  n {report['n']}"]}
 
     def predict_output(self, classes: list[str], options) -> dict:
-        from vqtool.classification.predict import PredictSummary
-        from vqtool.classification.records import IMAGE_COLUMNS, csv_values, top_columns
+        from vqtool.classification.inference.predict import PredictSummary
+        from vqtool.classification.inference.records import IMAGE_COLUMNS, csv_values, top_columns
 
         def table_row(record):
             where = record["path"] + (f" #{record['frame']}" if "frame" in record else "")
@@ -188,7 +188,7 @@ def check_before_torch(request: Request, config: TrainConfig, tune: FinetuneOpti
 
 def run_evaluation(request: Request):
     """The Evaluation of ``eval`` and ``confusion``: the checkpoint over the request's dataset split."""
-    from vqtool.classification.evaluate import evaluate
+    from vqtool.classification.inference.evaluate import evaluate
 
     params = request.params
     return evaluate(request.target, request.dataset, request.data, split=params.get("split"),
@@ -199,6 +199,6 @@ def run_evaluation(request: Request):
 def classifier_for_predict(weights):
     """A vqtool checkpoint or export; an object that already is a classifier (model, classes, preprocess, meta:
     the detection task's Ultralytics classification weights) as it is."""
-    from vqtool.classification.evaluate import load_classifier
+    from vqtool.classification.inference.evaluate import load_classifier
 
     return load_classifier(weights) if isinstance(weights, (str, Path)) else weights

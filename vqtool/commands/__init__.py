@@ -143,7 +143,7 @@ def device_option(command=None, *, training: bool = False):
                         "Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
 
 
-TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
+TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.trackers.TRACKERS, without importing it for --help
 
 
 def _tracker_names(ctx, param, values) -> tuple[str, ...]:
@@ -166,7 +166,7 @@ def tracking_options(command):
     @click.option("--experiment", metavar="NAME", help="MLflow experiment (default: the dataset's name).")
     @wraps(command)
     def wrapper(*args, log, experiment, **kwargs):
-        from vqtool.runs.tracking import TrackingOptions
+        from vqtool.runs.trackers import TrackingOptions
 
         tracking = TrackingOptions(names=log, experiment=experiment)
         tracking.check()  # a missing extra is a usage error before anything is loaded

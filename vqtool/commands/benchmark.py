@@ -68,7 +68,7 @@ def benchmark(target, dataset, formats, batches, seconds, max_drop, calibrate, c
       vqtool benchmark runs/finetune-effnet ./photos --formats torch,onnx,openvino-int8 --batch 1,32 --json
       vqtool benchmark runs/finetune-effnet/model.int8.openvino ./photos --threads 2
     """
-    from vqtool.classification.benchmark import benchmark as run_benchmark
+    from vqtool.classification.export.benchmark import benchmark as run_benchmark
     from vqtool.errors import VQError
     from vqtool.tasks import is_classifier
 

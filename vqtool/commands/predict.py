@@ -90,7 +90,7 @@ def jsonl_writer(out, output):
 
 
 def csv_writer(out, output):
-    from vqtool.classification.records import csv_line
+    from vqtool.classification.inference.records import csv_line
 
     out.text(csv_line(output["csv"]))
     return lambda record: out.text(csv_line(output["csv_values"](record)))

@@ -20,7 +20,7 @@ def _load_config(ctx: click.Context, param, path: str | None):
     """--config is eager: its values become the context's default_map before the other options are read."""
     if path is None:
         return None
-    from vqtool.classification.recipes import option_file
+    from vqtool.classification.training.recipes import option_file
     from vqtool.errors import VQError
 
     values, from_run = option_file(path)
@@ -47,7 +47,7 @@ def parameter_names(command: click.Command) -> dict[str, str]:
 
 def recipe_options(command):
     """The recipe options, with --recipe and --config."""
-    from vqtool.classification.recipes import RECIPES
+    from vqtool.classification.training.recipes import RECIPES
 
     for decorator in reversed([
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), is_eager=True,
@@ -96,7 +96,7 @@ def recipe_applied(out) -> dict:
     params = dict(ctx.params)
     if not params.get("recipe"):
         return params
-    from vqtool.classification.recipes import describe_recipe, recipe_values
+    from vqtool.classification.training.recipes import describe_recipe, recipe_values
 
     explicit = {name for name in params if ctx.get_parameter_source(name) in EXPLICIT}
     applied = recipe_values(params["recipe"], explicit, params["epochs"])

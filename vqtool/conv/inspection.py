@@ -61,7 +61,7 @@ def load_inspected(spec: str, weights: str | None = None, num_classes: int | Non
 
 
 def _from_checkpoint(path: str) -> InspectedModel:
-    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoints.format import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     return InspectedModel(checkpoint.model.eval(), checkpoint.preprocess,

@@ -1,6 +1,6 @@
 """Embeddings: a registry backbone's features (the input of its classifier), L2-normalised.
 
-They come from the frozen-backbone feature store (:func:`vqtool.classification.features.features_of`), so the
+They come from the frozen-backbone feature store (:func:`vqtool.classification.training.features.features_of`), so the
 backbone runs once per image and preprocessing; a second inspection reads them. Where mirrored images are fair
 (``Dataset.flips``), an image's embedding is the mean of its own features and its mirror image's, so a flipped
 copy has the same embedding as its original.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vqtool.classification.features import Wanted, features_of
+from vqtool.classification.training.features import Wanted, features_of
 from vqtool.compute.device import resolve_device
 from vqtool.data import Dataset, Split
 from vqtool.data.pipeline import ImageInputs, Preprocess

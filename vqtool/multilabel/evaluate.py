@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtool.classification.classifier import Classifier
-from vqtool.classification.evaluate import dataset_for as classification_dataset_for, load_classifier
-from vqtool.classification.inference import logits_of
+from vqtool.classification.inference.classifier import Classifier
+from vqtool.classification.inference.evaluate import dataset_for as classification_dataset_for, load_classifier
+from vqtool.classification.inference.logits import logits_of
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split
 from vqtool.data.pipeline import decode_split
@@ -96,7 +96,7 @@ def aligned(dataset: Dataset, split: Split, classes: list[str]) -> Split:
 
 
 def held_out_split(checkpoint, preprocess, dataset_spec: str | None):
-    """Real images to verify an export with (see :func:`vqtool.classification.verify.held_out_split`)."""
+    """Real images to verify an export with (see :func:`vqtool.classification.export.verify.held_out_split`)."""
     classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)
     try:
         dataset = dataset_for(classifier, dataset_spec, DataOptions())

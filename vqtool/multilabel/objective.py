@@ -1,5 +1,5 @@
 """What multi-label training optimises and measures, for classification's loop
-(:mod:`vqtool.classification.objective` describes the protocol).
+(:mod:`vqtool.classification.training.objective` describes the protocol).
 
 Each label's logit is its own yes/no: binary cross-entropy with logits (with
 ``--pos-weight auto``, each label's positives weighted by its negatives/positives
@@ -56,7 +56,7 @@ class MultiLabel:
         return nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(device)), weights
 
     def mixer(self, config: TrainConfig, classes: list[str]):
-        from vqtool.classification.mixing import BatchMixer
+        from vqtool.classification.training.mixing import BatchMixer
 
         return BatchMixer(config, len(classes), multi_label=True) if config.mixes else None
 
@@ -69,7 +69,7 @@ class MultiLabel:
 
     def validate(self, model, val: Split, inputs, batch_size: int) -> dict:
         """Loss, label accuracy at 0.5 and macro mAP over the whole val split (each process scores all of it)."""
-        from vqtool.classification.inference import logits_with
+        from vqtool.classification.inference.logits import logits_with
 
         logits = logits_with(model, val, inputs.eval, batch_size)
         loss = nn.functional.binary_cross_entropy_with_logits(logits, val.labels).item()

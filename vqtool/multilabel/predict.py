@@ -8,9 +8,9 @@ and ``scores`` (every label's probability), rounded to 6 decimals.
 
 from __future__ import annotations
 
-from vqtool.classification.evaluate import load_classifier
-from vqtool.classification.predict import predict as stream
-from vqtool.classification.records import DECIMALS
+from vqtool.classification.inference.evaluate import load_classifier
+from vqtool.classification.inference.predict import predict as stream
+from vqtool.classification.inference.records import DECIMALS
 from vqtool.errors import VQError
 from vqtool.multilabel.evaluate import model_thresholds
 from vqtool.reporter import plural

@@ -35,7 +35,7 @@ class MultilabelTask(Task):
 
     def train(self, request: Request) -> dict:
         config, objective = self._prepare(request)
-        from vqtool.classification.train import resume_job, train_job
+        from vqtool.classification.training.train import resume_job, train_job
 
         if request.params.get("resume"):
             return resume_job(request.params["resume"], reporter=request.reporter, epochs=typed_epochs(request),
@@ -47,7 +47,7 @@ class MultilabelTask(Task):
         tune = finetune_options(request)
         head_defaults(request, tune)
         config, objective = self._prepare(request, tune)
-        from vqtool.classification.finetune import finetune_job, resume_finetune
+        from vqtool.classification.training.finetune import finetune_job, resume_finetune
 
         if request.params.get("resume"):
             return resume_finetune(request.params["resume"], reporter=request.reporter,
@@ -94,7 +94,7 @@ class MultilabelTask(Task):
         return report
 
     def _evaluation(self, request: Request):
-        from vqtool.classification.checkpoint_files import check_model_path
+        from vqtool.classification.checkpoints.paths import check_model_path
 
         if request.params.get("predictions_file"):
             raise VQError("--predictions is for single-label classifiers; a multi-label model's labels per "
@@ -114,15 +114,15 @@ class MultilabelTask(Task):
         return predict_labels(sources, weights, options)
 
     def export(self, checkpoint: str, options, reporter) -> dict:
-        from vqtool.classification.checkpoint_files import check_model_path
-        from vqtool.classification.export_metadata import check_options
+        from vqtool.classification.checkpoints.paths import check_model_path
+        from vqtool.classification.checkpoints.export_format import check_options
 
         if options.int8:
             raise VQError("--int8 is judged by top-1 accuracy; export a multi-label model in fp32 or --half",
                           usage=True)
         check_options(options)
         check_model_path(checkpoint)
-        from vqtool.classification.export import export_classifier
+        from vqtool.classification.export.formats import export_classifier
         from vqtool.multilabel.evaluate import held_out_split
 
         return export_classifier(checkpoint, options, reporter, held_out=held_out_split)
@@ -194,8 +194,8 @@ def _is_file(spec: str) -> bool:
 
 def recorded_task(spec: str) -> str | None:
     """The task a vqtool checkpoint's model.json or an export's metadata records (None for anything else)."""
-    from vqtool.classification.checkpoint_files import resolve_checkpoint
-    from vqtool.classification.export_metadata import read_metadata
+    from vqtool.classification.checkpoints.paths import resolve_checkpoint
+    from vqtool.classification.checkpoints.export_format import read_metadata
     from vqtool.runs.folder import read_json
 
     try:

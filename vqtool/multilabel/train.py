@@ -8,9 +8,9 @@ from dataclasses import asdict
 
 import torch
 
-from vqtool.classification.inference import logits_of
-from vqtool.classification.tracking import finish_run
-from vqtool.classification.train import summarize
+from vqtool.classification.inference.logits import logits_of
+from vqtool.classification.training.run_lifecycle import finish_run
+from vqtool.classification.training.train import summarize
 from vqtool.compute.device import resolve_device
 from vqtool.multilabel.config import MultilabelOptions
 from vqtool.multilabel.data import load_multilabel

@@ -24,7 +24,7 @@ from vqtool.files import read_text
 from vqtool.reporter import Reporter
 from vqtool.runs.commit import commit, committed
 from vqtool.runs.folder import RUN_MARKERS, read_json, write_json
-from vqtool.runs.tracking import flatten
+from vqtool.runs.trackers import flatten
 
 STATUS_FILE = "status.json"
 RUNNING, FINISHED, INTERRUPTED = "running", "finished", "interrupted"

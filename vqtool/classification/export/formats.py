@@ -7,7 +7,7 @@ dynamo exporter needs ``onnxscript`` besides). TorchScript is made with
 ``torch.jit.trace``, since ``torch.jit.script`` rejects most timm and
 torchvision models. OpenVINO IRs are converted by OpenVINO from that same
 ONNX. ``--int8`` (ONNX and OpenVINO) quantizes after calibration on real
-images (:mod:`vqtool.classification.quantize`) and is judged by the accuracy
+images (:mod:`vqtool.classification.export.quantize`) and is judged by the accuracy
 it loses on held-out images rather than by logit differences.
 """
 
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from vqtool.classification.checkpoint import load_checkpoint
+from vqtool.classification.checkpoints.format import load_checkpoint
 from vqtool.runs.folder import atomic_save, temporary_path
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings, require
-from vqtool.classification.export_metadata import (EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, check_options, describe,
+from vqtool.classification.checkpoints.export_format import (EXTRA_FILE, INPUT_NAME, OUTPUT_NAME, check_options, describe,
                                                    embed_in_onnx, output_path, write_ir_document)
-from vqtool.classification.verify import verify_classifier
+from vqtool.classification.export.verify import verify_classifier
 
 DEFAULT_OPSET = 17
 TRACE_BATCH = 2  # not 1, so that no size-1 batch is specialised into the graph
@@ -53,7 +53,7 @@ class Float32Interface(torch.nn.Module):
 def export_classifier(spec: str, options: ExportOptions, reporter: Reporter, held_out=None) -> dict:
     """Write the exported file, verify it unless asked not to; the summary ``vqtool export`` prints.
     ``held_out(checkpoint, preprocess, dataset_spec)`` finds real images to verify with (see
-    :func:`~vqtool.classification.verify.held_out_split`, the default)."""
+    :func:`~vqtool.classification.export.verify.held_out_split`, the default)."""
     check_options(options)
     for module, purpose in packages_needed(options):  # before the minutes of calibration, not after
         require(module, purpose)
@@ -69,7 +69,7 @@ def export_classifier(spec: str, options: ExportOptions, reporter: Reporter, hel
     example = torch.randn(batch or TRACE_BATCH, preprocess.channels, preprocess.size, preprocess.size)
     calibration = None
     if options.int8:
-        from vqtool.classification.quantize import calibration_images
+        from vqtool.classification.export.quantize import calibration_images
 
         calibration = calibration_images(checkpoint, preprocess, options, reporter)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +98,8 @@ def verify(checkpoint, preprocess, output: Path, options: ExportOptions, reporte
     """Logits compared within --tolerance; an int8 export, whose logits move by design, by held-out accuracy."""
     if not options.int8:
         return verify_classifier(checkpoint, preprocess, output, options, reporter, held_out)
-    from vqtool.classification.exported import load_exported
-    from vqtool.classification.quantize import judge_int8
+    from vqtool.classification.inference.exported import load_exported
+    from vqtool.classification.export.quantize import judge_int8
 
     return judge_int8(checkpoint, preprocess, load_exported(output).model, options, reporter)
 
@@ -116,7 +116,7 @@ def write_onnx(model, example, path: Path, document: dict, options: ExportOption
         if calibration is None:
             to_onnx(model, example, tmp, dynamic_batch=options.dynamic_batch, opset=options.opset)
         else:
-            from vqtool.classification.quantize import quantize_onnx
+            from vqtool.classification.export.quantize import quantize_onnx
 
             with tempfile.TemporaryDirectory(dir=path.parent) as folder:
                 source = Path(folder) / "fp32.onnx"
@@ -150,7 +150,7 @@ def write_openvino(model, example, path: Path, document: dict, options: ExportOp
         to_onnx(model, example, str(source), dynamic_batch=options.dynamic_batch)
         converted = ov.convert_model(str(source))
         if calibration is not None:
-            from vqtool.classification.quantize import quantize_openvino
+            from vqtool.classification.export.quantize import quantize_openvino
 
             converted = quantize_openvino(converted, calibration, None if options.dynamic_batch else 1)
         ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)

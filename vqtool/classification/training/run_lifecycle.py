@@ -1,4 +1,4 @@
-"""A classifier run's start and end as the trackers and `vqtool runs` see them (see :mod:`vqtool.runs.tracking`).
+"""A classifier run's start and end as the trackers and `vqtool runs` see them (see :mod:`vqtool.runs.trackers`).
 
 The epochs reach the trackers through :meth:`TrainingRun.commit`; this module
 opens them when the job starts, and at its end sends the final metrics, the
@@ -12,17 +12,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vqtool.classification.classifier import Classifier
-from vqtool.classification.confusion import plot_misclassified
+from vqtool.classification.inference.classifier import Classifier
+from vqtool.classification.inference.confusion import plot_misclassified
 from vqtool.plots import plot_confusion
-from vqtool.classification.evaluate import Evaluation
-from vqtool.classification.inference import logits_of
-from vqtool.classification.training_run import ResumeState, TrainingRun
+from vqtool.classification.inference.evaluate import Evaluation
+from vqtool.classification.inference.logits import logits_of
+from vqtool.classification.training.run import ResumeState, TrainingRun
 from vqtool.compute.device import resolve_device
 from vqtool.metrics import confusion_document, confusion_matrix
 from vqtool.reporter import Reporter
 from vqtool.runs.folder import read_json
-from vqtool.runs.tracking import TENSORBOARD, RunIdentity, TrackingOptions, open_trackers
+from vqtool.runs.trackers import TENSORBOARD, RunIdentity, TrackingOptions, open_trackers
 
 ARTIFACTS = ("model.json", "model.safetensors", "metrics.csv", "curves.png")
 FINAL_METRICS = ("best_epoch", "train_loss", "train_top1", "val_loss", "val_top1", "test_loss", "test_top1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from vqtool.classification.evaluate import Evaluation
+from vqtool.classification.inference.evaluate import Evaluation
 from vqtool.metrics import confusion_document, confusion_matrix
 from vqtool.plots import png_figure
 

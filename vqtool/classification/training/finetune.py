@@ -1,10 +1,10 @@
 """The `finetune` job: pretrained weights, a new head, freezing, staged unfreezing and the feature cache.
 
-Built on the training loop of :mod:`vqtool.classification.loop`. The head trains at
+Built on the training loop of :mod:`vqtool.classification.training.loop`. The head trains at
 ``--lr``; the rest of the network, where unfrozen, at ``--backbone-lr``
 (default lr/10) through a second optimizer parameter group. When the whole
 backbone stays frozen, its features are computed once and only the head is
-fitted on them (:mod:`vqtool.classification.features`).
+fitted on them (:mod:`vqtool.classification.training.features`).
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ import torch
 from vqtool.data import DataOptions, Dataset
 from vqtool.data.pipeline import Preprocess
 from vqtool.compute.device import one_cpu_thread, resolve_device
-from vqtool.classification.features import FeatureInputs, Wanted, features_of
-from vqtool.classification.lr_find import find_lr
+from vqtool.classification.training.features import FeatureInputs, Wanted, features_of
+from vqtool.classification.training.lr_find import find_lr
 from vqtool.compute import distributed
-from vqtool.classification.checkpoint import read_meta
+from vqtool.classification.checkpoints.format import read_meta
 from vqtool.classification.config import FinetuneOptions, TrainConfig
-from vqtool.classification.ema import checkpoint_meta
-from vqtool.classification.loop import fit
-from vqtool.classification.objective import SINGLE_LABEL
-from vqtool.classification.train import (finish, global_batch, image_inputs, mean_of, prepare_splits,
+from vqtool.classification.training.ema import checkpoint_meta
+from vqtool.classification.training.loop import fit
+from vqtool.classification.training.objective import SINGLE_LABEL
+from vqtool.classification.training.train import (finish, global_batch, image_inputs, mean_of, prepare_splits,
                                          refuse_distributed_lr_find,
                                          resumable, resuming, start_run_dir)
-from vqtool.classification.tracking import start_run
-from vqtool.classification.training_run import ResumeState, training_status
+from vqtool.classification.training.run_lifecycle import start_run
+from vqtool.classification.training.run import ResumeState, training_status
 from vqtool.models.freezing import FreezeSpec, apply_freeze, parameter_counts, unfreeze_last
 from vqtool.models.weights import Pretrained, pretrained_classifier
 from vqtool.reporter import Reporter
-from vqtool.runs.tracking import TrackingOptions, check_resumed
+from vqtool.runs.trackers import TrackingOptions, check_resumed
 
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vqtool.classification.classifier import Classifier
+from vqtool.classification.inference.classifier import Classifier
 from vqtool.classification.config import BENCHMARK_FORMATS as FORMATS, BenchmarkOptions
 from vqtool.compute.cpu import cpu_features
 from vqtool.errors import VQError, first_line
@@ -31,7 +31,7 @@ FILE_NAMES = {"torchscript": "model.ts", "onnx": "model.onnx", "openvino": "mode
 
 def benchmark(target: str, dataset_spec: str | None, options: BenchmarkOptions, data, reporter: Reporter = SILENT) -> dict:
     """Measure ``target`` (a run folder or checkpoint: every format in ``options``; an export: that file alone)."""
-    from vqtool.classification.evaluate import load_classifier
+    from vqtool.classification.inference.evaluate import load_classifier
 
     features = cpu_features(with_openvino=True)
     reporter.log(f"benchmarking on {features.describe()}")
@@ -74,7 +74,7 @@ class Images:
 
 def held_out(classifier: Classifier, dataset_spec: str | None, data, reporter: Reporter) -> tuple[Images, str]:
     """The images of DATA, or of the model's own held-out split, and a description."""
-    from vqtool.classification.evaluate import evaluation_split
+    from vqtool.classification.inference.evaluate import evaluation_split
     from vqtool.data.pipeline import Normalizer, decode_split
 
     dataset, split_name, split = evaluation_split(classifier, dataset_spec, data, reporter=reporter)
@@ -89,7 +89,7 @@ def held_out(classifier: Classifier, dataset_spec: str | None, data, reporter: R
 def candidates(target: str, reference: Classifier, options: BenchmarkOptions, features, folder: Path,
                skipped: list, reporter: Reporter):
     """(format name, function loading it) for each format that can run here; the others join ``skipped``."""
-    from vqtool.classification.export_metadata import is_exported
+    from vqtool.classification.checkpoints.export_format import is_exported
 
     if is_exported(target):  # an export is measured as it is
         yield reference.meta.get("exported_as", "export") + ("-int8" if reference.meta.get("precision") == "int8"
@@ -133,7 +133,7 @@ def loader(name: str, target: str, options: BenchmarkOptions, folder: Path, repo
 
 
 def build(target: str, fmt: str, int8: bool, path: Path, options: BenchmarkOptions, reporter: Reporter) -> None:
-    from vqtool.classification.export import export_classifier
+    from vqtool.classification.export.formats import export_classifier
 
     export = ExportOptions(format=fmt, output=path, int8=int8, verify=False, calibrate=options.calibrate if int8 else None,
                            calibration_images=options.calibration_images if int8 else DEFAULT_CALIBRATION_IMAGES)
@@ -142,7 +142,7 @@ def build(target: str, fmt: str, int8: bool, path: Path, options: BenchmarkOptio
 
 def load_checkpoint_model(target: str):
     """(callable, the weights file) of a checkpoint, run in fp32 channels_last as eval and predict run it."""
-    from vqtool.classification.checkpoint import load_checkpoint
+    from vqtool.classification.checkpoints.format import load_checkpoint
 
     checkpoint = load_checkpoint(target)
     model = checkpoint.model.eval().to(memory_format=torch.channels_last)
@@ -157,7 +157,7 @@ def load_checkpoint_model(target: str):
 
 def load_export(path, hint: str | None = None):
     """(callable, path) of an export; an IR with ``hint`` (bf16) computes in that precision."""
-    from vqtool.classification.exported import load_exported, load_openvino
+    from vqtool.classification.inference.exported import load_exported, load_openvino
 
     classifier = load_openvino(path, hint) if hint else load_exported(path)
     model = classifier.model
@@ -204,7 +204,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def size_of(path: Path) -> int:
-    from vqtool.classification.export import size_of as exported_size
+    from vqtool.classification.export.formats import size_of as exported_size
 
     return exported_size(path)
 

@@ -100,8 +100,8 @@ def _onnx_backbone(model, head, sample, reference) -> tuple[Backbone | None, str
     if len(sample) < 2:  # a batch of one would be specialised into the traced graph
         return None, "too few images"
     from vqtool.exporting import require
-    from vqtool.classification.export import to_onnx
-    from vqtool.classification.exported import OnnxModel
+    from vqtool.classification.export.formats import to_onnx
+    from vqtool.classification.inference.exported import OnnxModel
 
     try:
         for package in ("onnx", "onnxruntime"):

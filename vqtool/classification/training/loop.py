@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from vqtool.classification.config import TrainConfig, make_optimizer
-from vqtool.classification.ema import weights_of
-from vqtool.classification.imbalance import balanced_order
-from vqtool.classification.inference import logits_with
-from vqtool.classification.objective import SINGLE_LABEL
-from vqtool.classification.schedule import Schedule
-from vqtool.classification.steps import TrainStep, make_train_step, prepare_network
-from vqtool.classification.training_run import ResumeState, TrainingRun
+from vqtool.classification.training.ema import weights_of
+from vqtool.classification.training.imbalance import balanced_order
+from vqtool.classification.inference.logits import logits_with
+from vqtool.classification.training.objective import SINGLE_LABEL
+from vqtool.classification.training.schedule import Schedule
+from vqtool.classification.training.steps import TrainStep, make_train_step, prepare_network
+from vqtool.classification.training.run import ResumeState, TrainingRun
 from vqtool.compute import distributed
 from vqtool.data import Split
 from vqtool.data.pipeline import batches, num_batches
@@ -61,7 +61,7 @@ class Trainer:
     drop_last: bool
     step: TrainStep  # what each batch does (loss, backward, optimizer step, EMA)
     inputs: object  # ImageInputs or FeatureInputs
-    objective: object = SINGLE_LABEL  # the loss and the metrics (vqtool.classification.objective)
+    objective: object = SINGLE_LABEL  # the loss and the metrics (vqtool.classification.training.objective)
 
     @property
     def generator(self) -> torch.Generator:
@@ -85,7 +85,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, inputs, config: Train
     callers change what trains (staged unfreezing). Each epoch ends with one
     commit to the run folder, so an interrupted run continues from its last
     completed epoch. ``classes`` names the labels (for --class-weights FILE). ``objective`` is what is
-    optimised and measured (single-label by default; see :mod:`~vqtool.classification.objective`).
+    optimised and measured (single-label by default; see :mod:`~vqtool.classification.training.objective`).
     """
     # Restore: a fresh start, or an interrupted run's weights, optimizer, schedule and random streams.
     trainer = make_trainer(model, train, inputs, config, param_groups, classes, reporter, objective)

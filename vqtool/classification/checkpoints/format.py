@@ -19,7 +19,7 @@ import torch
 
 from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
-from vqtool.classification.checkpoint_files import META_FILE, WEIGHTS_FILE, resolve_checkpoint
+from vqtool.classification.checkpoints.paths import META_FILE, WEIGHTS_FILE, resolve_checkpoint
 from vqtool.runs.commit import commit
 from vqtool.runs.folder import json_text, read_json
 from vqtool.errors import VQError, first_line

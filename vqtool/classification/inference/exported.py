@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from vqtool.data.pipeline import Preprocess
-from vqtool.classification.classifier import Classifier
+from vqtool.classification.inference.classifier import Classifier
 from vqtool.errors import VQError, first_line
 from vqtool.exporting import require
-from vqtool.classification.export_metadata import OPENVINO_SUFFIX, checked_metadata, ir_folder
+from vqtool.classification.checkpoints.export_format import OPENVINO_SUFFIX, checked_metadata, ir_folder
 
 CPU = ("CPUExecutionProvider",)
 

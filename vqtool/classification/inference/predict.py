@@ -21,9 +21,9 @@ from typing import Iterable, Iterator
 
 import torch
 
-from vqtool.classification.classifier import Classifier
+from vqtool.classification.inference.classifier import Classifier
 from vqtool.classification.config import PredictOptions
-from vqtool.classification.records import image_record, ranked
+from vqtool.classification.inference.records import image_record, ranked
 from vqtool.compute.device import resolve_device
 from vqtool.compute.precision import inference_autocast
 from vqtool.data.images import UnreadableImage, fit_square, load_image_sized, pillow_limits, to_tensor
@@ -62,7 +62,7 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
     """What --sort-into and --cam do with each batch: callables (frames, records) -> None."""
     after = []
     if options.sort_into:
-        from vqtool.classification.sorting import Sorter
+        from vqtool.classification.inference.sorting import Sorter
 
         check_outside_sources(sources, Path(options.sort_into), "--sort-into", "sorted copies")
         sorter = Sorter(options.sort_into, link=options.link, min_confidence=options.min_confidence)
@@ -75,7 +75,7 @@ def _after_each_batch(sources: list[str], classifier: Classifier, device, option
 
         after.append(sort)
     if options.cam_dir:
-        from vqtool.classification.cam import GradCam, save_cam
+        from vqtool.classification.inference.cam import GradCam, save_cam
 
         check_outside_sources(sources, Path(options.cam_dir), "--cam", "heatmap figures")
         cam = GradCam(classifier, options.cam_layer, device)

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from vqtool.classification.config import TrainConfig
-from vqtool.classification.ema import WeightAverage
-from vqtool.classification.mixing import BatchMixer, dominant_label
-from vqtool.classification.objective import SINGLE_LABEL
-from vqtool.classification.schedule import Schedule
+from vqtool.classification.training.ema import WeightAverage
+from vqtool.classification.training.mixing import BatchMixer, dominant_label
+from vqtool.classification.training.objective import SINGLE_LABEL
+from vqtool.classification.training.schedule import Schedule
 from vqtool.compute.precision import Precision, amp_choice
 from vqtool.data import Split
 from vqtool.reporter import Reporter
@@ -101,7 +101,7 @@ def make_train_step(model: nn.Module, optimizer, schedule: Schedule, train: Spli
                     device: torch.device, config: TrainConfig, reporter: Reporter,
                     objective=SINGLE_LABEL) -> TrainStep:
     """The training step ``config`` asks for (the model is already on ``device``); logs what is on. The
-    ``objective`` (:mod:`~vqtool.classification.objective`) gives the loss, the mixer and what accuracy scores."""
+    ``objective`` (:mod:`~vqtool.classification.training.objective`) gives the loss, the mixer and what accuracy scores."""
     amp = amp_choice(config.amp, device)
     if amp.warning:
         reporter.warn(amp.warning)

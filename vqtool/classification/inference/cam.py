@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vqtool.classification.classifier import Classifier
+from vqtool.classification.inference.classifier import Classifier
 from vqtool.data.pipeline import Normalizer
 from vqtool.errors import VQError, suggest
 from vqtool.runs.folder import atomic_save
@@ -116,7 +116,7 @@ def save_cam(folder: Path, stem: str, image: torch.Tensor, heatmap: np.ndarray, 
 
     Composed with Pillow, not a matplotlib figure: about 20 times less time per image (matplotlib's layout and
     rendering took most of `predict --cam`'s time)."""
-    from vqtool.classification.sorting import free_names
+    from vqtool.classification.inference.sorting import free_names
 
     stem = Path(stem)
     (folder / stem).parent.mkdir(parents=True, exist_ok=True)

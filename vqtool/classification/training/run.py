@@ -10,7 +10,7 @@ After every epoch one commit (:mod:`vqtool.runs.commit`) replaces, together:
 
 so a run killed at any moment reads as its last committed epoch, and
 :meth:`TrainingRun.load_state` (the one reader of state.pt) continues from it.
-After each commit the run's trackers (``--log``, :mod:`vqtool.runs.tracking`)
+After each commit the run's trackers (``--log``, :mod:`vqtool.runs.trackers`)
 get the epochs they have not seen yet, so they never hold an epoch the folder lacks.
 """
 
@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vqtool.classification.checkpoint import checkpoint_files
+from vqtool.classification.checkpoints.format import checkpoint_files
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.plots import plot_curves
 from vqtool.runs import catalog
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
-from vqtool.runs.tracking import Trackers
+from vqtool.runs.trackers import Trackers
 
 STATE_FILE = "state.pt"
 CURVES_FILE = "curves.png"

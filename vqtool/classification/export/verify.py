@@ -55,7 +55,7 @@ def verdict(checks: list[Check], tolerance: float) -> dict:
 def verify_classifier(checkpoint, preprocess, path: Path, options, reporter: Reporter, held_out=None) -> dict:
     """Random and real images through the checkpoint's model and through the exported file as eval loads it.
     ``held_out`` finds the real images (default :func:`held_out_split`)."""
-    from vqtool.classification.exported import load_exported
+    from vqtool.classification.inference.exported import load_exported
 
     exported = load_exported(path).model
     generator = torch.Generator().manual_seed(0)
@@ -94,8 +94,8 @@ def sample_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Rep
 def held_out_split(checkpoint, preprocess, dataset_spec: str | None):
     """(split name, split) of real images to check an export against: ``dataset_spec``'s (which must load) or the
     checkpoint's own held-out data; why there are none, as a string, when the checkpoint's own data is gone."""
-    from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import evaluation_split
+    from vqtool.classification.inference.classifier import Classifier
+    from vqtool.classification.inference.evaluate import evaluation_split
     from vqtool.data import DataOptions
 
     classifier = Classifier(checkpoint.model, checkpoint.classes, preprocess, checkpoint.meta)

@@ -35,8 +35,8 @@ def evenly(count: int, wanted: int) -> torch.Tensor:
 def calibration_images(checkpoint, preprocess, options: ExportOptions, reporter: Reporter) -> torch.Tensor:
     """Normalised images (N×C×H×W float32) to calibrate with: ``--calibrate DATA`` whole, else the run's training
     split; one Error line when there are none."""
-    from vqtool.classification.classifier import Classifier
-    from vqtool.classification.evaluate import dataset_for
+    from vqtool.classification.inference.classifier import Classifier
+    from vqtool.classification.inference.evaluate import dataset_for
     from vqtool.data import DataOptions
     from vqtool.data.pipeline import Normalizer, decode_split
 
@@ -69,7 +69,7 @@ def quantize_onnx(source: Path, destination: Path, images: torch.Tensor, batch: 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from vqtool.classification.export_metadata import INPUT_NAME
+    from vqtool.classification.checkpoints.export_format import INPUT_NAME
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -100,7 +100,7 @@ def quantize_openvino(model, images: torch.Tensor, batch: int | None):
 
 def held_out_batch(checkpoint, preprocess, dataset_spec: str | None, reporter: Reporter):
     """(normalised images, labels) of held-out real images in the model's class order, or None when there are none."""
-    from vqtool.classification.verify import held_out_split
+    from vqtool.classification.export.verify import held_out_split
     from vqtool.data.pipeline import Normalizer, decode_split
 
     found = held_out_split(checkpoint, preprocess, dataset_spec)

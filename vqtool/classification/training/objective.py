@@ -1,8 +1,8 @@
 """What a training loop optimises and measures, per kind of label: :class:`SingleLabel` (softmax cross-entropy,
 top-1 accuracy) here; multi-label classification brings its own (``vqtool.multilabel.objective``).
 
-The loop (:mod:`~vqtool.classification.loop`) and the training step
-(:mod:`~vqtool.classification.steps`) ask the objective for the loss, the batch
+The loop (:mod:`~vqtool.classification.training.loop`) and the training step
+(:mod:`~vqtool.classification.training.steps`) ask the objective for the loss, the batch
 mixer, the training accuracy and the validation record, and which val metric
 picks the best epoch; everything else (optimizer, schedule, EMA, accumulation,
 clipping, DDP, commits) is the same for every objective.
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vqtool.classification.config import TrainConfig
-from vqtool.classification.inference import logits_with
+from vqtool.classification.inference.logits import logits_with
 from vqtool.compute import distributed
 from vqtool.data import Split
 
@@ -40,7 +40,7 @@ class SingleLabel:
 
     def loss(self, config: TrainConfig, train: Split, classes: list[str], device) -> tuple[nn.Module, object]:
         """(the loss, the class weights it uses or None)."""
-        from vqtool.classification.imbalance import class_weights
+        from vqtool.classification.training.imbalance import class_weights
 
         weights = class_weights(config.class_weights, train.labels, classes)
         # mixed targets carry the label smoothing themselves (timm's Mixup smooths them)
@@ -48,13 +48,13 @@ class SingleLabel:
                                    label_smoothing=0.0 if config.mixes else config.label_smoothing), weights
 
     def mixer(self, config: TrainConfig, classes: list[str]):
-        from vqtool.classification.mixing import BatchMixer
+        from vqtool.classification.training.mixing import BatchMixer
 
         return BatchMixer(config, len(classes)) if config.mixes else None
 
     def scored(self, targets: torch.Tensor) -> torch.Tensor:
         """What training accuracy is measured against: each (possibly mixed) target's dominant label."""
-        from vqtool.classification.mixing import dominant_label
+        from vqtool.classification.training.mixing import dominant_label
 
         return dominant_label(targets)
 

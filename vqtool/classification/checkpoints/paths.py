@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vqtool.classification.export_metadata import is_exported
+from vqtool.classification.checkpoints.export_format import is_exported
 from vqtool.errors import VQError
 from vqtool.runs.commit import committed
 

@@ -1,9 +1,9 @@
 """The `train` job: dataset -> model -> training loop -> run folder, and --resume of such a run.
 
 The pieces it is built from: :mod:`~vqtool.classification.config` (options,
-optimizer, LR schedule), :mod:`~vqtool.classification.loop` (the epochs),
-:mod:`~vqtool.classification.training_run` (the run folder and its resume
-state) and :mod:`~vqtool.classification.hints` (what the curves suggest).
+optimizer, LR schedule), :mod:`~vqtool.classification.training.loop` (the epochs),
+:mod:`~vqtool.classification.training.run` (the run folder and its resume
+state) and :mod:`~vqtool.classification.training.hints` (what the curves suggest).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from torch import nn
 
 from vqtool import __version__
 from vqtool.classification.config import TrainConfig
-from vqtool.classification.ema import checkpoint_meta
-from vqtool.classification.hints import diagnose
-from vqtool.classification.imbalance import imbalance_hint
-from vqtool.classification.inference import logits_of
-from vqtool.classification.loop import FitResult, fit
-from vqtool.classification.objective import SINGLE_LABEL
-from vqtool.classification.tracking import final_figures, finish_run, start_run
-from vqtool.classification.training_run import ResumeState, TrainingRun, training_status
+from vqtool.classification.training.ema import checkpoint_meta
+from vqtool.classification.training.hints import diagnose
+from vqtool.classification.training.imbalance import imbalance_hint
+from vqtool.classification.inference.logits import logits_of
+from vqtool.classification.training.loop import FitResult, fit
+from vqtool.classification.training.objective import SINGLE_LABEL
+from vqtool.classification.training.run_lifecycle import final_figures, finish_run, start_run
+from vqtool.classification.training.run import ResumeState, TrainingRun, training_status
 from vqtool.compute import distributed
 from vqtool.compute.device import resolve_device
 from vqtool.data import DataOptions, Dataset, Split
@@ -35,7 +35,7 @@ from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.reporter import Reporter
 from vqtool.runs.folder import new_run_dir, run_arguments, write_args
-from vqtool.runs.tracking import TrackingOptions, check_resumed
+from vqtool.runs.trackers import TrackingOptions, check_resumed
 
 
 def choose_preprocess(entry, dataset: Dataset, imgsz: int | None) -> Preprocess:
@@ -76,7 +76,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
               out_dir: str | None = None, lr_find: bool = False, tracking: TrackingOptions | None = None,
               objective=SINGLE_LABEL) -> dict:
     """Load, train, test and save; returns the summary document (or the LR range test's, with ``lr_find``).
-    ``objective``: what is trained for (:mod:`~vqtool.classification.objective`)."""
+    ``objective``: what is trained for (:mod:`~vqtool.classification.training.objective`)."""
     from vqtool.registry import get_model
 
     started = time.perf_counter()
@@ -96,7 +96,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     torch.manual_seed(config.seed)  # the initial weights are part of what --seed reproduces
     model = entry.build(len(dataset.classes), preprocess.channels)
     if lr_find:
-        from vqtool.classification.lr_find import find_lr
+        from vqtool.classification.training.lr_find import find_lr
 
         return find_lr(model, splits["train"], image_inputs(preprocess, dataset, config), config, reporter=reporter,
                        out_dir=out_dir)
@@ -150,7 +150,7 @@ def resuming(run_dir, state: ResumeState, config: TrainConfig) -> str:
 def resume_job(run_dir: str, *, reporter: Reporter, epochs: int | None = None,
                tracking: TrackingOptions | None = None, objective=SINGLE_LABEL) -> dict:
     """Continue an interrupted run from its last completed epoch (and the trackers it was logged to)."""
-    from vqtool.classification.checkpoint import read_meta
+    from vqtool.classification.checkpoints.format import read_meta
     from vqtool.registry import get_model
 
     started = time.perf_counter()

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 
 from vqtool.data import DataOptions, Dataset, Split, load_dataset
-from vqtool.classification.classifier import Classifier
+from vqtool.classification.inference.classifier import Classifier
 from vqtool.data.pipeline import decode_split
 from vqtool.compute.device import resolve_device
-from vqtool.classification.inference import logits_of
+from vqtool.classification.inference.logits import logits_of
 from vqtool.metrics import classification_report
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import SILENT, Reporter
@@ -21,9 +21,9 @@ def load_classifier(path: str) -> Classifier:
     """A vqtool checkpoint (run folder, model.safetensors or model.json), or a model exported by vqtool export."""
     from pathlib import Path
 
-    from vqtool.classification.checkpoint import load_checkpoint
-    from vqtool.classification.export_metadata import ir_folder
-    from vqtool.classification.exported import LOADERS, load_exported
+    from vqtool.classification.checkpoints.format import load_checkpoint
+    from vqtool.classification.checkpoints.export_format import ir_folder
+    from vqtool.classification.inference.exported import LOADERS, load_exported
 
     if Path(path).suffix.lower() in LOADERS or ir_folder(path) is not None:
         return load_exported(path)
@@ -40,8 +40,8 @@ class Evaluation:
     logits: torch.Tensor
 
     def predictions(self, k: int = 5) -> list[dict]:
-        """One row per evaluated image (``eval --predictions``; see :mod:`vqtool.classification.records`)."""
-        from vqtool.classification.records import evaluation_rows
+        """One row per evaluated image (``eval --predictions``; see :mod:`vqtool.classification.inference.records`)."""
+        from vqtool.classification.inference.records import evaluation_rows
 
         return evaluation_rows(self.logits, self.split.labels, self.classifier.classes, self.split.files, k)
 

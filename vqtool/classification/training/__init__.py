@@ -1,0 +1,1 @@
+"""The train and finetune jobs: the loop, one step, schedules, recipes, imbalance, the frozen-backbone feature cache."""
