@@ -412,7 +412,7 @@ def test_an_unexpected_os_error_anywhere_is_one_line(run_cli, tmp_path, monkeypa
     def refused(folders):
         raise PermissionError(13, "Permission denied", str(tmp_path / "runs"))
 
-    monkeypatch.setattr("vqtool.runs.catalog.find_runs", refused)
+    monkeypatch.setattr("vqtool.runs.summaries.find_runs", refused)
     result = run_cli("runs", "list")
     assert result.exit_code == 1 and result.stderr == f"Error: {tmp_path / 'runs'}: Permission denied\n"
 

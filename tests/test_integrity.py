@@ -266,7 +266,7 @@ def test_a_full_disk_while_training_is_one_line_and_keeps_the_last_epoch(run_cli
 
 
 def test_json_documents_never_hold_nan_or_infinity(tmp_path):
-    from vqtool.runs.folder import write_json
+    from vqtool.runs.atomic_files import write_json
 
     write_json(tmp_path / "doc.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}})
     assert strict_json(tmp_path / "doc.json") == {"a": None, "b": [None, 1.5], "c": {"d": None}}

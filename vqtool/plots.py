@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 
 from vqtool.errors import VQError
-from vqtool.runs.folder import atomic_save
+from vqtool.runs.atomic_files import atomic_save
 
 
 def pyplot():

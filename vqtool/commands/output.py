@@ -62,7 +62,7 @@ class Output:
 
     def emit(self, document) -> None:
         """One JSON document (or one JSON Lines record) on stdout; NaN and infinities become null."""
-        from vqtool.runs.folder import finite
+        from vqtool.runs.atomic_files import finite
 
         if self.silent:
             return

@@ -50,7 +50,7 @@ def list_runs(folders, sort_key, reverse, filters, out):
       vqtool runs list runs/ --sort val_top1 --reverse
       vqtool runs list --filter command=finetune --json
     """
-    from vqtool.runs.catalog import COLUMNS, describe_all, find_runs, select
+    from vqtool.runs.summaries import COLUMNS, describe_all, find_runs, select
 
     rows = select(describe_all(find_runs(folders or ("runs",)), out), list(filters), sort_key, reverse)
     if out.json:
@@ -112,7 +112,8 @@ def compare_runs(run_dirs, png, overwrite, out):
 
     if len(run_dirs) < 2:
         raise VQError("runs compare needs at least two run folders", usage=True)
-    from vqtool.runs.catalog import compare, history
+    from vqtool.runs.summaries import compare
+    from vqtool.runs.status import history
     from vqtool.runs.folder import check_output
 
     comparison = compare(run_dirs)

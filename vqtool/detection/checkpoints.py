@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from vqtool.runs.commit import STAGING_PREFIX, new_staging
-from vqtool.runs.folder import settle
+from vqtool.runs.atomic_files import settle
 
 WEIGHTS = ("ultralytics", "weights")  # the run folder's subfolder Ultralytics keeps its checkpoints in
 

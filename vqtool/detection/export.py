@@ -30,7 +30,8 @@ from vqtool.errors import VQError, first_line, suggest
 from vqtool.pickles import UnsafeFile
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings
-from vqtool.runs.folder import check_output, install
+from vqtool.runs.folder import check_output
+from vqtool.runs.atomic_files import install
 
 # Boxes are in pixels of the original image: fp32 runtimes agree to about a thousandth of a pixel,
 # fp16 to a pixel or so on a 640 px input.

@@ -15,7 +15,7 @@ from typing import Iterable
 
 from vqtool.data.inputs import check_outside_sources, real_path
 from vqtool.errors import VQError
-from vqtool.runs.folder import atomic_write
+from vqtool.runs.atomic_files import atomic_write
 
 FALLBACK_SUFFIX = ".png"  # for an input whose format OpenCV cannot write
 

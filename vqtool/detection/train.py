@@ -38,9 +38,10 @@ from vqtool.detection.ultralytics_trackers import ultralytics_tracking
 from vqtool.detection.ultralytics_env import keeping_threads, load_ultralytics
 from vqtool.detection.weights import RUN_CHECKPOINT, ULTRALYTICS_DIR, check_checkpoint, check_model_spec, load_detector
 from vqtool.plots import plot_panels
-from vqtool.runs.catalog import history as run_history, job_status, training_status
+from vqtool.runs.status import history as run_history, job_status, training_status
 from vqtool.runs.commit import commit, recover
-from vqtool.runs.folder import atomic_save, metrics_csv, new_run_dir, read_json, write_args
+from vqtool.runs.folder import metrics_csv, new_run_dir, write_args
+from vqtool.runs.atomic_files import atomic_save, read_json
 from vqtool.runs.trackers import TrackingOptions, check_resumed
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter

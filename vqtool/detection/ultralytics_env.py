@@ -114,7 +114,7 @@ def _import_prepared():
 def _write_settings(folder: Path) -> None:
     """Merge vqtool's values into Ultralytics' settings file before Ultralytics reads it."""
     from vqtool.data.locations import default_data_dir
-    from vqtool.runs.folder import write_json
+    from vqtool.runs.atomic_files import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / "settings.json"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vqtool.detection.ultralytics_env import integrations
 from vqtool.reporter import Reporter
-from vqtool.runs.folder import read_json, write_json
+from vqtool.runs.atomic_files import read_json, write_json
 from vqtool.runs.trackers import (MLFLOW, MLFLOW_FILE, MLFLOW_QUICK_FAILURE, TrackingOptions, check_trackers,
                                   quiet_mlflow, requested_trackers)
 

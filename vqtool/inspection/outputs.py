@@ -16,7 +16,8 @@ from PIL import Image
 
 from vqtool.errors import VQError
 from vqtool.inspection.job import Inspection
-from vqtool.runs.folder import atomic_write, check_output
+from vqtool.runs.folder import check_output
+from vqtool.runs.atomic_files import atomic_write
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 THUMBNAIL = 128  # pixels

@@ -196,7 +196,7 @@ def recorded_task(spec: str) -> str | None:
     """The task a vqtool checkpoint's model.json or an export's metadata records (None for anything else)."""
     from vqtool.classification.checkpoints.paths import resolve_checkpoint
     from vqtool.classification.checkpoints.export_format import read_metadata
-    from vqtool.runs.folder import read_json
+    from vqtool.runs.atomic_files import read_json
 
     try:
         document = read_metadata(spec)

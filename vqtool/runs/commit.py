@@ -35,7 +35,8 @@ from typing import Callable
 
 from vqtool.errors import VQError
 from vqtool.files import is_real_folder
-from vqtool.runs.folder import RUN_FILES, TEMP_MARK, settle, umask, write_failure
+from vqtool.runs.folder import RUN_FILES
+from vqtool.runs.atomic_files import TEMP_MARK, settle, umask, write_failure
 
 COMMIT_DIR = ".commit"
 STAGING_PREFIX = ".staging-"

@@ -32,7 +32,7 @@ from pathlib import Path
 from vqtool import __version__
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import SILENT, Reporter
-from vqtool.runs.folder import read_json, write_json
+from vqtool.runs.atomic_files import read_json, write_json
 
 TENSORBOARD, MLFLOW = "tensorboard", "mlflow"
 TRACKERS = (TENSORBOARD, MLFLOW)

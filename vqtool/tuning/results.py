@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vqtool.errors import VQError, first_line
 from vqtool.plots import png_figure
-from vqtool.runs.folder import atomic_write
+from vqtool.runs.atomic_files import atomic_write
 
 CONFIG_FILE = "best.yaml"
 FIGURE_FILE = "tuning.png"

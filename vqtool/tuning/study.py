@@ -18,7 +18,8 @@ from pathlib import Path
 from vqtool.errors import VQError, first_line, note_interrupt
 from vqtool.reporter import Reporter
 from vqtool.tuning import Settings
-from vqtool.runs.catalog import alive, is_run
+from vqtool.runs.summaries import is_run
+from vqtool.runs.status import alive
 from vqtool.tuning.results import drop_checkpoints, summarize
 from vqtool.tuning.space import Space
 from vqtool.tuning.storage import default_storage, open_storage, require_optuna, shown

@@ -17,7 +17,7 @@ from vqtool.errors import VQError
 from vqtool.metrics import classification_report
 from vqtool.registry import Request, registered_tasks
 from vqtool.reporter import Reporter
-from vqtool.runs.catalog import PRUNED
+from vqtool.runs.status import PRUNED
 from vqtool.tuning.storage import require_optuna
 
 RECORD_KEYS = {"map": "val_map"}  # a metric's key in the loop's epoch record, where its name is not that key

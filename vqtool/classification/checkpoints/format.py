@@ -21,7 +21,7 @@ from vqtool import __version__
 from vqtool.data.pipeline import Preprocess
 from vqtool.classification.checkpoints.paths import META_FILE, WEIGHTS_FILE, resolve_checkpoint
 from vqtool.runs.commit import commit
-from vqtool.runs.folder import json_text, read_json
+from vqtool.runs.atomic_files import json_text, read_json
 from vqtool.errors import VQError, first_line
 
 FORMAT = "vqtool-checkpoint"

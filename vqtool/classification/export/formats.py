@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from vqtool.classification.checkpoints.format import load_checkpoint
-from vqtool.runs.folder import atomic_save, temporary_path
+from vqtool.runs.atomic_files import atomic_save, temporary_path
 from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 from vqtool.exporting import ExportOptions, export_warnings, require

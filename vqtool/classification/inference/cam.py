@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vqtool.classification.inference.classifier import Classifier
 from vqtool.data.pipeline import Normalizer
 from vqtool.errors import VQError, suggest
-from vqtool.runs.folder import atomic_save
+from vqtool.runs.atomic_files import atomic_save
 
 SUFFIX = "_cam.png"
 PANEL_SIDE = 224  # each half of a figure, at least (small inputs are enlarged by a whole factor)

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from vqtool.errors import VQError
-from vqtool.runs.folder import atomic_write, check_output
+from vqtool.runs.folder import check_output
+from vqtool.runs.atomic_files import atomic_write
 
 DECIMALS = 6
 IMAGE_COLUMNS = ["path", "frame", "width", "height", "class", "confidence"]

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from vqtool.errors import VQError
-from vqtool.runs.folder import install, settle, temporary_path
+from vqtool.runs.atomic_files import install, settle, temporary_path
 
 UNCERTAIN = "_uncertain"
 MAX_CLASHES = 10_000  # names tried per image before giving up

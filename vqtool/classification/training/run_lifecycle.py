@@ -21,7 +21,7 @@ from vqtool.classification.training.run import ResumeState, TrainingRun
 from vqtool.compute.device import resolve_device
 from vqtool.metrics import confusion_document, confusion_matrix
 from vqtool.reporter import Reporter
-from vqtool.runs.folder import read_json
+from vqtool.runs.atomic_files import read_json
 from vqtool.runs.trackers import TENSORBOARD, RunIdentity, TrackingOptions, open_trackers
 
 ARTIFACTS = ("model.json", "model.safetensors", "metrics.csv", "curves.png")
