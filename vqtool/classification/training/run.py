@@ -28,7 +28,7 @@ from vqtool.classification.checkpoints.format import checkpoint_files
 from vqtool.compute import distributed
 from vqtool.errors import VQError, first_line
 from vqtool.plots import plot_curves
-from vqtool.runs import summaries
+from vqtool.runs import status
 from vqtool.runs.commit import commit, committed, recover
 from vqtool.runs.folder import metrics_csv
 from vqtool.runs.trackers import Trackers
@@ -151,6 +151,6 @@ class TrainingRun:
 
 
 def training_status(run: TrainingRun, *, command: str, model: str, dataset: str, epochs: int):
-    """:func:`~vqtool.runs.summaries.training_status`, drawing the committed epochs' curves.png when interrupted."""
-    return summaries.training_status(run.run_dir, command=command, model=model, dataset=dataset, epochs=epochs,
+    """:func:`~vqtool.runs.status.training_status`, drawing the committed epochs' curves.png when interrupted."""
+    return status.training_status(run.run_dir, command=command, model=model, dataset=dataset, epochs=epochs,
                                    draw_curves=lambda path, rows: plot_curves(path, rows, title=run.title))
