@@ -3,7 +3,7 @@
 The save folder must lie outside what is read (:func:`check_save_dir`):
 otherwise the annotated copies would replace the photos, or be read back as
 inputs by the next run. Each file is written under a temporary name and
-renamed into place (:func:`vqtool.runs.folder.atomic_save`), so a full disk or
+renamed into place (:func:`vqtool.runs.atomic_files.atomic_save`), so a full disk or
 a permission error leaves no truncated image or empty label file; an
 existing file is replaced only with ``--overwrite``, and an input never.
 """
