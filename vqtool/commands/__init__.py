@@ -71,29 +71,17 @@ def overwrite_option(command):
 
 
 def data_options(command):
-    """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``), whose fields
-    hold the defaults."""
+    """Options every dataset source understands (DataOptions' fields, with ``--seed``); passes ``data:
+    DataOptions``."""
     from vqtool.data import DataOptions
+    from vqtool.option_fields import option_fields
 
-    defaults = DataOptions()
+    names = [item.parameter for item in option_fields(DataOptions)]
 
-    @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR", default=defaults.data_dir,
-                  help="Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]")
-    @click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=defaults.val_split,
-                  help="Fraction held out for validation when the data has no val split "
-                       "(default 0.2 for one tree, else 0.1).")
-    @click.option("--seed", type=int, default=defaults.seed, show_default=True, help="Seed for splits, init and shuffling.")
-    @click.option("--workers", type=click.IntRange(1), default=defaults.workers, help="Image-decoding threads.")
-    @click.option("--cache-store/--no-cache-store", default=defaults.cache_store, show_default=True,
-                  help="Keep decoded pixels in the store on disk ($VQTOOL_CACHE_DIR, default ~/.cache/vqtool) "
-                       "and read batches from it; --no-cache-store decodes into memory each time.")
-    @click.option("--strict", is_flag=True,
-                  help="Fail on unreadable image files and folders instead of skipping them. Images over "
-                       "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
+    @config_options(DataOptions)
     @wraps(command)
-    def wrapper(*args, data_dir, val_split, seed, workers, cache_store, strict, **kwargs):
-        data = DataOptions(data_dir=data_dir, val_split=val_split, seed=seed, strict=strict, workers=workers,
-                           cache_store=cache_store)
+    def wrapper(*args, **kwargs):
+        data = DataOptions(**{name: kwargs.pop(name) for name in names})
         return command(*args, data=data, **kwargs)
 
     return wrapper
@@ -101,9 +89,9 @@ def data_options(command):
 
 def amp_option(command):
     """--amp for inference (eval, confusion, predict): checkpoints stay fp32 on CPUs unless asked for bf16."""
-    from vqtool.choices import INFERENCE_AMP_MODES
+    from vqtool.choices import DEFAULT_AMP, INFERENCE_AMP_MODES
 
-    return click.option("--amp", type=click.Choice(INFERENCE_AMP_MODES), default="auto", show_default=True,
+    return click.option("--amp", type=click.Choice(INFERENCE_AMP_MODES), default=DEFAULT_AMP, show_default=True,
                         help="Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not change "
                              "with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 "
                              "BF16); off: fp32. Exports run as exported.")(command)
@@ -124,23 +112,21 @@ def threads_option(command):
                              "default: torch's (the cores).")(command)
 
 
-def device_option(command=None, *, training: bool = False):
-    """--device; ``training``: its help names several GPUs for detectors and torchrun for classifiers."""
-    if command is None:
-        return lambda decorated: device_option(decorated, training=training)
+def complete_device(ctx, param, incomplete):
+    from click.shell_completion import CompletionItem
+
     from vqtool.choices import DEVICES
 
-    def complete(ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
+    return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
 
-        return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
 
-    return click.option("--device", default="auto", show_default=True,
-                        metavar="auto|cpu|cuda[:N]|mps" + ("|N,N" if training else ""), shell_complete=complete,
-                        help="Where to train: auto is a GPU when there is one, else the CPU. A list of GPU indices "
-                             "(0,1) trains a YOLO detector on several GPUs (Ultralytics' DDP); classifiers scale out "
-                             "with torchrun." if training else
-                        "Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
+def device_option(command):
+    """--device for running a model (eval, confusion, predict, detect, inspect); training's is TrainConfig.device."""
+    from vqtool.choices import DEFAULT_DEVICE
+
+    return click.option("--device", default=DEFAULT_DEVICE, show_default=True, metavar="auto|cpu|cuda[:N]|mps",
+                        shell_complete=complete_device,
+                        help="Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
 
 
 TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
@@ -196,20 +182,64 @@ def typed_options() -> dict:
             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
 
 
-def config_options(config_class):
-    """Click options made from a config dataclass's fields that carry a ``help`` (and ``choices``) in their
-    metadata: the field's name, default and help live once, in the dataclass."""
-    from dataclasses import MISSING, fields
+class FieldOption(click.Option):
+    """A Click option made from a config dataclass field (:mod:`vqtool.option_fields`); ``field`` is that field."""
 
-    def decorate(command):
-        for item in reversed([item for item in fields(config_class) if "help" in item.metadata]):
-            default = None if item.default is MISSING else item.default
-            choices = item.metadata.get("choices")
-            kind = click.Choice(choices) if choices else item.metadata.get("type")
-            command = click.option(f"--{item.name.replace('_', '-')}", item.name, type=kind, default=default,
-                                   show_default=default is not None, help=item.metadata["help"],
-                                   is_flag=isinstance(default, bool) or None)(command)
-        return command
+    def __init__(self, *args, field, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+
+def field_option(item, *, command: str | None = None):
+    """The ``click.option`` of an option field (an :class:`~vqtool.option_fields.OptionField`): its type, default,
+    help and the rest come from the field. ``command`` picks a help given per command."""
+    spec = item.spec
+    help = spec["help"][command] if isinstance(spec["help"], dict) else spec["help"]
+    settings = {"cls": FieldOption, "field": item, "default": item.default, "help": help, "metavar": spec["metavar"],
+                "show_default": spec["show_default"] or None, "envvar": spec["envvar"]}
+    declaration = item.flag
+    if item.kind is bool and item.default:
+        declaration = f"{item.flag}/--no-{item.flag[2:]}"  # a flag that is on by default is turned off
+    elif item.kind is bool:
+        settings["is_flag"] = True
+    else:
+        settings["type"] = _field_type(item)
+    if spec["complete"]:
+        settings["shell_complete"] = _completer(spec["complete"])
+    return click.option(declaration, item.parameter, **settings)
+
+
+def _field_type(item):
+    spec = item.spec
+    if spec["choices"]:
+        return click.Choice(spec["choices"])
+    if spec["folder"]:
+        return click.Path(file_okay=False)
+    bounds = {"min": spec["min"], "max": spec["max"], "min_open": spec["min_open"], "max_open": spec["max_open"]}
+    if item.kind is float:
+        return FiniteFloat(**bounds)
+    if item.kind is int:
+        return click.INT if spec["min"] is None and spec["max"] is None else click.IntRange(**bounds)
+    return None  # a string
+
+
+def _completer(name: str):
+    if name == "device":
+        return complete_device
+    from vqtool.commands.completion import complete_model
+
+    return {"model": complete_model}[name]
+
+
+def config_options(config, *names: str, command: str | None = None):
+    """The options of a config dataclass's option fields (all, in field order, or ``names`` in that order);
+    ``config`` an instance: its values are the defaults (finetune's TrainConfig)."""
+    from vqtool.option_fields import option_fields
+
+    def decorate(decorated):
+        for item in reversed(option_fields(config, names or None)):
+            decorated = field_option(item, command=command)(decorated)
+        return decorated
 
     return decorate
 

@@ -115,7 +115,7 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
 
 def _job(command: str, dataset: str, data, ctx):
     """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.classification.task import option_names
+    from vqtool.option_fields import parameter_names
     from vqtool.tuning.space import searchable
     from vqtool.tuning.trial import Job, trial_request
 
@@ -124,7 +124,7 @@ def _job(command: str, dataset: str, data, ctx):
                 if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
     task = _task(command, dataset, {name: ctx.params[name] for name in ctx.params
                                     if ctx.get_parameter_source(name) in EXPLICIT})
-    fields = [*searchable(command, task.name), *option_names(*filter(None, [task.config]))]  # multilabel's --loss...
+    fields = [*searchable(command, task.name), *parameter_names(*filter(None, [task.config]))]  # multilabel's --loss...
     values = {name: params[name] for name in (*fields, "seed", "device", "amp", "compile", "cache",
                                               "allow_partial_weights") if name in params}
     given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}

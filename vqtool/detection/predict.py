@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from vqtool.choices import DEFAULT_DEVICE
 from vqtool.data.inputs import Failure, Frame, Input, expand_sources, video_frames
 from vqtool.detection.saving import check_save_dir, save_outputs
 from vqtool.detection.ultralytics_env import keeping_threads
@@ -28,7 +29,7 @@ class DetectOptions:
     iou: float = 0.7
     imgsz: int = 640
     classes: list[str] | None = None
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     max_det: int = 300
     batch: int = 1
     vid_stride: int = 1

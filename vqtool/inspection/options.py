@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vqtool.choices import DEFAULT_DEVICE
 from vqtool.errors import VQError
 
 DEFAULT_MODEL = "timm/tf_efficientnet_lite0"
@@ -17,7 +18,7 @@ class InspectOptions:
     near_threshold: float = 0.90  # cosine similarity of two embeddings from which they are near copies
     neighbours: int = 10  # nearest others looked at per image
     labels: bool = True  # look for label errors
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
 
     def check(self) -> None:
         if not 0 < self.near_threshold <= 1:
