@@ -2,6 +2,7 @@
 predict through the CLI, with no command knowing it; the dispatch picks tasks by target and by option."""
 
 import json
+import re
 
 import pytest
 
@@ -103,26 +104,27 @@ def test_no_command_names_a_task():
         assert "DETECTION" not in text and "CLASSIFIER_ONLY" not in text, module.name
 
 
-# --- one source for defaults --------------------------------------------------------------------------------
+# --- one source for options and defaults ---------------------------------------------------------------------
 
 
 def _config_sources():
     """command path -> (the config objects its options feed: instances or dataclasses, renames field -> parameter)."""
     from vqtool.classification.config import (FINETUNE_DEFAULTS, BenchmarkOptions, FinetuneOptions, PredictOptions,
                                               TrainConfig)
-    from vqtool.classification.task import PARAMETER_NAMES
     from vqtool.data import DataOptions
     from vqtool.detection.predict import DetectOptions
     from vqtool.exporting import ExportOptions
     from vqtool.inspection.options import InspectOptions
     from vqtool.multilabel.config import MultilabelOptions
+    from vqtool.option_fields import field_parameters
     from vqtool.tuning import Settings
 
+    renames = field_parameters(TrainConfig)  # model -> model_name
     train = [TrainConfig(), DataOptions(), MultilabelOptions()]
     finetune = [FINETUNE_DEFAULTS, DataOptions(), MultilabelOptions(), FinetuneOptions()]
     return {
-        "train": (train, PARAMETER_NAMES), "finetune": (finetune, PARAMETER_NAMES),
-        "tune train": (train + [Settings], PARAMETER_NAMES), "tune finetune": (finetune + [Settings], PARAMETER_NAMES),
+        "train": (train, renames), "finetune": (finetune, renames),
+        "tune train": (train + [Settings], renames), "tune finetune": (finetune + [Settings], renames),
         "predict": ([PredictOptions], {}),
         "export": ([ExportOptions], {"format": "fmt"}),
         "benchmark": ([BenchmarkOptions, DataOptions], {}),
@@ -211,3 +213,104 @@ def test_every_click_default_is_its_config_fields():
                 checked += 1
     assert unset == FIELDS_WITHOUT_OPTION, "fields without an option, unlisted or listed wrongly"
     assert checked > 150  # the walk reached the options (train alone has dozens)
+
+
+def option_problems(command, configs, command_name: str) -> list[str]:
+    """How ``command``'s options differ from the option fields of ``configs`` (instances or dataclasses): each
+    field's option must be made from it (a FieldOption, not a hand-written option with its name), with the field's
+    default (the instance's value), help and type."""
+    import click
+
+    from vqtool.commands import FieldOption
+    from vqtool.commands.types import FiniteFloat
+    from vqtool.option_fields import option_fields
+
+    problems = []
+    options = [param for param in command.params if isinstance(param, click.Option)]
+    for config in configs:
+        for item in option_fields(config):
+            found = [param for param in options if param.name == item.parameter or item.flag in param.opts]
+            if len(found) != 1 or not isinstance(found[0], FieldOption) or found[0].field.name != item.name:
+                problems.append(f"{item.flag}: {len(found)} options, not one made from the field")
+                continue
+            param, spec = found[0], item.spec
+            help = spec["help"][command_name] if isinstance(spec["help"], dict) else spec["help"]
+            kind = param.type
+            expected_type = (isinstance(kind, click.Choice) and tuple(kind.choices) == spec["choices"]
+                             if spec["choices"] else
+                             isinstance(kind, click.Path) if spec["folder"] else
+                             param.is_flag and bool(param.secondary_opts) == bool(item.default) if item.kind is bool
+                             else isinstance(kind, FiniteFloat) if item.kind is float else
+                             isinstance(kind, (click.IntRange, click.types.IntParamType)) if item.kind is int else
+                             isinstance(kind, click.types.StringParamType))
+            bounds = (spec["min"], spec["max"], spec["min_open"], spec["max_open"])
+            if isinstance(kind, (click.IntRange, click.FloatRange)):
+                expected_type = expected_type and (kind.min, kind.max, kind.min_open, kind.max_open) == bounds
+            elif spec["min"] is not None or spec["max"] is not None:
+                expected_type = False
+            for what, ok in (("default", param.default == item.default), ("help", param.help == help),
+                             ("type", expected_type), ("parameter", param.name == item.parameter)):
+                if not ok:
+                    problems.append(f"{item.flag}: its {what} is not the field's")
+    return problems
+
+
+def test_the_options_of_config_fields_are_made_from_them():
+    """Every option field of TrainConfig, FinetuneOptions, DataOptions and MultilabelOptions is an option of the
+    commands they feed, made from the field: default, help and type live once, in the dataclass."""
+    from vqtool.option_fields import option_fields
+
+    sources, checked = _config_sources(), 0
+    for path, command, _ in _commands():
+        if path not in sources:
+            continue
+        configs = [config for config in sources[path][0] if option_fields(config)]
+        assert option_problems(command, configs, path.split()[-1]) == [], path
+        checked += sum(len(option_fields(config)) for config in configs)
+    assert checked > 150  # train, finetune and their tune subcommands have dozens each; eval and confusion DataOptions
+
+
+def test_a_hand_written_option_duplicating_a_field_is_found():
+    import click
+
+    from vqtool.classification.config import TrainConfig
+    from vqtool.commands import config_options
+
+    def command(**options):
+        pass
+
+    hand_written = click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+    duplicated = click.command()(config_options(TrainConfig, "batch_size")(hand_written(command)))
+    assert option_problems(duplicated, [TrainConfig], "train")[:2] == [
+        "--model: 0 options, not one made from the field", "--epochs: 1 options, not one made from the field"]
+    shifted = click.command()(config_options(TrainConfig(epochs=3), "epochs")(command))
+    assert "--epochs: its default is not the field's" in option_problems(shifted, [TrainConfig], "train")
+
+
+def test_option_fields_check_their_values_as_their_options_do():
+    from vqtool.classification.config import FinetuneOptions, TrainConfig
+    from vqtool.errors import VQError
+    from vqtool.multilabel.config import MultilabelOptions
+
+    for config, says in ((TrainConfig(epochs=0), "--epochs must be >= 1, not 0"),
+                         (TrainConfig(lr=0.0), "--lr must be > 0, not 0.0"),
+                         (TrainConfig(label_smoothing=1.0), "--label-smoothing must be in [0, 1), not 1.0"),
+                         (TrainConfig(augment_magnitude=31, augment="trivial"), "--augment-magnitude must be in [0, 30]"),
+                         (TrainConfig(optimizer="lion"), "--optimizer 'lion': choose from adam, adamw, sgd"),
+                         (TrainConfig(mixup=float("nan")), "--mixup must be >= 0, not nan")):
+        with pytest.raises(VQError, match=re.escape(says)):
+            config.check()
+    with pytest.raises(VQError, match="--head 'mlp3': choose from"):
+        FinetuneOptions(head="mlp3").check(TrainConfig())
+    with pytest.raises(VQError, match="--loss 'focal': choose from bce, asl"):
+        MultilabelOptions(loss="focal").check()
+    TrainConfig(imgsz=None, augment_magnitude=None).check()  # None where the default is None: not given
+
+
+def test_the_tasks_that_take_an_option_are_its_fields():
+    from vqtool.tasks import get_task
+
+    multilabel = get_task("multilabel").takes("train")
+    assert {"label_smoothing", "class_weights", "balanced_sampler", "lr_find"}.isdisjoint(multilabel)
+    assert {"mixup", "model_name", "loss", "seed"} <= multilabel
+    assert {"label_smoothing", "model_name", "lr_find"} <= get_task("classification").takes("train")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import wraps
 
 import click
@@ -175,11 +176,31 @@ def print_summary(out, summary: dict, title: str) -> None:
         out.warn(summary["hint"])
 
 
-def typed_options() -> dict:
-    """The current command's options that were typed on the command line (the others keep a library's defaults)."""
+# Where a value that wins over a --recipe's comes from: the command line, the environment, a --config file.
+EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
+            click.core.ParameterSource.DEFAULT_MAP, click.core.ParameterSource.PROMPT)
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """The current command's option values and where each came from; read from Click's context in one place
+    (:func:`given_options`), for the --config/--recipe precedence and the task's choice."""
+
+    params: dict  # every parameter -> its value
+    typed: dict  # those typed on the command line -> their values (they choose the task; --resume keeps the rest)
+    explicit: frozenset  # typed, from the environment or a --config file: they win over a --recipe's values
+    defaulted: frozenset  # those left at their option's default (a task's own defaults may replace them)
+
+
+def given_options() -> GivenOptions:
     ctx = click.get_current_context()
-    return {name: value for name, value in ctx.params.items()
-            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return GivenOptions(
+        params=dict(ctx.params),
+        typed={name: ctx.params[name] for name, source in sources.items()
+               if source is click.core.ParameterSource.COMMANDLINE},
+        explicit=frozenset(name for name, source in sources.items() if source in EXPLICIT),
+        defaulted=frozenset(name for name, source in sources.items() if source is click.core.ParameterSource.DEFAULT))
 
 
 class FieldOption(click.Option):
@@ -254,17 +275,15 @@ def task_options(command):
     return command
 
 
-def task_request(command: str, out, *, target=None, dataset=None, data=None, tracking=None, params=None):
+def task_request(command: str, out, *, target=None, dataset=None, data=None, tracking=None, given=None, params=None):
     """The :class:`~vqtool.registry.Request` of the current command: every option it was given (``params``,
-    default: the context's), those typed on the command line, and ``out`` as the reporter."""
+    default: ``given``'s, the context's), those typed on the command line, and ``out`` as the reporter."""
     from vqtool.registry import Request
 
-    ctx = click.get_current_context()
-    defaulted = frozenset(name for name in ctx.params
-                          if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT)
+    given = given or given_options()
     return Request(command=command, target=target, dataset=dataset,
-                   params=dict(ctx.params) if params is None else params, typed=typed_options(),
-                   defaulted=defaulted, data=data, tracking=tracking, reporter=out)
+                   params=dict(given.params) if params is None else params, typed=given.typed,
+                   defaulted=given.defaulted, data=data, tracking=tracking, reporter=out)
 
 
 def show_report(out, task, report: dict) -> None:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import click
 
-EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
-            click.core.ParameterSource.DEFAULT_MAP, click.core.ParameterSource.PROMPT)
-
-
 def _load_config(ctx: click.Context, param, path: str | None):
     """--config is eager: its values become the context's default_map before the other options are read."""
     if path is None:
@@ -52,15 +48,14 @@ def recipe_options(command, defaults):
                              "win.")(command)
 
 
-def recipe_applied(out) -> dict:
-    """The current command's options with --recipe's values filled in where none was given explicitly (logged)."""
-    ctx = click.get_current_context()
-    params = dict(ctx.params)
+def recipe_applied(out, given) -> dict:
+    """The command's options (``given``: a :class:`~vqtool.commands.GivenOptions`) with --recipe's values filled in
+    where none was given explicitly (logged)."""
+    params = dict(given.params)
     if not params.get("recipe"):
         return params
     from vqtool.classification.recipes import describe_recipe, recipe_values
 
-    explicit = {name for name in params if ctx.get_parameter_source(name) in EXPLICIT}
-    applied = recipe_values(params["recipe"], explicit, params["epochs"])
+    applied = recipe_values(params["recipe"], set(given.explicit), params["epochs"])
     out.log(describe_recipe(params["recipe"], applied))
     return {**params, **applied}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.classification.config import FINETUNE_DEFAULTS, TrainConfig
-from vqtool.commands import (config_options, data_options, output_options, print_summary, task_options, task_request,
-                             tracking_options, trust_pickle_option)
+from vqtool.commands import (config_options, data_options, given_options, output_options, print_summary, task_options,
+                             task_request, tracking_options, trust_pickle_option)
 from vqtool.commands.completion import complete_dataset
 from vqtool.commands.types import OutputPath
 from vqtool.commands.recipe_options import recipe_applied, recipe_options
@@ -80,6 +80,7 @@ def run_training(command: str, dataset: str, data, tracking, out) -> dict:
     """Train or fine-tune through the task of the dataset, run folder or options (a --recipe's values applied)."""
     from vqtool.tasks import run
 
-    _, summary = run(task_request(command, out, dataset=dataset, data=data, tracking=tracking,
-                                  params=recipe_applied(out)))
+    given = given_options()
+    _, summary = run(task_request(command, out, dataset=dataset, data=data, tracking=tracking, given=given,
+                                  params=recipe_applied(out, given)))
     return summary

@@ -17,8 +17,7 @@ import time
 
 import click
 
-from vqtool.commands import data_options, output_options
-from vqtool.commands.recipe_options import EXPLICIT
+from vqtool.commands import data_options, given_options, output_options
 from vqtool.tuning import METRICS, TASK_METRICS, Settings
 
 # The base command's options a study has no use for: each trial has its own run folder and no trackers.
@@ -93,8 +92,7 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
     from vqtool.tuning.storage import require_optuna
 
     require_optuna()  # a missing extra is one line before anything heavy is imported
-    ctx = click.get_current_context()
-    job, given = _job(command, dataset, data, ctx)
+    job, given = _job(command, dataset, data, given_options())
     settings = _settings(command, dataset, params)
     from vqtool.tuning.space import default_space
     from vqtool.tuning.study import tune_job
@@ -113,17 +111,18 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
                              f"{sum(results['trials'].values())} trials; run the same command to continue it")
 
 
-def _job(command: str, dataset: str, data, ctx):
-    """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.option_fields import parameter_names
+def _job(command: str, dataset: str, data, options):
+    """The Job every trial shares, and the options the user gave (option name -> value); ``options``: the
+    command's :class:`~vqtool.commands.GivenOptions`."""
+    from vqtool.classification.config import TrainConfig
+    from vqtool.option_fields import field_parameters, parameter_names
     from vqtool.tuning.space import searchable
     from vqtool.tuning.trial import Job, trial_request
 
-    params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
-    explicit = {("model" if name == "model_name" else name) for name in ctx.params
-                if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
-    task = _task(command, dataset, {name: ctx.params[name] for name in ctx.params
-                                    if ctx.get_parameter_source(name) in EXPLICIT})
+    field_of = {parameter: name for name, parameter in field_parameters(TrainConfig).items()}  # model_name -> model
+    params = {field_of.get(name, name): value for name, value in options.params.items()}
+    explicit = {field_of.get(name, name) for name in options.explicit if name not in TUNE_OPTION_NAMES}
+    task = _task(command, dataset, {name: options.params[name] for name in options.explicit})
     fields = [*searchable(command, task.name), *parameter_names(*filter(None, [task.config]))]  # multilabel's --loss...
     values = {name: params[name] for name in (*fields, "seed", "device", "amp", "compile", "cache",
                                               "allow_partial_weights") if name in params}
