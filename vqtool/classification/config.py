@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from vqtool.choices import AMP_MODES, AUGMENT_POLICIES, DEFAULT_AMP, DEFAULT_DEVICE, OPTIMIZERS, SCHEDULERS
+from vqtool.choices import (AMP_MODES, AUGMENT_POLICIES, DEFAULT_AMP, DEFAULT_DEVICE, INFERENCE_AMP_MODES, OPTIMIZERS,
+                            SCHEDULERS)
 from vqtool.classification.recipes import RECIPES
 from vqtool.errors import VQError
 from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
@@ -187,19 +188,41 @@ class FinetuneOptions:
 
 @dataclass
 class PredictOptions:
-    top_k: int = 5
-    batch_size: int = 32
-    device: str = DEFAULT_DEVICE
-    tta: bool = False  # average the softmax over the image and its horizontal flip
-    vid_stride: int = 1
-    workers: int | None = None  # decoding threads
-    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.sorting)
-    min_confidence: float | None = None
-    link: bool = False
-    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.cam)
-    cam_layer: str | None = None
-    amp: str = DEFAULT_AMP  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
-    threshold: float | None = None  # multi-label models: one threshold for every label instead of their own
+    """`vqtool predict`'s options (its Click options are made from these fields)."""
+
+    top_k: int = option(5, "Classes listed per image (at most the model's number of classes).", min=1,
+                        show_default=True)
+    batch_size: int = option(32, "Images per forward pass.", min=1, show_default=True)
+    device: str = option(DEFAULT_DEVICE, "Where to run the model: auto is a GPU when there is one, else the CPU.",
+                         metavar="auto|cpu|cuda[:N]|mps", show_default=True, complete="device")
+    amp: str = option(DEFAULT_AMP, "Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not "
+                      "change with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 BF16); "
+                      "off: fp32. Exports run as exported.", choices=INFERENCE_AMP_MODES,
+                      show_default=True)  # compute.precision.inference_autocast
+    workers: int | None = option(None, "Image-decoding threads.", min=1)
+    vid_stride: int = option(1, "Use every N-th video frame.", min=1, show_default=True)
+    tta: bool = option(False, "Average the softmax over each image and its mirror image (refused for models whose "
+                       "training data is never mirrored, such as digits).")
+    sort_into: str | None = option(None, "Copy each image into SORT_INTO/<predicted class>/ (below --min-confidence: "
+                                   "_uncertain/). Originals are never moved or changed; a name already taken gets a "
+                                   "numbered name.", folder=True)  # vqtool.classification.sorting
+    min_confidence: float | None = option(None, "With --sort-into: images whose top confidence is below this go to "
+                                          "_uncertain/.", min=0, max=1)
+    threshold: float | None = option(None, "Multi-label models: list the labels whose probability is at least this, "
+                                     "instead of each label's own threshold (chosen on val when it trained).", min=0,
+                                     max=1)
+    link: bool = option(False, "With --sort-into: hard-link (else symlink) instead of copying.")
+    cam_dir: str | None = option(None, "Write a Grad-CAM heatmap of the top class for each image here (PNG; torch "
+                                 "checkpoints).", folder=True, flag="--cam")  # vqtool.classification.cam
+    cam_layer: str | None = option(None, "The module Grad-CAM looks at (default: the last convolutional stage).",
+                                   metavar="NAME")
+
+    def check(self) -> None:
+        """The options that go with another (the fields' own ranges are Click's, as typed)."""
+        if not self.sort_into and (self.min_confidence is not None or self.link):
+            raise VQError(f"{'--link' if self.link else '--min-confidence'} goes with --sort-into DIR", usage=True)
+        if self.cam_layer and not self.cam_dir:
+            raise VQError("--cam-layer goes with --cam DIR", usage=True)
 
 
 # name -> (export format, int8, OpenVINO precision hint, packages it needs); "torch" is the checkpoint itself.

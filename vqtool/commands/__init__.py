@@ -89,13 +89,11 @@ def data_options(command):
 
 
 def amp_option(command):
-    """--amp for inference (eval, confusion, predict): checkpoints stay fp32 on CPUs unless asked for bf16."""
-    from vqtool.choices import DEFAULT_AMP, INFERENCE_AMP_MODES
+    """--amp for inference (eval, confusion, predict): PredictOptions.amp's (checkpoints stay fp32 on CPUs unless
+    asked for bf16)."""
+    from vqtool.classification.config import PredictOptions
 
-    return click.option("--amp", type=click.Choice(INFERENCE_AMP_MODES), default=DEFAULT_AMP, show_default=True,
-                        help="Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not change "
-                             "with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 "
-                             "BF16); off: fp32. Exports run as exported.")(command)
+    return config_options(PredictOptions, "amp")(command)
 
 
 def threads_option(command):
@@ -122,12 +120,11 @@ def complete_device(ctx, param, incomplete):
 
 
 def device_option(command):
-    """--device for running a model (eval, confusion, predict, detect, inspect); training's is TrainConfig.device."""
-    from vqtool.choices import DEFAULT_DEVICE
+    """--device for running a model (eval, confusion, predict, detect, inspect): PredictOptions.device's; training's
+    is TrainConfig.device."""
+    from vqtool.classification.config import PredictOptions
 
-    return click.option("--device", default=DEFAULT_DEVICE, show_default=True, metavar="auto|cpu|cuda[:N]|mps",
-                        shell_complete=complete_device,
-                        help="Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
+    return config_options(PredictOptions, "device")(command)
 
 
 TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.tracking.TRACKERS, without importing it for --help
