@@ -16,19 +16,22 @@ from vqtool.errors import VQError
 
 def option(default=None, help: str | None = None, *, choices=None, min=None, max=None, min_open: bool = False,
            max_open: bool = False, metavar: str | None = None, show_default: bool = False, parameter: str | None = None,
-           folder: bool = False, envvar: str | None = None, complete: str | None = None, tasks=None,
-           flag: str | None = None):
-    """A dataclass field that is also a train/finetune/... option (``--name-with-dashes``).
+           folder: bool = False, output: str | None = None, envvar: str | None = None, complete: str | None = None,
+           tasks=None, flag: str | None = None, aliases=(), off_flag: str | None = None):
+    """A dataclass field that is also a command's option (``--name-with-dashes``).
 
     ``min``/``max`` (``_open``: excluded) bound a number; ``choices`` a string. ``parameter``: the command's
-    parameter name when not the field's (``model_name``); ``flag``: the option's when not ``--`` and the field's; ``folder``: the value is a folder path; ``complete``: the
-    name of a shell completer in the commands; ``tasks``: the tasks that take it (default: every task that takes
-    the dataclass). A bool field is a flag, ``--name/--no-name`` when its default is True.
+    parameter name when not the field's (``model_name``); ``flag``: the option's when not ``--`` and the field's,
+    ``aliases`` more of them (``-o``); ``folder``: the value is a folder's path; ``output``: a path vqtool writes,
+    a ``file``, ``folder`` or ``either``; ``complete``: the name of a shell completer in the commands; ``tasks``: the
+    tasks that take it (default: every task that takes the dataclass). A bool field is a flag, ``--name/--no-name``
+    (or ``off_flag``) when its default is True.
     """
     spec = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max,
             "min_open": min_open, "max_open": max_open, "metavar": metavar, "show_default": show_default,
             "parameter": parameter, "folder": folder, "envvar": envvar, "complete": complete,
-            "tasks": tuple(tasks) if tasks is not None else None, "flag": flag}
+            "tasks": tuple(tasks) if tasks is not None else None, "flag": flag, "aliases": tuple(aliases),
+            "off_flag": off_flag, "output": output}
     return dataclasses.field(default=default, metadata={"option": spec})
 
 

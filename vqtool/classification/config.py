@@ -239,9 +239,14 @@ BENCHMARK_FORMATS = {
 
 @dataclass(frozen=True)
 class BenchmarkOptions:
+    """`vqtool benchmark`'s options (--formats and --batch: comma lists the command splits)."""
+
     formats: tuple[str, ...] = tuple(BENCHMARK_FORMATS)
     batches: tuple[int, ...] = (1, 32)
-    seconds: float = 3.0  # time spent calling the model at each batch size (after one warm-up call)
-    max_drop: float = DEFAULT_MAX_DROP  # accuracy points below the first format that still count as fastest
-    calibrate: str | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    seconds: float = option(3.0, "Time spent measuring each format at each batch size.", min=0,
+                            show_default=True)  # at each batch size, after one warm-up call
+    max_drop: float = option(DEFAULT_MAX_DROP, "Accuracy points below the first format that the fastest may lose.",
+                             min=0, metavar="POINTS", show_default=True)
+    calibrate: str | None = option(None, "int8 formats: calibration images (default: the run's own training images).",
+                                   metavar="DATASET")
+    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, min=1, show_default=True)

@@ -8,7 +8,7 @@ from functools import wraps
 
 import click
 
-from vqtool.commands.types import FiniteFloat
+from vqtool.commands.types import FiniteFloat, OutputPath
 from vqtool.pickles import TRUST_ENV
 
 
@@ -111,14 +111,6 @@ def threads_option(command):
                              "default: torch's (the cores).")(command)
 
 
-def complete_device(ctx, param, incomplete):
-    from click.shell_completion import CompletionItem
-
-    from vqtool.choices import DEVICES
-
-    return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
-
-
 def device_option(command):
     """--device for running a model (eval, confusion, predict, detect, inspect): PredictOptions.device's; training's
     is TrainConfig.device."""
@@ -209,22 +201,35 @@ class FieldOption(click.Option):
 
 
 def field_option(item, *, command: str | None = None):
-    """The ``click.option`` of an option field (an :class:`~vqtool.option_fields.OptionField`): its type, default,
-    help and the rest come from the field. ``command`` picks a help given per command."""
+    """The ``click.option`` decorator of an option field (an :class:`~vqtool.option_fields.OptionField`): its type,
+    default, help and the rest come from the field. ``command`` picks a help given per command."""
+    declarations, settings = _option_settings(item, command)
+    return click.option(*declarations, cls=FieldOption, **settings)
+
+
+def field_parameter(item, *, command: str | None = None) -> FieldOption:
+    """The option of an option field as an object (for a command built from a list of parameters)."""
+    declarations, settings = _option_settings(item, command)
+    return FieldOption(list(declarations), **settings)
+
+
+def _option_settings(item, command: str | None) -> tuple[tuple, dict]:
     spec = item.spec
     help = spec["help"][command] if isinstance(spec["help"], dict) else spec["help"]
-    settings = {"cls": FieldOption, "field": item, "default": item.default, "help": help, "metavar": spec["metavar"],
+    settings = {"field": item, "default": item.default, "help": help, "metavar": spec["metavar"],
                 "show_default": spec["show_default"] or None, "envvar": spec["envvar"]}
     declaration = item.flag
-    if item.kind is bool and item.default:
-        declaration = f"{item.flag}/--no-{item.flag[2:]}"  # a flag that is on by default is turned off
+    if item.kind is bool and item.default:  # a flag that is on by default is turned off
+        declaration = f"{item.flag}/{spec['off_flag'] or '--no-' + item.flag[2:]}"
     elif item.kind is bool:
         settings["is_flag"] = True
     else:
         settings["type"] = _field_type(item)
     if spec["complete"]:
-        settings["shell_complete"] = _completer(spec["complete"])
-    return click.option(declaration, item.parameter, **settings)
+        from vqtool.commands.completion import FIELD_COMPLETERS
+
+        settings["shell_complete"] = FIELD_COMPLETERS[spec["complete"]]
+    return (*spec["aliases"], declaration, item.parameter), settings
 
 
 def _field_type(item):
@@ -233,20 +238,14 @@ def _field_type(item):
         return click.Choice(spec["choices"])
     if spec["folder"]:
         return click.Path(file_okay=False)
+    if spec["output"]:
+        return OutputPath(folder={"file": False, "folder": True, "either": None}[spec["output"]])
     bounds = {"min": spec["min"], "max": spec["max"], "min_open": spec["min_open"], "max_open": spec["max_open"]}
     if item.kind is float:
         return FiniteFloat(**bounds)
     if item.kind is int:
         return click.INT if spec["min"] is None and spec["max"] is None else click.IntRange(**bounds)
     return None  # a string
-
-
-def _completer(name: str):
-    if name == "device":
-        return complete_device
-    from vqtool.commands.completion import complete_model
-
-    return {"model": complete_model}[name]
 
 
 def config_options(config, *names: str, command: str | None = None):

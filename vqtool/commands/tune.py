@@ -47,9 +47,14 @@ class Duration(click.ParamType):
 
 def tune_options() -> list[click.Option]:
     """The study's own options (new objects for each subcommand)."""
+    from vqtool.commands import field_parameter
+    from vqtool.option_fields import option_fields
+
+    trials, storage, pruner, keep_checkpoints, verbose = (
+        field_parameter(item) for item in option_fields(Settings, ["trials", "storage", "pruner", "keep_checkpoints",
+                                                                   "verbose"]))
     return [
-        click.Option(["--trials"], type=click.IntRange(1), metavar="N",
-                     help="Run until the study holds N trials (complete, pruned, or running in another worker)."),
+        trials,
         click.Option(["--budget"], type=Duration(), metavar="TIME",
                      help="Stop this process after TIME (90s, 30m, 2h); a trial running then stops at its next step."),
         click.Option(["--metric"], type=click.Choice(METRICS),
@@ -59,18 +64,11 @@ def tune_options() -> list[click.Option]:
                      help="YAML file of ranges, choices or fixed values that replace or add to the default space."),
         click.Option(["--study", "study_name"], metavar="NAME",
                      help="The study's name (default: COMMAND-DATASET); the same name continues it."),
-        click.Option(["--storage"], metavar="URL",
-                     help="An Optuna storage shared by several workers: sqlite:///FILE, postgresql://..., mysql://... or "
-                          "journal:FILE (default: sqlite study.db in the study folder)."),
+        storage,
         click.Option(["--out", "study_dir"], type=click.Path(file_okay=False), metavar="DIR",
                      help="Study folder: the trials' run folders, best.yaml, tuning.png (default runs/tune-NAME); "
                           "an existing one continues its study."),
-        click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default=Settings.pruner,
-                     show_default=True, help="Stops trials whose val metric lags the others' at the same epoch."),
-        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=Settings.keep_checkpoints, show_default=True,
-                     metavar="N",
-                     help="Trials that keep their weights (the N best); the others keep their metrics and args."),
-        click.Option(["-v", "--verbose"], is_flag=True, help="Show the trials' own log lines too."),
+        pruner, keep_checkpoints, verbose,
     ]
 
 
