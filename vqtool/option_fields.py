@@ -20,6 +20,7 @@ def option(default=None, help: str | None = None, *, choices=None, min=None, max
            tasks=None, flag: str | None = None, aliases=(), off_flag: str | None = None):
     """A dataclass field that is also a command's option (``--name-with-dashes``).
 
+    ``help``: the option's text, or ``{command: text}`` where the commands that take it say it differently;
     ``min``/``max`` (``_open``: excluded) bound a number; ``choices`` a string. ``parameter``: the command's
     parameter name when not the field's (``model_name``); ``flag``: the option's when not ``--`` and the field's,
     ``aliases`` more of them (``-o``); ``folder``: the value is a folder's path; ``output``: a path vqtool writes,
