@@ -35,7 +35,7 @@ import numpy as np
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.inference.evaluate import evaluate
 from vqtool.classification.training.finetune import finetune_job
-from vqtool.classification.training.recipes import RECIPES
+from vqtool.classification.recipes import RECIPES
 from vqtool.classification.training.train import train_job
 from vqtool.data import DataOptions
 from vqtool.reporter import SILENT

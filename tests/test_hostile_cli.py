@@ -64,6 +64,16 @@ def with_run_folder(*args) -> Callable[[Path], list]:
     return build
 
 
+def with_interrupted_finetune(*args) -> Callable[[Path], list]:
+    """A finetune run folder (its args.json; no epoch done) whose options unfreeze at epoch 4."""
+    def build(folder: Path) -> list:
+        (folder / "tuned").mkdir(exist_ok=True)
+        (folder / "tuned" / "args.json").write_text(json.dumps({"command": "finetune", "args": {
+            "dataset": "digits", "config": {"epochs": 5}, "finetune": {"unfreeze_at": 4}}}))
+        return list(args)
+    return build
+
+
 NOT_FINITE = "is not a finite number"
 
 USAGE_CASES = [
@@ -109,6 +119,9 @@ USAGE_CASES = [
     Case("confusion of a missing path", argv("confusion", "missing"), 2, ("missing: no such file or folder",)),
     Case("export of a missing path", argv("export", "missing"), 2, ("missing: no such file or folder",)),
     Case("--resume of a folder that is no run", argv("train", "--resume", "."), 2, ("not a vqtool run folder",)),
+    Case("--resume with --epochs before the run's --unfreeze-at",
+         with_interrupted_finetune("finetune", "--resume", "tuned", "--epochs", "3"), 2,
+         ("--unfreeze-at 4", "up to --epochs 3")),
     Case("an unknown dataset", argv("train", "no-such-data"), 2, ("no dataset or path named 'no-such-data'",)),
     Case("an unknown subcommand", argv("trian"), 2, ("No such command 'trian'",)),
 ]

@@ -170,7 +170,7 @@ def test_a_runs_args_json_replays_its_task_and_options(run_cli, tmp_path):
 
 
 def test_a_run_recorded_before_args_json_named_its_task_replays_as_the_task_whose_options_it_holds(tmp_path):
-    from vqtool.classification.training.recipes import option_file
+    from vqtool.classification.recipes import option_file
 
     args = {"dataset": "labels.csv", "config": {"epochs": 3}, "multilabel": {"loss": "asl", "labels_from": None}}
     (tmp_path / "args.json").write_text(json.dumps({"command": "train", "argv": [], "args": args}))

@@ -2,6 +2,7 @@
 predict through the CLI, with no command knowing it; the dispatch picks tasks by target and by option."""
 
 import json
+import re
 
 import pytest
 
@@ -103,14 +104,13 @@ def test_no_command_names_a_task():
         assert "DETECTION" not in text and "CLASSIFIER_ONLY" not in text, module.name
 
 
-# --- one source for defaults --------------------------------------------------------------------------------
+# --- one source for options and defaults ---------------------------------------------------------------------
 
 
 def _config_sources():
-    """command path -> (the config objects its options feed: instances or dataclasses, renames field -> parameter)."""
+    """command path -> the config objects its options feed (instances, whose values are its defaults, or classes)."""
     from vqtool.classification.config import (FINETUNE_DEFAULTS, BenchmarkOptions, FinetuneOptions, PredictOptions,
                                               TrainConfig)
-    from vqtool.classification.task import PARAMETER_NAMES
     from vqtool.data import DataOptions
     from vqtool.detection.predict import DetectOptions
     from vqtool.exporting import ExportOptions
@@ -120,16 +120,10 @@ def _config_sources():
 
     train = [TrainConfig(), DataOptions(), MultilabelOptions()]
     finetune = [FINETUNE_DEFAULTS, DataOptions(), MultilabelOptions(), FinetuneOptions()]
-    return {
-        "train": (train, PARAMETER_NAMES), "finetune": (finetune, PARAMETER_NAMES),
-        "tune train": (train + [Settings], PARAMETER_NAMES), "tune finetune": (finetune + [Settings], PARAMETER_NAMES),
-        "predict": ([PredictOptions], {}),
-        "export": ([ExportOptions], {"format": "fmt"}),
-        "benchmark": ([BenchmarkOptions, DataOptions], {}),
-        "detect": ([DetectOptions], {}),
-        "inspect": ([InspectOptions, DataOptions], {"model": "model_name", "labels": "label_check"}),
-        "eval": ([DataOptions], {}), "confusion": ([DataOptions], {}),
-    }
+    return {"train": train, "finetune": finetune, "tune train": train + [Settings], "tune finetune": finetune + [Settings],
+            "predict": [PredictOptions], "export": [ExportOptions], "benchmark": [BenchmarkOptions, DataOptions],
+            "detect": [DetectOptions], "inspect": [InspectOptions, DataOptions], "eval": [DataOptions],
+            "confusion": [DataOptions]}
 
 
 # Commands whose options feed no config dataclass (their defaults live in the Click option alone), and why.
@@ -142,10 +136,15 @@ WITHOUT_CONFIG = {
     "runs": "a group", "runs compare": "a listing", "runs list": "a listing", "tune": "a group",
     "tinyvgg": "the example plugin's command (present when the plugin is installed), outside vqtool's configs",
 }
-# Config fields with a default that no option of that command sets (deliberately), and why. (Fields without a default,
-# such as tune's Settings.name, are made by the command and not compared.)
-FIELDS_WITHOUT_OPTION = {
-    ("inspect", "neighbours"),  # fixed: how many nearest others each image is compared with
+# Config fields whose option is hand-written (not made from the field), or that no option sets, and why; the
+# default of a hand-written one is compared with the field's.
+NOT_MADE_FROM_FIELD = {
+    ("detect", "classes"): "NAME,... : a comma-separated list the command splits",
+    ("benchmark", "formats"): "a comma-separated list", ("benchmark", "batches"): "a comma-separated list",
+    ("export", "overwrite"): "the --overwrite every command that writes files shares",
+    ("tune", "budget"): "a duration (90s, 30m) made into seconds",
+    ("tune", "study_dir"): "--out: its default is made from the study's name",
+    ("inspect", "neighbours"): "no option: how many nearest others each image is compared with is fixed",
 }
 
 
@@ -163,51 +162,150 @@ def _commands():
     def walk(group, context, path):
         for name in group.list_commands(context):
             command = group.get_command(context, name)
-            yield " ".join(path + [name]), command, click.Context(command, parent=context, info_name=name)
+            yield " ".join(path + [name]), command
             if isinstance(command, click.Group):
                 yield from walk(command, click.Context(command, parent=context, info_name=name), path + [name])
 
     return list(walk(cli, click.Context(cli, info_name="vqtool"), []))
 
 
-def _field_defaults(config, renames):
-    from dataclasses import MISSING, fields, is_dataclass
+def option_problems(command, configs, command_name: str, listed=()) -> list[str]:
+    """How ``command``'s options differ from the fields of ``configs`` (instances or dataclasses): an option
+    field's option must be made from it (a FieldOption, not a hand-written option with its name) with the field's
+    default (the instance's value), help and type; any other field with a default has an option made from a field
+    (--device: PredictOptions'), or one of ``listed``: hand-written with the field's default, or none."""
+    import click
+    from dataclasses import MISSING, fields
 
-    for f in fields(config):
-        if isinstance(config, type) and is_dataclass(config):
-            if f.default is MISSING:
+    from vqtool.commands import FieldOption
+    from vqtool.option_fields import field_parameters, option_fields
+
+    problems, context = [], click.Context(command, info_name=command_name)
+    options = [param for param in command.params if isinstance(param, click.Option)]
+    for config in configs:
+        made = {item.name: item for item in option_fields(config)}
+        for name, parameter in field_parameters(config).items():
+            item = made.get(name)
+            flags = {item.flag} if item else {"--" + name.replace("_", "-")}
+            found = [param for param in options if param.name == parameter or flags & set(param.opts)]
+            if item is not None:
+                if len(found) != 1 or not isinstance(found[0], FieldOption) or found[0].field.name != name:
+                    problems.append(f"{item.flag}: {len(found)} options, not one made from the field")
+                else:
+                    problems += [f"{item.flag}: its {what} is not the field's"
+                                 for what in _differences(found[0], item, command_name)]
                 continue
-            default = f.default
-        else:
-            default = getattr(config, f.name)
-        yield f.name, renames.get(f.name, f.name), default
+            default = _default(config, name)
+            if default is MISSING or (found and isinstance(found[0], FieldOption)) or (not found and name in listed):
+                continue
+            if not found or name not in listed:
+                problems.append(f"--{name}: {'no option' if not found else 'hand-written'} for a field")
+            elif _given(found[0], context) != default:
+                problems.append(f"--{name}: its default is not the field's")
+    assert set(listed) <= {f.name for config in configs for f in fields(config)}, "listed fields that are none"
+    return problems
 
 
-def test_every_click_default_is_its_config_fields():
-    """Every command is walked (subgroups too); an option that sets a config field defaults to that field's default,
-    so no default is kept twice. A command without a config, or a field without an option, is listed above with why."""
+def _default(config, name: str):
+    from dataclasses import fields
+
+    return getattr(config, name) if not isinstance(config, type) else \
+        next(item.default for item in fields(config) if item.name == name)
+
+
+def _given(param, context):
+    """What the command gets when the option is not given."""
+    value = param.process_value(context, param.get_default(context))
+    return None if value is UNSET else value  # Click >= 8.3: an option without a default; the command gets None
+
+
+def _differences(param, item, command_name: str) -> list[str]:
+    """What of the option is not what its field says: default, help, parameter name, type."""
     import click
 
-    sources = _config_sources()
-    commands = _commands()
-    paths = {path for path, _, _ in commands}
+    from vqtool.commands.types import FiniteFloat, OutputPath
+
+    spec, kind = item.spec, param.type
+    help = spec["help"][command_name] if isinstance(spec["help"], dict) else spec["help"]
+    if spec["choices"]:
+        typed = isinstance(kind, click.Choice) and tuple(kind.choices) == spec["choices"]
+    elif spec["folder"] or spec["output"]:
+        typed = isinstance(kind, OutputPath if spec["output"] else click.Path)
+    elif item.kind is bool:
+        typed = param.is_flag and bool(param.secondary_opts) == bool(item.default)
+    else:
+        typed = isinstance(kind, {float: FiniteFloat, int: (click.IntRange, click.types.IntParamType),
+                                  str: click.types.StringParamType}[item.kind])
+    bounds = (spec["min"], spec["max"], spec["min_open"], spec["max_open"])
+    if isinstance(kind, (click.IntRange, click.FloatRange)):
+        typed = typed and (kind.min, kind.max, kind.min_open, kind.max_open) == bounds
+    elif spec["min"] is not None or spec["max"] is not None:
+        typed = False
+    return [what for what, same in (("default", param.default == item.default), ("help", param.help == help),
+                                    ("parameter", param.name == item.parameter), ("type", typed)) if not same]
+
+
+def test_the_options_of_config_fields_are_made_from_them():
+    """Every command is walked (subgroups too); each option of a config field is made from it (default, help and type
+    live once, in the dataclass), but those listed in NOT_MADE_FROM_FIELD. A command without a config is listed
+    above with why."""
+    from vqtool.option_fields import option_fields
+
+    sources, commands, checked = _config_sources(), _commands(), 0
+    paths = {path for path, _ in commands}
     assert set(sources) <= paths and paths <= set(sources) | set(WITHOUT_CONFIG), "a command unlisted here"
-    checked, unset = 0, set()
-    for path, command, context in commands:
+    for path, command in commands:
         if path not in sources:
             continue
-        configs, renames = sources[path]
-        params = {param.name: param for param in command.params if isinstance(param, click.Option)}
-        for config in configs:
-            for field_name, name, default in _field_defaults(config, renames):
-                if name not in params:
-                    unset.add((path, field_name))
-                    continue
-                param = params[name]
-                value = param.process_value(context, param.get_default(context))  # what the command gets
-                if value is UNSET:  # Click >= 8.3: an option without a default; the command gets None
-                    value = None
-                assert value == default, f"{path} --{name}: Click {value!r}, config {default!r}"
-                checked += 1
-    assert unset == FIELDS_WITHOUT_OPTION, "fields without an option, unlisted or listed wrongly"
-    assert checked > 150  # the walk reached the options (train alone has dozens)
+        listed = {name for (where, name) in NOT_MADE_FROM_FIELD if where == path.split()[0]}
+        assert option_problems(command, sources[path], path.split()[-1], listed) == [], path
+        checked += sum(len(option_fields(config)) for config in sources[path])
+    assert checked > 200  # train, finetune and their tune subcommands have dozens each, and every command with a config
+
+
+def test_a_hand_written_option_duplicating_a_field_is_found():
+    import click
+
+    from vqtool.classification.config import TrainConfig
+    from vqtool.commands import config_options
+
+    def command(**options):
+        pass
+
+    hand_written = click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+    duplicated = click.command()(config_options(TrainConfig, "batch_size")(hand_written(command)))
+    assert option_problems(duplicated, [TrainConfig], "train")[:2] == [
+        "--model: 0 options, not one made from the field", "--epochs: 1 options, not one made from the field"]
+    seeded = click.command()(click.option("--seed", type=int, default=0)(command))  # a field that is no option field
+    assert "--seed: hand-written for a field" in option_problems(seeded, [TrainConfig], "train")
+    shifted = click.command()(config_options(TrainConfig(epochs=3), "epochs")(command))
+    assert "--epochs: its default is not the field's" in option_problems(shifted, [TrainConfig], "train")
+
+
+def test_option_fields_check_their_values_as_their_options_do():
+    from vqtool.classification.config import FinetuneOptions, TrainConfig
+    from vqtool.errors import VQError
+    from vqtool.multilabel.config import MultilabelOptions
+
+    for config, says in ((TrainConfig(epochs=0), "--epochs must be >= 1, not 0"),
+                         (TrainConfig(lr=0.0), "--lr must be > 0, not 0.0"),
+                         (TrainConfig(label_smoothing=1.0), "--label-smoothing must be in [0, 1), not 1.0"),
+                         (TrainConfig(augment_magnitude=31, augment="trivial"), "--augment-magnitude must be in [0, 30]"),
+                         (TrainConfig(optimizer="lion"), "--optimizer 'lion': choose from adam, adamw, sgd"),
+                         (TrainConfig(mixup=float("nan")), "--mixup must be >= 0, not nan")):
+        with pytest.raises(VQError, match=re.escape(says)):
+            config.check()
+    with pytest.raises(VQError, match="--head 'mlp3': choose from"):
+        FinetuneOptions(head="mlp3").check(TrainConfig())
+    with pytest.raises(VQError, match="--loss 'focal': choose from bce, asl"):
+        MultilabelOptions(loss="focal").check()
+    TrainConfig(imgsz=None, augment_magnitude=None).check()  # None where the default is None: not given
+
+
+def test_the_tasks_that_take_an_option_are_its_fields():
+    from vqtool.tasks import get_task
+
+    multilabel = get_task("multilabel").takes("train")
+    assert {"label_smoothing", "class_weights", "balanced_sampler", "lr_find"}.isdisjoint(multilabel)
+    assert {"mixup", "model_name", "loss", "seed"} <= multilabel
+    assert {"label_smoothing", "model_name", "lr_find"} <= get_task("classification").takes("train")

@@ -137,7 +137,7 @@ def test_a_pruned_trial_s_run_folder_reads_as_pruned(tree, run_cli):
     ("lr: {low: 0, high: 0.1, log: true}", "a log range needs low > 0"),
     ("lr: {low: 0.001, hi: 0.1}", "unknown key hi"),
     ("optimizer: [adam, lion]", "optimizer lion: --optimizer 'lion': choose from"),
-    ("batch_size: {low: 0, high: 64}", "batch_size 0: --epochs, --batch-size"),
+    ("batch_size: {low: 0, high: 64}", "batch_size 0: --batch-size must be >= 1, not 0"),
     ("optimizer: {low: 1, high: 2}", "a str option takes a list of choices"),
     ("seed: [1, 2]", "seed: not an option"),
     ("label_smoothing: 1.5", "--label-smoothing must be in [0, 1)"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool.errors import VQError
+from vqtool.option_fields import option
 from vqtool.telemetry import decline_openvino_telemetry
 
 FP32_TOLERANCE = 1e-4
@@ -30,20 +31,34 @@ DEFAULT_MAX_DROP = 1.0  # accuracy points an int8 export may lose against the ch
 class ExportOptions:
     """What ``vqtool export`` was asked; None means the format's or the checkpoint's own default."""
 
-    format: str = "onnx"
-    output: Path | None = None
-    opset: int | None = None
-    dynamic_batch: bool = True
-    imgsz: int | None = None
-    half: bool = False
-    verify: bool = True
-    tolerance: float | None = None
-    sample_data: str | None = None  # the dataset whose images form the real verification batch
-    overwrite: bool = False  # replace an existing file at the output path (never a run folder's own files)
-    int8: bool = False  # post-training static quantization (ONNX Runtime QDQ for onnx, NNCF for openvino)
-    calibrate: str | None = None  # the dataset whose images calibrate int8 (default: the run's training images)
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    max_drop: float = DEFAULT_MAX_DROP  # int8: accuracy points it may lose on held-out images before exit 1
+    format: str = option("onnx", "onnx, torchscript or openvino (an IR folder NAME.openvino; needs vqtool[openvino]); "
+                         "YOLO weights also take Ultralytics' other formats (engine, coreml, ...) when their packages "
+                         "are installed.", parameter="fmt", complete="format", show_default=True)
+    output: Path | None = option(None, "Where to write (default: model.onnx / model.ts beside the checkpoint, or the "
+                                 "weights' name with the format's suffix beside YOLO weights); an existing file is "
+                                 "refused without --overwrite.", aliases=("-o",), output="either")
+    opset: int | None = option(None, "ONNX opset (default 17 for classifiers, Ultralytics' choice for YOLO).", min=7)
+    dynamic_batch: bool = option(True, "Any batch size, or a fixed batch of 1 (for YOLO: also fixed image size).",
+                                 off_flag="--static", show_default=True)
+    imgsz: int | None = option(None, "Input side in pixels (default: the checkpoint's).", min=1)
+    half: bool = option(False, "fp16 weights and compute (inputs and outputs stay float32).")
+    verify: bool = option(True, "Compare the export with the original model afterwards; exit 1 beyond --tolerance.",
+                          show_default=True)
+    tolerance: float | None = option(None, "Largest max abs diff that passes: logits for classifiers (default 1e-4, "
+                                     "5e-2 with --half), box corners in pixels for YOLO (default 0.05, 2 with "
+                                     "--half).", min=0)
+    sample_data: str | None = option(None, "Real images to verify with (default: the checkpoint's held-out split; for "
+                                     "YOLO, Ultralytics' sample images).", flag="--data", metavar="DATASET")
+    overwrite: bool = False  # --overwrite (the commands' shared option): replace an existing file at the output path
+    int8: bool = option(False, "Classifiers, onnx or openvino: post-training int8 (ONNX Runtime static QDQ; OpenVINO "
+                        "NNCF), calibrated on real images and judged by the accuracy lost on held-out ones.")
+    calibrate: str | None = option(None, "--int8: images to calibrate with (default: the run's own training images).",
+                                   metavar="DATASET")
+    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, "--int8: how many calibration images (spread over "
+                                     "the data).", min=1, show_default=True)
+    max_drop: float = option(DEFAULT_MAX_DROP, "--int8: accuracy points the export may lose against the checkpoint on "
+                             "held-out images; beyond it the file is kept and the exit code is 1.", min=0,
+                             metavar="POINTS", show_default=True)
 
     @property
     def max_abs_diff(self) -> float:

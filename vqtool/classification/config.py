@@ -8,67 +8,80 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from vqtool.choices import AMP_MODES, AUGMENT_POLICIES, OPTIMIZERS, SCHEDULERS
+from vqtool.choices import (AMP_MODES, AUGMENT_POLICIES, DEFAULT_AMP, DEFAULT_DEVICE, INFERENCE_AMP_MODES, OPTIMIZERS,
+                            SCHEDULERS)
+from vqtool.classification.recipes import RECIPES
 from vqtool.errors import VQError
 from vqtool.exporting import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_DROP
 from vqtool.models.options import HEADS, FreezeSpec
+from vqtool.option_fields import check_fields, option
 
+SINGLE_LABEL = ("classification",)  # options of one label per image (a softmax over them): not multi-label's
 AUGMENTED_VIEWS = 4  # cached views per image when training augments and --cache-views is not given
 
 
 @dataclass
 class TrainConfig:
-    """Everything that shapes a training run; stored in args.json so --resume can rebuild it."""
+    """Everything that shapes a training run; stored in args.json so --resume can rebuild it. Its option fields
+    make train's and finetune's Click options (vqtool.option_fields)."""
 
-    model: str = "smallcnn"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    scheduler: str = "onecycle"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    augment: str = "none"
-    early_stop: int = 0
-    seed: int = 0
-    device: str = "auto"
-    imgsz: int | None = None
-    # The recipe options (classification/training/recipes.py bundles them); each default leaves the plain loop as it was.
-    recipe: str | None = None  # the named bundle the options below started from (recorded, not re-applied)
-    warmup_epochs: int = 0  # linear LR warm-up before the scheduler starts
-    clip_grad: float = 0.0  # max gradient norm (0: no clipping)
-    accumulate: int = 1  # batches per optimizer step
-    class_weights: str | None = None  # "auto" (inverse class frequency) or a JSON file of weights
-    balanced_sampler: bool = False
-    mixup: float = 0.0  # Beta(alpha, alpha) of mixup (0: off)
-    cutmix: float = 0.0
-    mix_switch_prob: float = 0.5  # with both: the chance a batch uses CutMix
-    ema: float = 0.0  # decay of the weights' exponential moving average (0: off)
-    augment_magnitude: int | None = None  # of trivial/randaugment/autoaugment (None: the policy's own)
-    amp: str = "auto"
-    compile: bool = False
+    model: str = option("smallcnn", {"train": "Architecture (see vqtool models).",
+                                     "finetune": "Architecture (a torchvision name or timm/<name>; see vqtool models)."},
+                        show_default=True, parameter="model_name", complete="model")
+    epochs: int = option(10, min=1, show_default=True)
+    batch_size: int = option(64, min=1, show_default=True)
+    lr: float = option(2e-3, "Learning rate.", min=0, min_open=True, show_default=True)
+    optimizer: str = option("adam", choices=OPTIMIZERS, show_default=True)
+    scheduler: str = option("onecycle", choices=SCHEDULERS, show_default=True)
+    weight_decay: float = option(0.0, min=0, show_default=True)
+    momentum: float = option(0.9, "SGD momentum.", min=0, max=1, show_default=True)
+    label_smoothing: float = option(0.0, min=0, max=1, max_open=True, show_default=True, tasks=SINGLE_LABEL)
+    augment: str = option("none", "basic: small shifts/zoom/rotation, colour jitter, flips where they keep labels.",
+                          choices=AUGMENT_POLICIES, show_default=True)
+    early_stop: int = option(0, "Stop after N epochs without val improvement (0: never).", min=0, metavar="N")
+    seed: int = 0  # vqtool.data.DataOptions.seed's (--seed), recorded here for the run
+    device: str = option(DEFAULT_DEVICE, "Where to train: auto is a GPU when there is one, else the CPU. A list of "
+                         "GPU indices (0,1) trains a YOLO detector on several GPUs (Ultralytics' DDP); classifiers "
+                         "scale out with torchrun.", metavar="auto|cpu|cuda[:N]|mps|N,N", show_default=True,
+                         complete="device")
+    imgsz: int | None = option(None, "Input side in pixels (default: the model's or the data's).", min=1)
+    # The recipe options (classification/recipes.py bundles them); each default leaves the plain loop as it was.
+    recipe: str | None = option(None, "Start from a named bundle of the options below (basic: augmentation, label "
+                                "smoothing, warm-up, cosine, AdamW; strong: also TrivialAugment, mixup/CutMix, EMA); "
+                                "options given explicitly win.", choices=RECIPES)  # recorded, not re-applied
+    warmup_epochs: int = option(0, "Raise the LR linearly from 1% over the first N epochs, then the --scheduler.",
+                                min=0, metavar="N", show_default=True)
+    clip_grad: float = option(0.0, "Clip the gradients' global norm to NORM (0: no clipping).", min=0,
+                              metavar="NORM", show_default=True)
+    accumulate: int = option(1, "Gradient accumulation: one optimizer step per N batches (effective batch N x B).",
+                             min=1, metavar="N", show_default=True)
+    class_weights: str | None = option(None, "Weight the loss by class: auto (inverse frequency) or a JSON file of "
+                                       "weights.", metavar="auto|FILE", tasks=SINGLE_LABEL)
+    balanced_sampler: bool = option(False, "Draw each epoch's images with classes equally likely.", tasks=SINGLE_LABEL)
+    mixup: float = option(0.0, "Mixup of batch images with Beta(ALPHA, ALPHA) weights (0: off; 0.2 is usual).", min=0,
+                          metavar="ALPHA", show_default=True)
+    cutmix: float = option(0.0, "CutMix with Beta(ALPHA, ALPHA) box areas (0: off; 1.0 is usual).", min=0,
+                           metavar="ALPHA", show_default=True)
+    mix_switch_prob: float = option(0.5, "With both --mixup and --cutmix: the chance a batch uses CutMix.", min=0,
+                                    max=1, show_default=True)
+    ema: float = option(0.0, "Validate and save an exponential moving average of the weights (e.g. 0.9998; 0: off).",
+                        min=0, max=1, max_open=True, metavar="DECAY", show_default=True)
+    augment_magnitude: int | None = option(None, "randaugment: the magnitude bin of 31 (default 9); trivial: the "
+                                           "largest bin it samples (default 30).", min=0, max=30, metavar="M")
+    amp: str = option(DEFAULT_AMP, "Mixed precision: auto is bf16 on GPUs that have it, else fp16; on CPUs bf16 only "
+                      "where the CPU computes it natively (AMX or AVX-512 BF16), else fp32; off: fp32.",
+                      choices=AMP_MODES, show_default=True)
+    compile: bool = option(False, "torch.compile the model (the first step pays the compilation).")
 
     def check(self) -> None:
-        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("scheduler", self.scheduler, SCHEDULERS),
-                                     ("augment", self.augment, AUGMENT_POLICIES), ("amp", self.amp, AMP_MODES)):
-            if value not in choices:
-                raise VQError(f"--{name} {value!r}: choose from {', '.join(choices)}", usage=True)
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.accumulate < 1:
-            raise VQError("--epochs, --batch-size, --lr and --accumulate must be positive", usage=True)
-        if not 0 <= self.label_smoothing < 1:
-            raise VQError("--label-smoothing must be in [0, 1)", usage=True)
-        if not 0 <= self.warmup_epochs < self.epochs:
+        """The usage errors of these options (each field's range or choices, then how they combine)."""
+        check_fields(self)
+        if self.warmup_epochs >= self.epochs:
             raise VQError(f"--warmup-epochs {self.warmup_epochs}: must be fewer than --epochs {self.epochs}",
                           usage=True)
-        if not 0 <= self.ema < 1:
-            raise VQError("--ema must be a decay in [0, 1), e.g. 0.9998", usage=True)
         if self.augment_magnitude is not None and self.augment not in ("trivial", "randaugment"):
             raise VQError(f"--augment-magnitude applies to --augment trivial or randaugment, not {self.augment}",
                           usage=True)
-        if min(self.mixup, self.cutmix, self.clip_grad) < 0 or not 0 <= self.mix_switch_prob <= 1:
-            raise VQError("--mixup, --cutmix and --clip-grad must be >= 0, --mix-switch-prob in [0, 1]", usage=True)
 
     @property
     def mixes(self) -> bool:
@@ -125,20 +138,29 @@ FINETUNE_DEFAULTS = TrainConfig(model="resnet18", epochs=5, batch_size=32, lr=3e
 class FinetuneOptions:
     """What `finetune` adds to the training options; stored in args.json for --resume."""
 
-    weights: str | None = None  # None: the architecture's default pretrained weights
-    freeze: str = "backbone"
-    head: str = "linear"
-    backbone_lr: float | None = None  # None: lr / 10
-    unfreeze_at: int = 0  # epoch at which --unfreeze stages start training (0: never)
-    unfreeze: int = 1
-    cache: bool = True
-    cache_views: int | None = None
-    allow_partial_weights: bool = False  # a weights file that fills less than half of the backbone
+    weights: str | None = option(None, "DEFAULT (the default), a torchvision enum name (IMAGENET1K_V1), a timm tag "
+                                 "(timm/resnet18.a1_in1k), or a local .pth/.pt/.safetensors file; YOLO: a .pt "
+                                 "checkpoint.", metavar="SPEC")  # None: the architecture's default pretrained weights
+    allow_partial_weights: bool = option(False, "Use a --weights file even when it fills less than half of the "
+                                         "backbone (else an error).")
+    freeze: str = option("backbone", "What stays frozen: all but the head, nothing, all but the last N stages, or up "
+                         "to LAYER.", metavar="backbone|none|N|until:LAYER", show_default=True)
+    head: str = option("linear", "The new classifier: one linear layer, or two with ReLU and dropout.", choices=HEADS,
+                       show_default=True)
+    backbone_lr: float | None = option(None, "LR of the unfrozen backbone layers (default: --lr / 10).", min=0,
+                                       min_open=True)
+    unfreeze_at: int = option(0, "Staged fine-tuning: unfreeze --unfreeze stages at this epoch (0: never).", min=0,
+                              metavar="EPOCH")
+    unfreeze: int = option(1, "Stages, counted from the end, that --unfreeze-at unfreezes.", min=1, metavar="N",
+                           show_default=True)
+    cache: bool = option(True, "With the backbone frozen throughout, compute its features once and train the head "
+                         "on them.", show_default=True)
+    cache_views: int | None = option(None, "Augmented views cached per training image (default 1, or 4 with "
+                                     "--augment).", min=1, metavar="K")
 
     def check(self, config: TrainConfig) -> FreezeSpec:
+        check_fields(self)
         spec = FreezeSpec.parse(self.freeze)
-        if self.head not in HEADS:
-            raise VQError(f"--head {self.head}: choose from {', '.join(HEADS)}", usage=True)
         if self.unfreeze_at and not 1 < self.unfreeze_at <= config.epochs:
             raise VQError(f"--unfreeze-at {self.unfreeze_at}: must be an epoch after the first, "
                           f"up to --epochs {config.epochs}", usage=True)
@@ -166,19 +188,41 @@ class FinetuneOptions:
 
 @dataclass
 class PredictOptions:
-    top_k: int = 5
-    batch_size: int = 32
-    device: str = "auto"
-    tta: bool = False  # average the softmax over the image and its horizontal flip
-    vid_stride: int = 1
-    workers: int | None = None  # decoding threads
-    sort_into: str | None = None  # copy each image into sort_into/<class>/ (vqtool.classification.inference.sorting)
-    min_confidence: float | None = None
-    link: bool = False
-    cam_dir: str | None = None  # Grad-CAM figures (vqtool.classification.inference.cam)
-    cam_layer: str | None = None
-    amp: str = "auto"  # compute.precision.inference_autocast: fp32 on CPUs unless bf16
-    threshold: float | None = None  # multi-label models: one threshold for every label instead of their own
+    """`vqtool predict`'s options (its Click options are made from these fields)."""
+
+    top_k: int = option(5, "Classes listed per image (at most the model's number of classes).", min=1,
+                        show_default=True)
+    batch_size: int = option(32, "Images per forward pass.", min=1, show_default=True)
+    device: str = option(DEFAULT_DEVICE, "Where to run the model: auto is a GPU when there is one, else the CPU.",
+                         metavar="auto|cpu|cuda[:N]|mps", show_default=True, complete="device")
+    amp: str = option(DEFAULT_AMP, "Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not "
+                      "change with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 BF16); "
+                      "off: fp32. Exports run as exported.", choices=INFERENCE_AMP_MODES,
+                      show_default=True)  # compute.precision.inference_autocast
+    workers: int | None = option(None, "Image-decoding threads.", min=1)
+    vid_stride: int = option(1, "Use every N-th video frame.", min=1, show_default=True)
+    tta: bool = option(False, "Average the softmax over each image and its mirror image (refused for models whose "
+                       "training data is never mirrored, such as digits).")
+    sort_into: str | None = option(None, "Copy each image into SORT_INTO/<predicted class>/ (below --min-confidence: "
+                                   "_uncertain/). Originals are never moved or changed; a name already taken gets a "
+                                   "numbered name.", folder=True)  # vqtool.classification.inference.sorting
+    min_confidence: float | None = option(None, "With --sort-into: images whose top confidence is below this go to "
+                                          "_uncertain/.", min=0, max=1)
+    threshold: float | None = option(None, "Multi-label models: list the labels whose probability is at least this, "
+                                     "instead of each label's own threshold (chosen on val when it trained).", min=0,
+                                     max=1)
+    link: bool = option(False, "With --sort-into: hard-link (else symlink) instead of copying.")
+    cam_dir: str | None = option(None, "Write a Grad-CAM heatmap of the top class for each image here (PNG; torch "
+                                 "checkpoints).", folder=True, flag="--cam")  # vqtool.classification.inference.cam
+    cam_layer: str | None = option(None, "The module Grad-CAM looks at (default: the last convolutional stage).",
+                                   metavar="NAME")
+
+    def check(self) -> None:
+        """The options that go with another (the fields' own ranges are Click's, as typed)."""
+        if not self.sort_into and (self.min_confidence is not None or self.link):
+            raise VQError(f"{'--link' if self.link else '--min-confidence'} goes with --sort-into DIR", usage=True)
+        if self.cam_layer and not self.cam_dir:
+            raise VQError("--cam-layer goes with --cam DIR", usage=True)
 
 
 # name -> (export format, int8, OpenVINO precision hint, packages it needs); "torch" is the checkpoint itself.
@@ -195,9 +239,14 @@ BENCHMARK_FORMATS = {
 
 @dataclass(frozen=True)
 class BenchmarkOptions:
+    """`vqtool benchmark`'s options (--formats and --batch: comma lists the command splits)."""
+
     formats: tuple[str, ...] = tuple(BENCHMARK_FORMATS)
     batches: tuple[int, ...] = (1, 32)
-    seconds: float = 3.0  # time spent calling the model at each batch size (after one warm-up call)
-    max_drop: float = DEFAULT_MAX_DROP  # accuracy points below the first format that still count as fastest
-    calibrate: str | None = None
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    seconds: float = option(3.0, "Time spent measuring each format at each batch size.", min=0,
+                            show_default=True)  # at each batch size, after one warm-up call
+    max_drop: float = option(DEFAULT_MAX_DROP, "Accuracy points below the first format that the fastest may lose.",
+                             min=0, metavar="POINTS", show_default=True)
+    calibrate: str | None = option(None, "int8 formats: calibration images (default: the run's own training images).",
+                                   metavar="DATASET")
+    calibration_images: int = option(DEFAULT_CALIBRATION_IMAGES, min=1, show_default=True)

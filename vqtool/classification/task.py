@@ -5,25 +5,23 @@ Imports no torch: the checks that need no data run before the jobs import it.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.data import DataOptions
 from vqtool.errors import VQError
+from vqtool.option_fields import option_fields, parameter_names
 from vqtool.registry import Request, Task, register_task
 
-# Config fields whose Click parameter has another name.
-PARAMETER_NAMES = {"model": "model_name"}
+TRAINING_OPTIONS = parameter_names(TrainConfig, DataOptions) | {"lr_find"}
+FINETUNING_OPTIONS = TRAINING_OPTIONS | parameter_names(FinetuneOptions)
 
 
-def option_names(*configs) -> frozenset:
-    """The Click parameter names of the config dataclasses' fields."""
-    return frozenset(PARAMETER_NAMES.get(f.name, f.name) for config in configs for f in fields(config))
-
-
-TRAINING_OPTIONS = option_names(TrainConfig, DataOptions) | {"lr_find"}
-FINETUNING_OPTIONS = TRAINING_OPTIONS | option_names(FinetuneOptions)
+def options_of_task(options: frozenset, task: str) -> frozenset:
+    """``options`` less the option fields of TrainConfig, DataOptions and FinetuneOptions that ``task`` does not take
+    (their ``tasks``)."""
+    return options - {item.parameter for config in (TrainConfig, DataOptions, FinetuneOptions)
+                      for item in option_fields(config) if not item.taken_by(task)}
 
 
 @register_task("classification")
@@ -173,17 +171,21 @@ def typed_epochs(request: Request) -> int | None:
 
 
 def check_before_torch(request: Request, config: TrainConfig, tune: FinetuneOptions | None = None) -> None:
-    """The usage errors that need no data, raised before the job imports torch: a moment, not seconds."""
+    """The usage errors that need no data, raised before the job imports torch: a moment, not seconds (the jobs
+    do not check again). A resumed run's own options are checked, with the --epochs typed."""
     from vqtool.registry import get_dataset_source
     from vqtool.runs.folder import run_arguments
 
-    if request.params.get("resume"):
-        run_arguments(request.params["resume"], request.command)
-        return
+    resume = request.params.get("resume")
+    if resume:
+        recorded, epochs = run_arguments(resume, request.command)["args"], typed_epochs(request)
+        config = TrainConfig.from_dict({**(recorded.get("config") or {}), **({"epochs": epochs} if epochs else {})})
+        tune = FinetuneOptions.from_dict(recorded.get("finetune") or {}) if request.command == "finetune" else None
     config.check()
     if tune is not None:
         tune.check(config)
-    get_dataset_source(request.dataset)
+    if not resume:
+        get_dataset_source(request.dataset)
 
 
 def run_evaluation(request: Request):
@@ -192,8 +194,8 @@ def run_evaluation(request: Request):
 
     params = request.params
     return evaluate(request.target, request.dataset, request.data, split=params.get("split"),
-                    device=params.get("device", "auto"), batch_size=params.get("batch_size"),
-                    reporter=request.reporter, amp=params.get("amp", "auto"))
+                    device=params["device"], batch_size=params.get("batch_size"),
+                    reporter=request.reporter, amp=params["amp"])
 
 
 def classifier_for_predict(weights):

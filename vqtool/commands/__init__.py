@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import wraps
 
 import click
 
-from vqtool.commands.types import FiniteFloat
+from vqtool.commands.types import FiniteFloat, OutputPath
 from vqtool.pickles import TRUST_ENV
 
 
@@ -71,42 +72,28 @@ def overwrite_option(command):
 
 
 def data_options(command):
-    """Options every dataset source understands; passes ``data: DataOptions`` (with ``--seed``), whose fields
-    hold the defaults."""
+    """Options every dataset source understands (DataOptions' fields, with ``--seed``); passes ``data:
+    DataOptions``."""
     from vqtool.data import DataOptions
+    from vqtool.option_fields import option_fields
 
-    defaults = DataOptions()
+    names = [item.parameter for item in option_fields(DataOptions)]
 
-    @click.option("--data-dir", type=click.Path(file_okay=False), envvar="VQTOOL_DATA_DIR", default=defaults.data_dir,
-                  help="Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]")
-    @click.option("--val-split", type=FiniteFloat(0, 1, max_open=True), default=defaults.val_split,
-                  help="Fraction held out for validation when the data has no val split "
-                       "(default 0.2 for one tree, else 0.1).")
-    @click.option("--seed", type=int, default=defaults.seed, show_default=True, help="Seed for splits, init and shuffling.")
-    @click.option("--workers", type=click.IntRange(1), default=defaults.workers, help="Image-decoding threads.")
-    @click.option("--cache-store/--no-cache-store", default=defaults.cache_store, show_default=True,
-                  help="Keep decoded pixels in the store on disk ($VQTOOL_CACHE_DIR, default ~/.cache/vqtool) "
-                       "and read batches from it; --no-cache-store decodes into memory each time.")
-    @click.option("--strict", is_flag=True,
-                  help="Fail on unreadable image files and folders instead of skipping them. Images over "
-                       "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
+    @config_options(DataOptions)
     @wraps(command)
-    def wrapper(*args, data_dir, val_split, seed, workers, cache_store, strict, **kwargs):
-        data = DataOptions(data_dir=data_dir, val_split=val_split, seed=seed, strict=strict, workers=workers,
-                           cache_store=cache_store)
+    def wrapper(*args, **kwargs):
+        data = DataOptions(**{name: kwargs.pop(name) for name in names})
         return command(*args, data=data, **kwargs)
 
     return wrapper
 
 
 def amp_option(command):
-    """--amp for inference (eval, confusion, predict): checkpoints stay fp32 on CPUs unless asked for bf16."""
-    from vqtool.choices import INFERENCE_AMP_MODES
+    """--amp for inference (eval, confusion, predict): PredictOptions.amp's (checkpoints stay fp32 on CPUs unless
+    asked for bf16)."""
+    from vqtool.classification.config import PredictOptions
 
-    return click.option("--amp", type=click.Choice(INFERENCE_AMP_MODES), default="auto", show_default=True,
-                        help="Checkpoints: auto is half precision on GPUs and fp32 on CPUs (results do not change "
-                             "with the CPU); bf16: bf16 autocast on a CPU too (fast only with AMX or AVX-512 "
-                             "BF16); off: fp32. Exports run as exported.")(command)
+    return config_options(PredictOptions, "amp")(command)
 
 
 def threads_option(command):
@@ -124,23 +111,12 @@ def threads_option(command):
                              "default: torch's (the cores).")(command)
 
 
-def device_option(command=None, *, training: bool = False):
-    """--device; ``training``: its help names several GPUs for detectors and torchrun for classifiers."""
-    if command is None:
-        return lambda decorated: device_option(decorated, training=training)
-    from vqtool.choices import DEVICES
+def device_option(command):
+    """--device for running a model (eval, confusion, predict, detect, inspect): PredictOptions.device's; training's
+    is TrainConfig.device."""
+    from vqtool.classification.config import PredictOptions
 
-    def complete(ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
-
-    return click.option("--device", default="auto", show_default=True,
-                        metavar="auto|cpu|cuda[:N]|mps" + ("|N,N" if training else ""), shell_complete=complete,
-                        help="Where to train: auto is a GPU when there is one, else the CPU. A list of GPU indices "
-                             "(0,1) trains a YOLO detector on several GPUs (Ultralytics' DDP); classifiers scale out "
-                             "with torchrun." if training else
-                        "Where to run the model: auto is a GPU when there is one, else the CPU.")(command)
+    return config_options(PredictOptions, "device")(command)
 
 
 TRACKER_NAMES = ("tensorboard", "mlflow")  # vqtool.runs.trackers.TRACKERS, without importing it for --help
@@ -189,27 +165,98 @@ def print_summary(out, summary: dict, title: str) -> None:
         out.warn(summary["hint"])
 
 
-def typed_options() -> dict:
-    """The current command's options that were typed on the command line (the others keep a library's defaults)."""
+# Where a value that wins over a --recipe's comes from: the command line, the environment, a --config file.
+EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
+            click.core.ParameterSource.DEFAULT_MAP, click.core.ParameterSource.PROMPT)
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """The current command's option values and where each came from; read from Click's context in one place
+    (:func:`given_options`), for the --config/--recipe precedence and the task's choice."""
+
+    params: dict  # every parameter -> its value
+    typed: dict  # those typed on the command line -> their values (they choose the task; --resume keeps the rest)
+    explicit: frozenset  # typed, from the environment or a --config file: they win over a --recipe's values
+    defaulted: frozenset  # those left at their option's default (a task's own defaults may replace them)
+
+
+def given_options() -> GivenOptions:
     ctx = click.get_current_context()
-    return {name: value for name, value in ctx.params.items()
-            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return GivenOptions(
+        params=dict(ctx.params),
+        typed={name: ctx.params[name] for name, source in sources.items()
+               if source is click.core.ParameterSource.COMMANDLINE},
+        explicit=frozenset(name for name, source in sources.items() if source in EXPLICIT),
+        defaulted=frozenset(name for name, source in sources.items() if source is click.core.ParameterSource.DEFAULT))
 
 
-def config_options(config_class):
-    """Click options made from a config dataclass's fields that carry a ``help`` (and ``choices``) in their
-    metadata: the field's name, default and help live once, in the dataclass."""
-    from dataclasses import MISSING, fields
+class FieldOption(click.Option):
+    """A Click option made from a config dataclass field (:mod:`vqtool.option_fields`); ``field`` is that field."""
 
-    def decorate(command):
-        for item in reversed([item for item in fields(config_class) if "help" in item.metadata]):
-            default = None if item.default is MISSING else item.default
-            choices = item.metadata.get("choices")
-            kind = click.Choice(choices) if choices else item.metadata.get("type")
-            command = click.option(f"--{item.name.replace('_', '-')}", item.name, type=kind, default=default,
-                                   show_default=default is not None, help=item.metadata["help"],
-                                   is_flag=isinstance(default, bool) or None)(command)
-        return command
+    def __init__(self, *args, field, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.field = field
+
+
+def field_option(item, *, command: str | None = None):
+    """The ``click.option`` decorator of an option field (an :class:`~vqtool.option_fields.OptionField`): its type,
+    default, help and the rest come from the field. ``command`` picks a help given per command."""
+    declarations, settings = _option_settings(item, command)
+    return click.option(*declarations, cls=FieldOption, **settings)
+
+
+def field_parameter(item, *, command: str | None = None) -> FieldOption:
+    """The option of an option field as an object (for a command built from a list of parameters)."""
+    declarations, settings = _option_settings(item, command)
+    return FieldOption(list(declarations), **settings)
+
+
+def _option_settings(item, command: str | None) -> tuple[tuple, dict]:
+    spec = item.spec
+    help = spec["help"][command] if isinstance(spec["help"], dict) else spec["help"]
+    settings = {"field": item, "default": item.default, "help": help, "metavar": spec["metavar"],
+                "show_default": spec["show_default"] or None, "envvar": spec["envvar"]}
+    declaration = item.flag
+    if item.kind is bool and item.default:  # a flag that is on by default is turned off
+        declaration = f"{item.flag}/{spec['off_flag'] or '--no-' + item.flag[2:]}"
+    elif item.kind is bool:
+        settings["is_flag"] = True
+    else:
+        settings["type"] = _field_type(item)
+    if spec["complete"]:
+        from vqtool.commands.completion import FIELD_COMPLETERS
+
+        settings["shell_complete"] = FIELD_COMPLETERS[spec["complete"]]
+    return (*spec["aliases"], declaration, item.parameter), settings
+
+
+def _field_type(item):
+    spec = item.spec
+    if spec["choices"]:
+        return click.Choice(spec["choices"])
+    if spec["folder"]:
+        return click.Path(file_okay=False)
+    if spec["output"]:
+        return OutputPath(folder={"file": False, "folder": True, "either": None}[spec["output"]])
+    bounds = {"min": spec["min"], "max": spec["max"], "min_open": spec["min_open"], "max_open": spec["max_open"]}
+    if item.kind is float:
+        return FiniteFloat(**bounds)
+    if item.kind is int:
+        return click.INT if spec["min"] is None and spec["max"] is None else click.IntRange(**bounds)
+    return None  # a string
+
+
+def config_options(config, *names: str, command: str | None = None):
+    """The options of a config dataclass's option fields (all, in field order, or ``names`` in that order);
+    ``config`` an instance: its values are the defaults (finetune's TrainConfig)."""
+    from vqtool.option_fields import option_fields
+
+    def decorate(decorated):
+        for item in reversed(option_fields(config, names or None)):
+            decorated = field_option(item, command=command)(decorated)
+        return decorated
 
     return decorate
 
@@ -224,17 +271,15 @@ def task_options(command):
     return command
 
 
-def task_request(command: str, out, *, target=None, dataset=None, data=None, tracking=None, params=None):
+def task_request(command: str, out, *, target=None, dataset=None, data=None, tracking=None, given=None, params=None):
     """The :class:`~vqtool.registry.Request` of the current command: every option it was given (``params``,
-    default: the context's), those typed on the command line, and ``out`` as the reporter."""
+    default: ``given``'s, the context's), those typed on the command line, and ``out`` as the reporter."""
     from vqtool.registry import Request
 
-    ctx = click.get_current_context()
-    defaulted = frozenset(name for name in ctx.params
-                          if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT)
+    given = given or given_options()
     return Request(command=command, target=target, dataset=dataset,
-                   params=dict(ctx.params) if params is None else params, typed=typed_options(),
-                   defaulted=defaulted, data=data, tracking=tracking, reporter=out)
+                   params=dict(given.params) if params is None else params, typed=given.typed,
+                   defaulted=given.defaulted, data=data, tracking=tracking, reporter=out)
 
 
 def show_report(out, task, report: dict) -> None:

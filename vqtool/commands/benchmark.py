@@ -5,9 +5,8 @@ from __future__ import annotations
 import click
 
 from vqtool.classification.config import BenchmarkOptions
-from vqtool.commands import data_options, output_options, threads_option, trust_pickle_option
+from vqtool.commands import config_options, data_options, output_options, threads_option, trust_pickle_option
 from vqtool.commands.completion import complete_dataset
-from vqtool.commands.types import FiniteFloat
 
 DEFAULTS = BenchmarkOptions()
 FORMAT_NAMES = DEFAULTS.formats  # every format, in the order they are measured
@@ -39,19 +38,12 @@ def comma_list(convert, allowed=None):
 @click.option("--batch", "batches", default=",".join(map(str, DEFAULTS.batches)), show_default=True,
               callback=comma_list(int),
               help="Batch sizes: time per call (median, p90) and images/s at each.")
-@click.option("--seconds", type=FiniteFloat(0), default=DEFAULTS.seconds, show_default=True,
-              help="Time spent measuring each format at each batch size.")
-@click.option("--max-drop", type=FiniteFloat(0), default=DEFAULTS.max_drop, show_default=True, metavar="POINTS",
-              help="Accuracy points below the first format that the fastest may lose.")
-@click.option("--calibrate", metavar="DATASET", default=DEFAULTS.calibrate,
-              help="int8 formats: calibration images (default: the run's own training images).")
-@click.option("--calibration-images", type=click.IntRange(1), default=DEFAULTS.calibration_images,
-              show_default=True)
+@config_options(BenchmarkOptions, "seconds", "max_drop", "calibrate", "calibration_images")
 @threads_option
 @data_options
 @trust_pickle_option
 @output_options
-def benchmark(target, dataset, formats, batches, seconds, max_drop, calibrate, calibration_images, data, out):
+def benchmark(target, dataset, formats, batches, data, out, **options):
     """Measure RUN_OR_FILE in every available format on DATASET's images.
 
     For a run folder: torch eager, TorchScript, ONNX Runtime fp32 and int8,
@@ -74,8 +66,7 @@ def benchmark(target, dataset, formats, batches, seconds, max_drop, calibrate, c
 
     if not is_classifier(target):
         raise VQError(f"{target}: not a vqtool classifier or export (benchmark measures classifiers)", usage=True)
-    options = BenchmarkOptions(formats=formats, batches=batches, seconds=seconds, max_drop=max_drop,
-                               calibrate=calibrate, calibration_images=calibration_images)
+    options = BenchmarkOptions(formats=formats, batches=batches, **options)
     result = run_benchmark(target, dataset, options, data, out)
     if out.json:
         out.emit(result)

@@ -30,10 +30,27 @@ def complete_model(ctx, param, incomplete: str) -> list[CompletionItem]:
     return [CompletionItem(name) for name in known_model_names() if name.startswith(incomplete)]
 
 
+def complete_device(ctx, param, incomplete: str) -> list[CompletionItem]:
+    from vqtool.choices import DEVICES
+
+    return [CompletionItem(device) for device in DEVICES if device.startswith(incomplete)]
+
+
+EXPORT_FORMATS = ("onnx", "torchscript", "openvino")  # YOLO weights also take Ultralytics' other formats
+
+
+def complete_export_format(ctx, param, incomplete: str) -> list[CompletionItem]:
+    return [CompletionItem(name) for name in EXPORT_FORMATS if name.startswith(incomplete)]
+
+
 def complete_dataset(ctx, param, incomplete: str) -> list[CompletionItem]:
     names = [*BUILTIN_DATASETS, *_plugin_names("vqtool.datasets")]
     matches = [CompletionItem(name) for name in names if name.startswith(incomplete)]
     return matches + [CompletionItem(incomplete, type="file")]
+
+
+# The completers an option field names (vqtool.option_fields.option's ``complete``).
+FIELD_COMPLETERS = {"model": complete_model, "device": complete_device, "format": complete_export_format}
 
 
 # Click's bash script empties COMPREPLY when an entry is a file or folder and lets bash list paths instead, dropping

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
-from vqtool.commands import device_option, output_options, trust_pickle_option
+from vqtool.commands import config_options, device_option, output_options, trust_pickle_option
 from vqtool.commands.streaming import FORMATS
-from vqtool.commands.types import FiniteFloat, OutputPath
 from vqtool.detection.predict import DetectOptions
-
-DEFAULTS = DetectOptions()
 
 CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "confidence",
                "x1", "y1", "x2", "y2", "cx", "cy", "w", "h"]
@@ -20,30 +17,17 @@ CSV_COLUMNS = ["path", "frame", "width", "height", "class_id", "class_name", "co
 @click.option("--weights", "-w", required=True,
               help="Ultralytics .pt checkpoint, exported .onnx, detector run folder, or an official name "
                    "(yolov8n.pt) looked up in $VQTOOL_WEIGHTS_DIR (default ~/.cache/vqtool/weights).")
-@click.option("--conf", type=FiniteFloat(0, 1), default=DEFAULTS.conf, show_default=True, help="Minimum confidence.")
-@click.option("--iou", type=FiniteFloat(0, 1), default=DEFAULTS.iou, show_default=True,
-              help="IoU threshold of non-maximum suppression.")
-@click.option("--imgsz", type=click.IntRange(32), default=DEFAULTS.imgsz, show_default=True, help="Inference size in pixels.")
+@config_options(DetectOptions, "conf", "iou", "imgsz")
 @click.option("--classes", metavar="NAME,...", help="Keep only these classes (names, or ids).")
 @device_option
-@click.option("--max-det", type=click.IntRange(1), default=DEFAULTS.max_det, show_default=True, help="Most detections per image.")
-@click.option("--batch", type=click.IntRange(1), default=DEFAULTS.batch, show_default=True, help="Images per forward pass.")
-@click.option("--vid-stride", type=click.IntRange(1), default=DEFAULTS.vid_stride, show_default=True,
-              help="Use every N-th video frame.")
+@config_options(DetectOptions, "max_det", "batch", "vid_stride")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="jsonl: one JSON object per image; csv: one row per detection; table: for reading "
                    "(default: table on a terminal, else jsonl).")
-@click.option("--save-dir", type=OutputPath(folder=True),
-              help="Write annotated images here. Refused when it is, contains or lies inside a source folder "
-                   "(the copies would replace the inputs or be read as inputs next time).")
-@click.option("--save-txt", is_flag=True, help="Also write YOLO label files to SAVE_DIR/labels.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace files already in SAVE_DIR (without it an existing file is an error; an input is never "
-                   "replaced).")
+@config_options(DetectOptions, "save_dir", "save_txt", "overwrite")
 @trust_pickle_option
 @output_options
-def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, vid_stride, fmt, save_dir,
-           save_txt, overwrite, out):
+def detect(sources, weights, classes, fmt, out, **options):
     """Detect objects in SOURCES with a YOLO detector; one result per image, as soon as it is done.
 
     SOURCES are image files, folders (searched recursively for images), globs,
@@ -61,17 +45,15 @@ def detect(sources, weights, conf, iou, imgsz, classes, device, max_det, batch, 
     """
     from vqtool.commands.streaming import choose_format, print_stream
     from vqtool.detection.predict import DetectSummary, detect as run_detection
-    from vqtool.errors import VQError
     from vqtool.tasks import require_detector
 
     require_detector(weights)
     fmt = choose_format(out, fmt)
-    if save_txt and not save_dir:
-        raise VQError("--save-txt needs --save-dir DIR (labels go to DIR/labels)", usage=True)
-    options = DetectOptions(conf=conf, iou=iou, imgsz=imgsz, device=device, max_det=max_det, batch=batch,
-                            vid_stride=vid_stride, save_dir=save_dir, save_txt=save_txt, overwrite=overwrite,
+    options = DetectOptions(**options,
                             classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
-    print_stream(run_detection(sources, weights, options), WRITERS[fmt](out), DetectSummary(save_dir=save_dir), out)
+    options.check()
+    print_stream(run_detection(sources, weights, options), WRITERS[fmt](out), DetectSummary(save_dir=options.save_dir),
+                 out)
 
 
 def jsonl_writer(out):

@@ -6,28 +6,16 @@ from pathlib import Path
 
 import click
 
-from vqtool.commands import data_options, device_option, output_options, overwrite_option
-from vqtool.commands.completion import complete_dataset, complete_model
-from vqtool.commands.types import FiniteFloat
+from vqtool.commands import config_options, data_options, device_option, output_options, overwrite_option
+from vqtool.commands.completion import complete_dataset
 from vqtool.inspection.options import InspectOptions
-
-DEFAULTS = InspectOptions()
 
 SHOWN = 10  # rows of each finding on the terminal (--json and --report hold them all)
 
 
 @click.command()
 @click.argument("dataset", shell_complete=complete_dataset)
-@click.option("--model", "model_name", default=DEFAULTS.model, show_default=True,
-              shell_complete=complete_model, help="Backbone whose features are the embeddings.")
-@click.option("--weights", metavar="SPEC",
-              help="Its weights: DEFAULT (from the local cache), a timm tag or torchvision enum, or a local "
-                   ".safetensors/.pth file (offline).")
-@click.option("--imgsz", type=click.IntRange(8), default=DEFAULTS.imgsz, help="Image size for the backbone (default: its own).")
-@click.option("--near-threshold", type=FiniteFloat(0, 1, min_open=True), default=DEFAULTS.near_threshold, show_default=True,
-              help="Cosine similarity of two embeddings from which the images are near copies.")
-@click.option("--label-check/--no-label-check", default=DEFAULTS.labels, show_default=True,
-              help="Look for label errors (k-fold linear head on the embeddings, cleanlab's confident learning).")
+@config_options(InspectOptions)
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Write DIR/index.html: one self-contained page with contact sheets of every finding.")
 @click.option("--write-list", "list_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",

@@ -17,8 +17,7 @@ import time
 
 import click
 
-from vqtool.commands import data_options, output_options
-from vqtool.commands.recipe_options import EXPLICIT
+from vqtool.commands import data_options, given_options, output_options
 from vqtool.tuning import METRICS, TASK_METRICS, Settings
 
 # The base command's options a study has no use for: each trial has its own run folder and no trackers.
@@ -48,9 +47,14 @@ class Duration(click.ParamType):
 
 def tune_options() -> list[click.Option]:
     """The study's own options (new objects for each subcommand)."""
+    from vqtool.commands import field_parameter
+    from vqtool.option_fields import option_fields
+
+    trials, storage, pruner, keep_checkpoints, verbose = (
+        field_parameter(item) for item in option_fields(Settings, ["trials", "storage", "pruner", "keep_checkpoints",
+                                                                   "verbose"]))
     return [
-        click.Option(["--trials"], type=click.IntRange(1), metavar="N",
-                     help="Run until the study holds N trials (complete, pruned, or running in another worker)."),
+        trials,
         click.Option(["--budget"], type=Duration(), metavar="TIME",
                      help="Stop this process after TIME (90s, 30m, 2h); a trial running then stops at its next step."),
         click.Option(["--metric"], type=click.Choice(METRICS),
@@ -60,18 +64,11 @@ def tune_options() -> list[click.Option]:
                      help="YAML file of ranges, choices or fixed values that replace or add to the default space."),
         click.Option(["--study", "study_name"], metavar="NAME",
                      help="The study's name (default: COMMAND-DATASET); the same name continues it."),
-        click.Option(["--storage"], metavar="URL",
-                     help="An Optuna storage shared by several workers: sqlite:///FILE, postgresql://..., mysql://... or "
-                          "journal:FILE (default: sqlite study.db in the study folder)."),
+        storage,
         click.Option(["--out", "study_dir"], type=click.Path(file_okay=False), metavar="DIR",
                      help="Study folder: the trials' run folders, best.yaml, tuning.png (default runs/tune-NAME); "
                           "an existing one continues its study."),
-        click.Option(["--pruner"], type=click.Choice(("median", "hyperband", "none")), default=Settings.pruner,
-                     show_default=True, help="Stops trials whose val metric lags the others' at the same epoch."),
-        click.Option(["--keep-checkpoints"], type=click.IntRange(1), default=Settings.keep_checkpoints, show_default=True,
-                     metavar="N",
-                     help="Trials that keep their weights (the N best); the others keep their metrics and args."),
-        click.Option(["-v", "--verbose"], is_flag=True, help="Show the trials' own log lines too."),
+        pruner, keep_checkpoints, verbose,
     ]
 
 
@@ -93,8 +90,7 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
     from vqtool.tuning.storage import require_optuna
 
     require_optuna()  # a missing extra is one line before anything heavy is imported
-    ctx = click.get_current_context()
-    job, given = _job(command, dataset, data, ctx)
+    job, given = _job(command, dataset, data, given_options())
     settings = _settings(command, dataset, params)
     from vqtool.tuning.space import default_space
     from vqtool.tuning.study import tune_job
@@ -113,18 +109,19 @@ def _run(command: str, dataset: str, data, out, **params) -> None:
                              f"{sum(results['trials'].values())} trials; run the same command to continue it")
 
 
-def _job(command: str, dataset: str, data, ctx):
-    """The Job every trial shares, and the options the user gave (option name -> value)."""
-    from vqtool.classification.task import option_names
+def _job(command: str, dataset: str, data, options):
+    """The Job every trial shares, and the options the user gave (option name -> value); ``options``: the
+    command's :class:`~vqtool.commands.GivenOptions`."""
+    from vqtool.classification.config import TrainConfig
+    from vqtool.option_fields import field_parameters, parameter_names
     from vqtool.tuning.space import searchable
     from vqtool.tuning.trial import Job, trial_request
 
-    params = {("model" if name == "model_name" else name): value for name, value in ctx.params.items()}
-    explicit = {("model" if name == "model_name" else name) for name in ctx.params
-                if ctx.get_parameter_source(name) in EXPLICIT and name not in TUNE_OPTION_NAMES}
-    task = _task(command, dataset, {name: ctx.params[name] for name in ctx.params
-                                    if ctx.get_parameter_source(name) in EXPLICIT})
-    fields = [*searchable(command, task.name), *option_names(*filter(None, [task.config]))]  # multilabel's --loss...
+    field_of = {parameter: name for name, parameter in field_parameters(TrainConfig).items()}  # model_name -> model
+    params = {field_of.get(name, name): value for name, value in options.params.items()}
+    explicit = {field_of.get(name, name) for name in options.explicit if name not in TUNE_OPTION_NAMES}
+    task = _task(command, dataset, {name: options.params[name] for name in options.explicit})
+    fields = [*searchable(command, task.name), *parameter_names(*filter(None, [task.config]))]  # multilabel's --loss...
     values = {name: params[name] for name in (*fields, "seed", "device", "amp", "compile", "cache",
                                               "allow_partial_weights") if name in params}
     given = {name: params[name] for name in sorted(explicit) if name not in NEUTRAL and name != "dataset"}

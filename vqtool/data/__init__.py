@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vqtool.option_fields import option
+
 if TYPE_CHECKING:  # torch loads when data does, not when the sources register (task_of runs before it)
     import torch
 
@@ -82,14 +84,19 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DataOptions:
-    """Options every source understands."""
+    """Options every source understands; their fields make the commands' options (vqtool.option_fields)."""
 
-    data_dir: str | None = None
-    val_split: float | None = None
-    seed: int = 0
-    strict: bool = False
-    workers: int | None = None  # image-decoding threads
-    cache_store: bool = True  # decoded pixels kept in the store on disk (False: decoded into memory each time)
+    data_dir: str | None = option(None, "Where the classics' files are, or are downloaded to.  [env: VQTOOL_DATA_DIR]",
+                                  folder=True, envvar="VQTOOL_DATA_DIR")
+    val_split: float | None = option(None, "Fraction held out for validation when the data has no val split "
+                                     "(default 0.2 for one tree, else 0.1).", min=0, max=1, max_open=True)
+    seed: int = option(0, "Seed for splits, init and shuffling.", show_default=True)
+    workers: int | None = option(None, "Image-decoding threads.", min=1)
+    cache_store: bool = option(True, "Keep decoded pixels in the store on disk ($VQTOOL_CACHE_DIR, default "
+                               "~/.cache/vqtool) and read batches from it; --no-cache-store decodes into memory each "
+                               "time.", show_default=True)  # False: decoded into memory each time
+    strict: bool = option(False, "Fail on unreadable image files and folders instead of skipping them. Images over "
+                          "$VQTOOL_MAX_IMAGE_PIXELS pixels (default 89,478,485) count as unreadable.")
 
 
 def load_dataset(spec: str, options: DataOptions | None = None) -> Dataset:

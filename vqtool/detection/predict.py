@@ -14,27 +14,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from vqtool.choices import DEFAULT_DEVICE
 from vqtool.data.inputs import Failure, Frame, Input, expand_sources, video_frames
 from vqtool.detection.saving import check_save_dir, save_outputs
 from vqtool.detection.ultralytics_env import keeping_threads
 from vqtool.detection.weights import load_detector
 from vqtool.errors import VQError, native_stderr_hidden, suggest
+from vqtool.option_fields import option
 from vqtool.reporter import plural
 
 
 @dataclass
 class DetectOptions:
-    conf: float = 0.25
-    iou: float = 0.7
-    imgsz: int = 640
-    classes: list[str] | None = None
-    device: str = "auto"
-    max_det: int = 300
-    batch: int = 1
-    vid_stride: int = 1
-    save_dir: Path | None = None
-    save_txt: bool = False
-    overwrite: bool = False  # replace files already in save_dir (never an input)
+    """`vqtool detect`'s options (its Click options are made from the option fields)."""
+
+    conf: float = option(0.25, "Minimum confidence.", min=0, max=1, show_default=True)
+    iou: float = option(0.7, "IoU threshold of non-maximum suppression.", min=0, max=1, show_default=True)
+    imgsz: int = option(640, "Inference size in pixels.", min=32, show_default=True)
+    classes: list[str] | None = None  # --classes NAME,...: the command splits the list
+    device: str = DEFAULT_DEVICE  # --device: PredictOptions.device's option (where a model runs)
+    max_det: int = option(300, "Most detections per image.", min=1, show_default=True)
+    batch: int = option(1, "Images per forward pass.", min=1, show_default=True)
+    vid_stride: int = option(1, "Use every N-th video frame.", min=1, show_default=True)
+    save_dir: Path | None = option(None, "Write annotated images here. Refused when it is, contains or lies inside a "
+                                   "source folder (the copies would replace the inputs or be read as inputs next "
+                                   "time).", output="folder")
+    save_txt: bool = option(False, "Also write YOLO label files to SAVE_DIR/labels.")
+    overwrite: bool = option(False, "Replace files already in SAVE_DIR (without it an existing file is an error; an "
+                             "input is never replaced).")
+
+    def check(self) -> None:
+        """The options that go with another (the fields' own ranges are Click's, as typed)."""
+        if self.save_txt and not self.save_dir:
+            raise VQError("--save-txt needs --save-dir DIR (labels go to DIR/labels)", usage=True)
 
 
 def detect(sources: Iterable[str], weights: str, options: DetectOptions):

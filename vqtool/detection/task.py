@@ -57,7 +57,7 @@ class DetectionTask(Task):
         from vqtool.detection.evaluate import evaluate_detector
 
         return evaluate_detector(request.target, request.dataset, split=request.params.get("split"),
-                                 device=request.params.get("device", "auto"),
+                                 device=request.params["device"],
                                  batch_size=request.typed.get("batch_size"), reporter=request.reporter)
 
     def confusion(self, request: Request) -> dict:
@@ -70,7 +70,7 @@ class DetectionTask(Task):
 
         report = detection_confusion(request.target, request.dataset, top=params["top"],
                                      normalize=params["normalize"], split=params.get("split"),
-                                     device=params.get("device", "auto"), batch_size=request.typed.get("batch_size"),
+                                     device=params["device"], batch_size=request.typed.get("batch_size"),
                                      reporter=request.reporter)
         if params.get("png"):
             plot_confusion(report, Path(params["png"]), replace=params["overwrite"])

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqtool import __version__
+from vqtool.choices import DEFAULT_DEVICE
 from vqtool.detection.checkpoints import StagedCheckpoints, committing_trainer
 from vqtool.detection.data import YoloDataset, no_valid_images_as_error, usable_images
 from vqtool.detection.evaluate import box_metrics
@@ -65,7 +66,7 @@ class DetectorTraining:
 
     epochs: int
     seed: int = 0
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     imgsz: int | None = None
     batch_size: int | None = None
     lr: float | None = None

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vqtool.errors import VQError
+from vqtool.choices import DEFAULT_DEVICE
+from vqtool.option_fields import check_fields, option
 
 DEFAULT_MODEL = "timm/tf_efficientnet_lite0"
 
 
 @dataclass(frozen=True)
 class InspectOptions:
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    imgsz: int | None = None
-    near_threshold: float = 0.90  # cosine similarity of two embeddings from which they are near copies
+    """`vqtool inspect`'s options (its Click options are made from the option fields)."""
+
+    model: str = option(DEFAULT_MODEL, "Backbone whose features are the embeddings.", show_default=True,
+                        parameter="model_name", complete="model")
+    weights: str | None = option(None, "Its weights: DEFAULT (from the local cache), a timm tag or torchvision enum, "
+                                 "or a local .safetensors/.pth file (offline).", metavar="SPEC")
+    imgsz: int | None = option(None, "Image size for the backbone (default: its own).", min=8)
+    near_threshold: float = option(0.90, "Cosine similarity of two embeddings from which the images are near copies.",
+                                   min=0, max=1, min_open=True, show_default=True)
     neighbours: int = 10  # nearest others looked at per image
-    labels: bool = True  # look for label errors
-    device: str = "auto"
+    labels: bool = option(True, "Look for label errors (k-fold linear head on the embeddings, cleanlab's confident "
+                          "learning).", flag="--label-check", parameter="label_check", show_default=True)
+    device: str = DEFAULT_DEVICE  # --device: PredictOptions.device's option (where a model runs)
 
     def check(self) -> None:
-        if not 0 < self.near_threshold <= 1:
-            raise VQError(f"--near-threshold must be in (0, 1], got {self.near_threshold}", usage=True)
+        check_fields(self)

@@ -1,10 +1,10 @@
-"""The options multi-label training adds; no torch. Their Click options are made from these fields."""
+"""The options multi-label training adds; no torch. Their Click options are made from these fields (vqtool.option_fields)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-from vqtool.errors import VQError
+from vqtool.option_fields import check_fields, option
 
 LOSSES = ("bce", "asl")
 SELECTIONS = ("map", "last")
@@ -24,25 +24,19 @@ FROZEN_HEAD_DEFAULTS = {"epochs": 30, "lr": 1e-2, "weight_decay": 3e-4, "select"
 class MultilabelOptions:
     """Stored in args.json for --resume. Typing any of them on train or finetune makes the run multi-label."""
 
-    labels_from: str | None = field(default=None, metadata={
-        "choices": LABELS_FROM, "help": "Multi-label: the image-level labels of a YOLO data.yaml, each image "
-                                        "labelled with the classes it has boxes of."})
-    loss: str = field(default="bce", metadata={
-        "choices": LOSSES, "help": "Multi-label loss: bce (binary cross-entropy on each label's logit) or asl "
-                                   "(asymmetric loss: easy negatives down-weighted, for many labels per image)."})
-    select: str = field(default="map", metadata={
-        "choices": SELECTIONS, "help": "Multi-label: the epoch the checkpoint keeps: the best val mAP, or the last "
-                                       "(the default for a head on a frozen backbone's cached features)."})
-    pos_weight: str | None = field(default=None, metadata={
-        "choices": POS_WEIGHTS, "help": "Multi-label: weight each label's positives by its negatives/positives "
-                                        "ratio in the training split (at most 100), for rare labels."})
+    labels_from: str | None = option(None, "Multi-label: the image-level labels of a YOLO data.yaml, each image "
+                                     "labelled with the classes it has boxes of.", choices=LABELS_FROM)
+    loss: str = option("bce", "Multi-label loss: bce (binary cross-entropy on each label's logit) or asl (asymmetric "
+                       "loss: easy negatives down-weighted, for many labels per image).", choices=LOSSES,
+                       show_default=True)
+    select: str = option("map", "Multi-label: the epoch the checkpoint keeps: the best val mAP, or the last (the "
+                         "default for a head on a frozen backbone's cached features).", choices=SELECTIONS,
+                         show_default=True)
+    pos_weight: str | None = option(None, "Multi-label: weight each label's positives by its negatives/positives "
+                                    "ratio in the training split (at most 100), for rare labels.", choices=POS_WEIGHTS)
 
     def check(self) -> None:
-        for item in fields(self):
-            value, choices = getattr(self, item.name), item.metadata.get("choices")
-            if value is not None and choices and value not in choices:
-                raise VQError(f"--{item.name.replace('_', '-')} {value!r}: choose from {', '.join(choices)}",
-                              usage=True)
+        check_fields(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "MultilabelOptions":

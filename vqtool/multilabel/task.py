@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from vqtool.classification.task import (FINETUNING_OPTIONS, TRAINING_OPTIONS, check_before_torch, finetune_options,
-                                        option_names, training_config, typed_epochs)
+                                        options_of_task, training_config, typed_epochs)
 from vqtool.errors import VQError
 from vqtool.multilabel.config import MultilabelOptions
+from vqtool.option_fields import parameter_names
 from vqtool.registry import Request, Task, register_task
 
-OWN_OPTIONS = option_names(MultilabelOptions)
-# single-label recipe options: a label per image, or a softmax over them
-NOT_MULTILABEL = frozenset({"label_smoothing", "class_weights", "balanced_sampler", "lr_find"})
+OWN_OPTIONS = parameter_names(MultilabelOptions)
 TASK = "multilabel"
 
 
@@ -31,7 +30,8 @@ class MultilabelTask(Task):
 
     def takes(self, command: str) -> frozenset:
         options = {"train": TRAINING_OPTIONS, "finetune": FINETUNING_OPTIONS}.get(command)
-        return frozenset() if options is None else (options - NOT_MULTILABEL) | OWN_OPTIONS
+        # the single-label fields (their ``tasks``), and the LR range test of a softmax classifier
+        return frozenset() if options is None else (options_of_task(options, TASK) - {"lr_find"}) | OWN_OPTIONS
 
     def train(self, request: Request) -> dict:
         config, objective = self._prepare(request)
@@ -104,8 +104,8 @@ class MultilabelTask(Task):
 
         params = request.params
         return evaluate_multilabel(request.target, request.dataset, request.data, split=params.get("split"),
-                                   device=params.get("device", "auto"), batch_size=params.get("batch_size"),
-                                   reporter=request.reporter, amp=params.get("amp", "auto"),
+                                   device=params["device"], batch_size=params.get("batch_size"),
+                                   reporter=request.reporter, amp=params["amp"],
                                    threshold=params.get("threshold"))
 
     def predict(self, sources, weights: str, options):

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from vqtool.classification.config import FinetuneOptions, TrainConfig
-from vqtool.classification.task import PARAMETER_NAMES
+from vqtool.option_fields import field_parameters
 from vqtool.errors import VQError
 from vqtool.registry import registered_tasks
 
@@ -124,8 +124,9 @@ def searchable(command: str, task: str = "classification") -> dict[str, str]:
     the task takes (multi-label runs have no label smoothing)."""
     classes = (TrainConfig, FinetuneOptions) if command == "finetune" else (TrainConfig,)
     taken = registered_tasks()[task].takes(command)
+    parameters = field_parameters(*classes)
     return {f.name: str(f.type) for cls in classes for f in fields(cls)
-            if f.name not in NOT_SEARCHED and PARAMETER_NAMES.get(f.name, f.name) in taken}
+            if f.name not in NOT_SEARCHED and parameters[f.name] in taken}
 
 
 def default_space(command: str, task: str = "classification") -> Space:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vqtool.classification.config import FinetuneOptions, TrainConfig
 from vqtool.classification.training.loop import epoch_listener
-from vqtool.classification.training.recipes import recipe_values
+from vqtool.classification.recipes import recipe_values
 from vqtool.data import DataOptions
 from vqtool.errors import VQError
 from vqtool.metrics import classification_report

@@ -57,9 +57,9 @@ class Setup:
 
 def set_up(dataset_spec: str, data: DataOptions, config: TrainConfig, tune: FinetuneOptions,
             reporter: Reporter, objective=SINGLE_LABEL) -> Setup:
-    """Load the data (``objective.load``) and the pretrained model, put the new head on, freeze."""
-    config.check()
-    freeze = tune.check(config)
+    """Load the data (``objective.load``) and the pretrained model, put the new head on, freeze. The options were
+    checked before torch loaded (the task's entry point, vqtool tune's trial)."""
+    freeze = FreezeSpec.parse(tune.freeze)
     distributed.join(resolve_device(config.device))
     dataset = objective.load(dataset_spec, data)
     torch.manual_seed(config.seed)  # the new head's initial weights are part of what --seed reproduces

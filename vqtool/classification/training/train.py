@@ -79,8 +79,7 @@ def train_job(dataset_spec: str, data: DataOptions, config: TrainConfig, *, repo
     ``objective``: what is trained for (:mod:`~vqtool.classification.training.objective`)."""
     from vqtool.registry import get_model
 
-    started = time.perf_counter()
-    config.check()
+    started = time.perf_counter()  # ``config`` was checked before torch loaded (the task's entry point)
     if tracking:
         tracking.check()
     if lr_find:
