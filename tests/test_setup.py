@@ -33,7 +33,7 @@ def test_one_opencv_only():
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [d for d in dependencies if d.startswith(("grad-cam", "opencv-python-headless"))]
     code = ("import sys; sys.modules['pytorch_grad_cam'] = None; sys.modules['cv2'] = None\n"
-            "import torch\nfrom vqtool.classification import cam\nprint(cam.__name__)")
+            "import torch\nfrom vqtool.classification.inference import cam\nprint(cam.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]
