@@ -82,19 +82,18 @@ def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, ta
 
 
 def _print(out, document: dict) -> None:
-    from vqtool.inspection.outputs import given_text, suggested_text
+    from vqtool.inspection.outputs import given_text, per_class_text, suggested_text
 
     splits = document["splits"]
     multilabel = document["task"] == "multilabel"
     out.table(["split", "images", "unreadable", "median size", "mean", "std", "per label" if multilabel else "per class"],
               [[name, s["images"], s["unreadable"], _size(s["size"]), _values(s["mean"]), _values(s["std"]),
-                ", ".join([*(f"{c} {n}" for c, n in s["classes"].items()),
-                           *([f"no label {s['without_labels']}"] if multilabel else [])])]
-               for name, s in splits.items()],
+                per_class_text(s)] for name, s in splits.items()],
               title=f"{document['dataset']}: {document['images']} images")
     _findings(out, "unreadable files", ["image", "split", "reason"],
               [[f["image"], f["split"], f["reason"]] for f in document["unreadable"]])
-    _findings(out, "odd files", ["image", "split", "class", "issues"],
+    given = "labels" if multilabel else "class"
+    _findings(out, "odd files", ["image", "split", given, "issues"],
               [[f["image"], f["split"], given_text(f), "; ".join(f["issues"])] for f in document["odd_files"]])
     _findings(out, "unusable label files", ["image", "split", "reason"],
               [[f["image"], f["split"], f["reason"]] for f in document["label_files"]])
@@ -103,7 +102,7 @@ def _print(out, document: dict) -> None:
     _findings(out, "near duplicates", ["relation", "similarity", "images"],
               [[g["relation"], g["similarity"], _members(g)] for g in document["near_duplicates"]])
     _label_issues(out, document["label_issues"], given_text, suggested_text)
-    _findings(out, "outliers", ["image", "split", "class", "similarity"],
+    _findings(out, "outliers", ["image", "split", given, "similarity"],
               [[f["image"], f["split"], given_text(f), f["centre_similarity"]] for f in document["outliers"]])
     counts = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in document["counts"].items())
     out.text(f"{counts}; {document['seconds']['total']} s")

@@ -147,6 +147,13 @@ def given_text(finding: dict, empty: str = "(none)") -> str:
     return "|".join(finding["labels"] or ()) or empty
 
 
+def per_class_text(split: dict) -> str:
+    """A split summary's images per class; multi-label: per label that has images, and without a label."""
+    if "without_labels" not in split:
+        return ", ".join(f"{c} {n}" for c, n in split["classes"].items())
+    return ", ".join([*(f"{c} {n}" for c, n in split["classes"].items() if n), f"no label {split['without_labels']}"])
+
+
 def suggested_text(finding: dict) -> str:
     suggested = finding["suggested"]
     return ("|".join(suggested) or "(none)") if isinstance(suggested, list) else suggested
@@ -158,7 +165,7 @@ def _e(value) -> str:
 
 def _splits_table(document: dict) -> str:
     rows = "".join(f"<tr><td>{_e(name)}</td><td>{s['images']}</td><td>{s['unreadable']}</td>"
-                   f"<td>{_e(', '.join(f'{c} {n}' for c, n in s['classes'].items()))}</td>"
+                   f"<td>{_e(per_class_text(s))}</td>"
                    f"<td>{_e(s['mean'])}</td><td>{_e(s['std'])}</td></tr>" for name, s in document["splits"].items())
     return (f"<h2>Splits</h2><table><tr><th>split</th><th>images</th><th>unreadable</th><th>per class</th>"
             f"<th>mean</th><th>std</th></tr>{rows}</table>")
