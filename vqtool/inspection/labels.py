@@ -10,7 +10,8 @@ the suggested label is the most probable class.
 
 Multi-label data (``labels`` an N × L 0/1 matrix) gets one-vs-rest heads (a logistic regression per label, fitted
 together: the objective is their sum), out-of-fold by plain k-fold, and cleanlab's multi-label
-``find_label_issues``; the suggested label set is the labels whose probability reaches 0.5.
+``find_label_issues``; the suggested label set is the labels whose probability reaches the label's threshold
+of the best F1 on these out-of-fold probabilities (as multi-label training chooses its thresholds on val).
 
 The out-of-fold probabilities are kept in the store (``probabilities/<key>/``, an entry like the features': data.bin
 and its checksummed index.json), the key a hash of everything they depend on: the embeddings' bytes (so the files,
