@@ -457,6 +457,7 @@ def test_multilabel_labels_from_a_data_yaml_boxes(tmp_path, run_cli, weights):
 @pytest.mark.parametrize("options, says", [
     (("--task", "classification", "--labels-from", "boxes"), "--labels-from boxes makes multi-label data"),
     (("--task", "multilabel"), "multi-label data is a CSV/TSV or text list"),
+    (("--labels-from", "boxes"), "--labels-from boxes reads the image-level labels of a YOLO data.yaml"),
 ])
 def test_multilabel_usage_errors_are_one_line(tmp_path, run_cli, options, says):
     root = make_dataset(tmp_path / "data", per_class=2, val=1)
