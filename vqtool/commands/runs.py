@@ -52,6 +52,7 @@ def list_runs(folders, sort_key, reverse, filters, out):
     Examples:
       vqtool runs list runs/ --sort val_top1 --reverse
       vqtool runs list --filter command=finetune --json
+      vqtool runs list --filter task=multilabel --sort val_map --reverse
     """
     from vqtool.runs.catalog import COLUMNS, describe_all, find_runs, select
 
