@@ -476,3 +476,26 @@ def test_one_vs_rest_out_of_fold_probabilities_follow_each_label():
     flipped = labels.copy()
     flipped[7, 1] = 0  # image 7 has label 1, not listed
     assert label_issues(flipped, out_of_fold_probabilities(features, flipped)).tolist() == [7]
+
+
+def test_multilabel_lists_of_every_format_are_read_as_training_reads_them(tmp_path):
+    """A labels column, one 0/1 column per label and a text list: the same label sets (the same reader as `train
+    --task multilabel`)."""
+    from vqtool.data import DataOptions
+    from vqtool.inspection.job import _load
+    from vqtool.inspection.options import InspectOptions
+
+    rows = {f"img/{i}.png": [name for bit, name in enumerate(TAGS) if i >> bit & 1] for i in range(8)}
+    (tmp_path / "img").mkdir()
+    for i, path in enumerate(rows):
+        tinted(i, rows[path]).save(tmp_path / path)
+    (tmp_path / "pipes.csv").write_text("path,labels\n" + "".join(f"{p},{'|'.join(l)}\n" for p, l in rows.items()))
+    (tmp_path / "columns.csv").write_text("path,blue,green,red\n" + "".join(
+        f"{p}," + ",".join(str(int(name in l)) for name in ("blue", "green", "red")) + "\n" for p, l in rows.items()))
+    (tmp_path / "list.txt").write_text("".join(f"{p} {' '.join(l)}\n" for p, l in rows.items()))
+    read = {name: _load(str(tmp_path / name), DataOptions(val_split=0.0), InspectOptions(task="multilabel"))[0]
+            for name in ("pipes.csv", "columns.csv", "list.txt")}
+    expected = [[float(name in labels) for name in ("blue", "green", "red")] for labels in rows.values()]
+    for name, dataset in read.items():
+        assert dataset.classes == ["blue", "green", "red"] and dataset.train.labels.tolist() == expected, name
+        assert dataset.train.files == [str(tmp_path / p) for p in rows], name
