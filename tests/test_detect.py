@@ -228,6 +228,44 @@ def test_resume_continues_an_interrupted_detector_run(run_cli, yolo_data, monkey
     assert summary["epochs"] == 2 and len(list(csv.DictReader(open("run/metrics.csv")))) == 2
 
 
+def test_a_detector_runs_args_json_records_its_task_and_replays_it(run_cli, trained_run, yolo_data, tmp_path,
+                                                                    monkeypatch):
+    """args.json names the task and the run's options: `train --config RUN/args.json` asks the detection task for the
+    same detector (options typed beside it win), and --resume goes to the detection task even before Ultralytics
+    made its folder. (What each would train is caught at the trainer; the slow test below trains it.)"""
+    from vqtool.detection.train import DetectorTraining
+
+    run, _, _ = trained_run
+    recorded = json.loads((run / "args.json").read_text())["args"]
+    assert recorded["task"] == "detection" and recorded["dataset"] == str(yolo_data)
+    assert recorded["detection"] == {"model": "yolov8n.yaml", "epochs": 1, "seed": 0, "device": "auto", "imgsz": 64}
+    asked = []
+    monkeypatch.setattr("vqtool.detection.train.train_detector",
+                        lambda spec, training, **options: asked.append((spec, training, options["model_name"])) or {})
+    monkeypatch.setattr("vqtool.detection.train.resume_detector", lambda run_dir, **_: asked.append(run_dir) or {})
+    for extra in ((), ("--epochs", "3", "--batch-size", "4")):
+        result = run_cli("train", "--config", run / "args.json", *extra, "--json", "-q")
+        assert result.exit_code == 0, result.output
+    once = DetectorTraining(epochs=1, seed=0, device="auto", imgsz=64)
+    assert asked == [(str(yolo_data), once, "yolov8n.yaml"),
+                     (str(yolo_data), DetectorTraining(epochs=3, seed=0, device="auto", imgsz=64, batch_size=4),
+                      "yolov8n.yaml")]
+    started = tmp_path / "started"  # a run killed after args.json was written, before Ultralytics' first file
+    started.mkdir()
+    (started / "args.json").write_text((run / "args.json").read_text())
+    assert run_cli("train", "--resume", started, "--json", "-q").exit_code == 0 and asked[-1] == str(started)
+
+
+@pytest.mark.slow
+def test_a_detector_run_replayed_from_its_args_json_trains_the_same_detector(run_cli, trained_run, tmp_path):
+    run, summary, _ = trained_run
+    again = json.loads(run_cli("train", "--config", run / "args.json", "--out", tmp_path / "again", "-q",
+                               "--json").stdout)
+    assert again["model"] == summary["model"] and again["epochs"] == 1
+    assert (json.loads((tmp_path / "again" / "args.json").read_text())["args"] ==
+            json.loads((run / "args.json").read_text())["args"])
+
+
 # --- detect ---------------------------------------------------------------------------------------
 
 

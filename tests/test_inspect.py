@@ -361,3 +361,141 @@ def test_odd_files_among_the_datasets_own(tmp_path, mode, width, height, issues)
     assert read_header(str(tmp_path / "wide.png")) == Header("RGB", 40, 10, "PNG")
     (tmp_path / "bad.png").write_bytes(b"nothing")
     assert read_header(str(tmp_path / "bad.png")) is None
+
+
+# --- multi-label data -------------------------------------------------------------------------------------------
+
+TAGS = ("red", "green", "blue")
+
+
+def tinted(seed: int, labels) -> Image.Image:
+    """A noisy image with the colour channel of each of its labels raised."""
+    rng = np.random.default_rng(seed)
+    array = 60 + rng.normal(0, 20, (SIZE, SIZE, 3))
+    for channel, name in enumerate(TAGS):
+        if name in labels:
+            array[:, :, channel] += 150
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def make_tags(root: Path, count: int = 40) -> Path:
+    """root/tags.csv (path,labels,split): every label set 5 times, the last 8 in val; image 5 shows red and blue and
+    is listed as blue only (a missing label); a copy of image 2 (green) is listed as green|blue, and a copy of image
+    4 (blue) is in val too."""
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(count):
+        labels = [name for bit, name in enumerate(TAGS) if i >> bit & 1]
+        tinted(i, labels).save(root / "img" / f"{i}.png")
+        rows.append([f"img/{i}.png", labels, "val" if i >= count - 8 else "train"])
+    rows[5][1] = ["blue"]
+    shutil.copyfile(root / "img/2.png", root / "img/2-copy.png")
+    rows.append(["img/2-copy.png", ["green", "blue"], "train"])
+    shutil.copyfile(root / "img/4.png", root / "img/4-leak.png")
+    rows.append(["img/4-leak.png", ["blue"], "val"])
+    (root / "tags.csv").write_text("path,labels,split\n" + "".join(f"{p},{'|'.join(labels)},{split}\n"
+                                                                   for p, labels, split in rows))
+    return root / "tags.csv"
+
+
+def test_multilabel_conflicting_copies_a_missing_label_balance_list_and_report(tmp_path, run_cli, weights):
+    listing = make_tags(tmp_path / "data")
+    before = tree_digest(listing.parent)
+    document = inspect_json(run_cli, weights, listing, "--task", "multilabel", "--near-threshold", 0.999,
+                            "--report", tmp_path / "report", "--write-list", tmp_path / "clean.csv")
+
+    assert tree_digest(listing.parent) == before and document["task"] == "multilabel"
+    exact = {tuple(Path(m["image"]).name for m in g["images"]): (g["relation"], [m["labels"] for m in g["images"]])
+             for g in document["exact_duplicates"]}
+    assert exact == {("2.png", "2-copy.png"): ("conflicting labels", [["green"], ["blue", "green"]]),
+                     ("4.png", "4-leak.png"): ("across splits", [["blue"], ["blue"]])}
+    issues = {Path(f["image"]).name: (f["labels"], f["suggested"], f["missing"], f["doubtful"])
+              for f in document["label_issues"]}
+    assert issues == {"5.png": (["blue"], ["blue", "red"], ["red"], []),  # the missing label
+                      "2-copy.png": (["blue", "green"], ["green"], [], ["blue"])}  # the copy's extra label
+    assert document["label_check"]["done"] and document["label_check"]["folds"] == 5
+    assert document["splits"]["train"]["classes"] == {"blue": 17, "green": 17, "red": 15}
+    assert document["splits"]["train"]["without_labels"] == 4 and document["splits"]["val"]["without_labels"] == 1
+    assert document["balance"]["without_labels"] == 5 and document["balance"]["largest"] == "blue"
+
+    with open(tmp_path / "clean.csv") as file:
+        rows = {Path(row["path"]).name: (row["labels"], row["split"]) for row in csv.DictReader(file)}
+    assert len(rows) == 42 - 4 and not {"2.png", "2-copy.png", "5.png", "4.png"} & set(rows)
+    assert rows["4-leak.png"] == ("blue", "val") and rows["3.png"] == ("green|red", "train") and rows["0.png"][0] == ""
+    from vqtool.data import DataOptions
+    from vqtool.multilabel.data import load_multilabel
+
+    clean = load_multilabel(str(tmp_path / "clean.csv"), DataOptions())  # what train --task multilabel reads
+    assert clean.classes == ["blue", "green", "red"] and len(clean.train) + len(clean.val) == 38
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "conflicting labels" in page and "suggested <b>blue|red</b>" in page
+
+
+def test_multilabel_labels_from_a_data_yaml_boxes(tmp_path, run_cli, weights):
+    """A data.yaml's image-level labels: a copy whose boxes differ is a conflict, label files are checked."""
+    root = tmp_path / "data"
+    boxes = {"train/a": "0 0.5 0.5 0.2 0.2\n", "train/b": "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n", "train/c": "",
+             "val/d": "1 0.5 0.5 0.2 0.2\n", "val/e": "7 0.5 0.5 0.2 0.2\n"}
+    for i, (name, text) in enumerate(boxes.items()):
+        (root / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "labels" / name).parent.mkdir(parents=True, exist_ok=True)
+        photo(i, i % 2 == 1).save(root / "images" / f"{name}.png")
+        (root / "labels" / f"{name}.txt").write_text(text)
+    shutil.copyfile(root / "images/train/a.png", root / "images/val/a-again.png")  # its own labels file: none
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames:\n  0: cat\n  1: dog\n")
+
+    document = inspect_json(run_cli, weights, root / "data.yaml", "--labels-from", "boxes", "--no-label-check")
+    assert document["task"] == "multilabel" and document["classes"] == ["cat", "dog"]
+    [group] = document["exact_duplicates"]
+    assert [m["labels"] for m in group["images"]] == [["cat"], []]
+    assert group["relation"] == "across splits, conflicting labels" and group["across_classes"]
+    assert document["splits"]["train"]["classes"] == {"cat": 2, "dog": 1}
+    assert document["balance"]["without_labels"] == 3  # c, a-again, and e (its one box has no class 7)
+    assert [Path(f["image"]).name for f in document["label_files"]] == ["e.png"]
+
+
+@pytest.mark.parametrize("options, says", [
+    (("--task", "classification", "--labels-from", "boxes"), "--labels-from boxes makes multi-label data"),
+    (("--task", "multilabel"), "multi-label data is a CSV/TSV or text list"),
+    (("--labels-from", "boxes"), "--labels-from boxes reads the image-level labels of a YOLO data.yaml"),
+])
+def test_multilabel_usage_errors_are_one_line(tmp_path, run_cli, options, says):
+    root = make_dataset(tmp_path / "data", per_class=2, val=1)
+    result = run_cli("inspect", root, "--model", "cnn-bn", *options)
+    assert result.exit_code == 2 and says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_one_vs_rest_out_of_fold_probabilities_follow_each_label():
+    from vqtool.inspection.labels import label_issues, out_of_fold_probabilities
+
+    rng = np.random.default_rng(0)
+    labels = (np.arange(60)[:, None] >> np.arange(3)[None, :] & 1).astype(np.int64)  # every label set
+    features = (labels * 2.0 - 1 + rng.normal(0, 0.3, labels.shape)).astype(np.float32)
+    probabilities = out_of_fold_probabilities(features, labels)
+    assert probabilities.shape == (60, 3) and ((probabilities >= 0.5) == labels).all()
+    flipped = labels.copy()
+    flipped[7, 1] = 0  # image 7 has label 1, not listed
+    assert label_issues(flipped, out_of_fold_probabilities(features, flipped)).tolist() == [7]
+
+
+def test_multilabel_lists_of_every_format_are_read_as_training_reads_them(tmp_path):
+    """A labels column, one 0/1 column per label and a text list: the same label sets (the same reader as `train
+    --task multilabel`)."""
+    from vqtool.data import DataOptions
+    from vqtool.inspection.job import _load
+    from vqtool.inspection.options import InspectOptions
+
+    rows = {f"img/{i}.png": [name for bit, name in enumerate(TAGS) if i >> bit & 1] for i in range(8)}
+    (tmp_path / "img").mkdir()
+    for i, path in enumerate(rows):
+        tinted(i, rows[path]).save(tmp_path / path)
+    (tmp_path / "pipes.csv").write_text("path,labels\n" + "".join(f"{p},{'|'.join(l)}\n" for p, l in rows.items()))
+    (tmp_path / "columns.csv").write_text("path,blue,green,red\n" + "".join(
+        f"{p}," + ",".join(str(int(name in l)) for name in ("blue", "green", "red")) + "\n" for p, l in rows.items()))
+    (tmp_path / "list.txt").write_text("".join(f"{p} {' '.join(l)}\n" for p, l in rows.items()))
+    read = {name: _load(str(tmp_path / name), DataOptions(val_split=0.0), InspectOptions(task="multilabel"))[0]
+            for name in ("pipes.csv", "columns.csv", "list.txt")}
+    expected = [[float(name in labels) for name in ("blue", "green", "red")] for labels in rows.values()]
+    for name, dataset in read.items():
+        assert dataset.classes == ["blue", "green", "red"] and dataset.train.labels.tolist() == expected, name
+        assert dataset.train.files == [str(tmp_path / p) for p in rows], name

@@ -147,6 +147,25 @@ def test_a_multilabel_run_records_its_task_and_thresholds(squares_run):
     assert json.loads((run / "args.json").read_text())["args"]["multilabel"]["loss"] == "bce"
 
 
+def test_runs_shows_the_val_map_a_multilabel_run_keeps_its_epoch_by(run_cli, squares_run, tmp_path):
+    """`vqtool runs` and `runs compare`: the val mAP (and test mAP), never the share of label decisions as top-1."""
+    import shutil
+
+    run, _, _, summary, _ = squares_run
+    shutil.copytree(run, tmp_path / "runs" / "again")
+    [row] = json.loads(run_cli("runs", tmp_path / "runs", "--json").stdout)
+    with open(run / "metrics.csv") as file:
+        best = [r for r in csv.DictReader(file) if int(r["epoch"]) == row["best_epoch"]][0]
+    assert row["task"] == "multilabel" and row["val_map"] == summary["val_map"] == pytest.approx(float(best["val_map"]))
+    assert row["val_top1"] is None and row["test_top1"] is None and row["test_map"] == summary["test_map"]
+    assert row["val_label_accuracy"] == pytest.approx(float(best["val_top1"]))  # metrics.csv's column, named
+    table = run_cli("runs", tmp_path / "runs").stdout
+    assert "val_map" in table and "val_top1" not in table and f"{summary['val_map']:.4f}" in table
+    compared = json.loads(run_cli("runs", "compare", run, tmp_path / "runs" / "again", "--json").stdout)
+    assert compared["metrics"]["val_map"] == [row["val_map"]] * 2 and compared["metrics"]["val_top1"] == [None] * 2
+    assert compared["metrics"]["val_label_accuracy"] == [row["val_label_accuracy"]] * 2
+
+
 def test_a_runs_args_json_replays_its_task_and_options(run_cli, tmp_path):
     """`train --config RUN/args.json` trains the run again: multi-label with its own options (not classification),
     the same val mAP; and a multi-label run still resumes."""

@@ -72,7 +72,8 @@ def _epoch_axis(axis, epochs: list) -> None:
 
 
 # metrics.csv column -> axis label of the val curves `vqtool runs compare --png` overlays
-VAL_CURVES = {"val_loss": "val loss", "val_top1": "val top-1", "map50_95": "val mAP50-95"}
+VAL_CURVES = {"val_loss": "val loss", "val_top1": "val top-1", "map50_95": "val mAP50-95",
+              "val_map": "val mAP (multi-label, macro)"}
 
 
 def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bool = False) -> None:
@@ -80,7 +81,7 @@ def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bo
     panels = [column for column in VAL_CURVES
               if any(row.get(column) is not None for rows in histories.values() for row in rows)]
     if not panels:
-        raise VQError("--png: none of these runs has a val curve (no val_loss, val_top1 or map50_95 in metrics.csv)",
+        raise VQError("--png: none of these runs has a val curve (no val_loss, val_top1, map50_95 or val_map in metrics.csv)",
                       usage=True)
     with png_figure(path, replace=replace, ncols=len(panels), figsize=(5 * len(panels), 4), squeeze=False) as (
             figure, axes):

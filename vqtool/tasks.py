@@ -61,11 +61,28 @@ def check_options(task: Task, command: str, typed: dict) -> None:
 
 def run(request: Request) -> tuple[Task, dict]:
     """The command's entry point of the task of the request's targets: (the task, what it returned)."""
-    # --task chooses whether typed or from a --config file (vqtool tune's best.yaml names a multilabel study's task)
-    chosen = {**request.typed, **({"task": request.params["task"]} if request.params.get("task") else {})}
-    task = task_for(request.target, request.dataset, request.params.get("resume"), typed=chosen)
+    # --task chooses whether typed or from a --config file (vqtool tune's best.yaml names a multilabel study's task);
+    # --resume continues the task the run's args.json records
+    resume = request.params.get("resume")
+    task_name = request.params.get("task") or (recorded_task(resume) if resume else None)
+    chosen = {**request.typed, **({"task": task_name} if task_name else {})}
+    task = task_for(request.target, request.dataset, resume, typed=chosen)
     check_options(task, request.command, request.typed)
     return task, getattr(task, ENTRY_POINTS[request.command])(request)
+
+
+def recorded_task(run_dir: str) -> str | None:
+    """The registered task a run folder's args.json records (None for a run from before args.json named it, or for
+    what is no run folder: the task is then found as for any target)."""
+    from pathlib import Path
+
+    from vqtool.runs.atomic_files import read_json
+
+    try:
+        task = read_json(Path(run_dir) / "args.json")["args"].get("task")
+    except (VQError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return task if task in registered_tasks() else None
 
 
 ENTRY_POINTS = {"train": "train", "finetune": "finetune", "eval": "evaluate", "confusion": "confusion"}

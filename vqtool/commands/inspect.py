@@ -24,11 +24,13 @@ SHOWN = 10  # rows of each finding on the terminal (--json and --report hold the
 @device_option
 @data_options
 @output_options
-def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, report_dir, list_file, overwrite,
-            device, data, out):
+def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, task, labels_from, report_dir, list_file,
+            overwrite, device, data, out):
     """Look at DATASET before training on it: unreadable and odd files, exact and near duplicates (within a
     class, across classes, across splits), label-error candidates, outliers and class balance.
-    A YOLO data.yaml gets the file checks, its label files checked, duplicates and outliers.
+    A YOLO data.yaml gets the file checks, its label files checked, duplicates and outliers (and, with
+    --labels-from boxes, the checks of multi-label data). Multi-label data (--task multilabel): copies whose
+    label sets differ, images per label and without one, and label-error candidates with a suggested label set.
 
     Nothing in the dataset's folder is written, moved or deleted.
 
@@ -38,13 +40,14 @@ def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, re
       vqtool inspect ./pets --json --quiet
       vqtool inspect ./pets --report pets-inspection --write-list clean.csv
       vqtool inspect fashion-mnist --data-dir ./data --model resnet18
+      vqtool inspect tags.csv --task multilabel --write-list clean-tags.csv
     """
     from vqtool.inspection.job import inspect_dataset
     from vqtool.inspection.outputs import check_outputs, write_list, write_report
 
     check_outputs(dataset, report_dir, list_file, overwrite=overwrite)
     options = InspectOptions(model=model_name, weights=weights, imgsz=imgsz, near_threshold=near_threshold,
-                             labels=label_check, device=device)
+                             labels=label_check, device=device, task=task, labels_from=labels_from)
     inspection = inspect_dataset(dataset, data, options, reporter=out)
     document = inspection.document
     if report_dir:
@@ -60,32 +63,44 @@ def inspect(dataset, model_name, weights, imgsz, near_threshold, label_check, re
 
 
 def _print(out, document: dict) -> None:
+    from vqtool.inspection.outputs import given_text, per_class_text, suggested_text
+
     splits = document["splits"]
-    out.table(["split", "images", "unreadable", "median size", "mean", "std", "per class"],
+    multilabel = document["task"] == "multilabel"
+    out.table(["split", "images", "unreadable", "median size", "mean", "std", "per label" if multilabel else "per class"],
               [[name, s["images"], s["unreadable"], _size(s["size"]), _values(s["mean"]), _values(s["std"]),
-                ", ".join(f"{c} {n}" for c, n in s["classes"].items())] for name, s in splits.items()],
+                per_class_text(s)] for name, s in splits.items()],
               title=f"{document['dataset']}: {document['images']} images")
     _findings(out, "unreadable files", ["image", "split", "reason"],
               [[f["image"], f["split"], f["reason"]] for f in document["unreadable"]])
-    _findings(out, "odd files", ["image", "split", "class", "issues"],
-              [[f["image"], f["split"], f["class"], "; ".join(f["issues"])] for f in document["odd_files"]])
+    given = "labels" if multilabel else "class"
+    _findings(out, "odd files", ["image", "split", given, "issues"],
+              [[f["image"], f["split"], given_text(f), "; ".join(f["issues"])] for f in document["odd_files"]])
     _findings(out, "unusable label files", ["image", "split", "reason"],
               [[f["image"], f["split"], f["reason"]] for f in document["label_files"]])
     _findings(out, "exact duplicates", ["relation", "images"],
               [[g["relation"], _members(g)] for g in document["exact_duplicates"]])
     _findings(out, "near duplicates", ["relation", "similarity", "images"],
               [[g["relation"], g["similarity"], _members(g)] for g in document["near_duplicates"]])
-    _findings(out, "label-error candidates", ["image", "split", "given", "suggested", "p(given)"],
-              [[f["image"], f["split"], f["class"], f["suggested"], f["given_probability"]]
-               for f in document["label_issues"]])
-    _findings(out, "outliers", ["image", "split", "class", "similarity"],
-              [[f["image"], f["split"], f["class"], f["centre_similarity"]] for f in document["outliers"]])
+    _label_issues(out, document["label_issues"], given_text, suggested_text)
+    _findings(out, "outliers", ["image", "split", given, "similarity"],
+              [[f["image"], f["split"], given_text(f), f["centre_similarity"]] for f in document["outliers"]])
     counts = ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in document["counts"].items())
     out.text(f"{counts}; {document['seconds']['total']} s")
     if not document["label_check"]["done"]:
         out.warn(f"no label check: {document['label_check']['reason']}")
     if document["balance"]["hint"]:
         out.warn(document["balance"]["hint"])
+
+
+def _label_issues(out, found: list[dict], given_text, suggested_text) -> None:
+    if found and "probabilities" in found[0]:  # multi-label: the label sets, and the probabilities of the changes
+        _findings(out, "label-error candidates", ["image", "split", "given", "suggested", "probabilities"],
+                  [[f["image"], f["split"], given_text(f), suggested_text(f),
+                    " ".join(f"{label} {p}" for label, p in f["probabilities"].items())] for f in found])
+        return
+    _findings(out, "label-error candidates", ["image", "split", "given", "suggested", "p(given)"],
+              [[f["image"], f["split"], f["class"], f["suggested"], f["given_probability"]] for f in found])
 
 
 def _findings(out, title: str, columns: list[str], rows: list[list]) -> None:
@@ -96,7 +111,9 @@ def _findings(out, title: str, columns: list[str], rows: list[list]) -> None:
 
 
 def _members(group: dict) -> str:
-    return "  ".join(f"{m['image']} ({m['split']}/{m['class']})" for m in group["images"])
+    from vqtool.inspection.outputs import given_text
+
+    return "  ".join(f"{m['image']} ({m['split']}/{given_text(m)})" for m in group["images"])
 
 
 def _size(size: dict | None) -> str:

@@ -41,14 +41,18 @@ def runs():
 def list_runs(folders, sort_key, reverse, filters, out):
     """One row per run folder found in FOLDERS (default runs/), below them too.
 
-    Columns: name, command, model, dataset, epochs, best epoch, val top-1 (or
-    mAP50-95 for detectors), test top-1, training seconds, date, status
-    (finished, interrupted or running). `vqtool runs` alone is `vqtool runs list`.
+    Columns: name, command, task, model, dataset, epochs, best epoch, val top-1
+    (val_map50_95 for detectors; val_map, the macro mAP over the labels that
+    picks the best epoch, for multi-label classifiers), test top-1 (test_map),
+    training seconds, date, status (finished, interrupted or running). --json
+    adds val_loss and, for multi-label runs, val_label_accuracy (the share of
+    right label decisions at 0.5). `vqtool runs` alone is `vqtool runs list`.
 
     \b
     Examples:
       vqtool runs list runs/ --sort val_top1 --reverse
       vqtool runs list --filter command=finetune --json
+      vqtool runs list --filter task=multilabel --sort val_map --reverse
     """
     from vqtool.runs.summaries import COLUMNS, describe_all, find_runs, select
 
@@ -67,8 +71,8 @@ def list_runs(folders, sort_key, reverse, filters, out):
 
 
 # Which columns stay when the table must narrow, most wanted first; the name always stays, whole.
-PRIORITY = ("name", "status", "val_top1", "val_map50_95", "model", "epochs", "test_top1", "seconds", "dataset",
-            "best_epoch", "date", "command")
+PRIORITY = ("name", "status", "val_top1", "val_map50_95", "val_map", "model", "epochs", "test_top1", "test_map",
+            "task", "seconds", "dataset", "best_epoch", "date", "command")
 
 
 def fitting_columns(columns: list[str], cells: dict[str, list], width: int) -> list[str]:
@@ -112,8 +116,7 @@ def compare_runs(run_dirs, png, overwrite, out):
 
     if len(run_dirs) < 2:
         raise VQError("runs compare needs at least two run folders", usage=True)
-    from vqtool.runs.summaries import compare
-    from vqtool.runs.status import history
+    from vqtool.runs.summaries import compare, val_curves
     from vqtool.runs.folder import check_output
 
     comparison = compare(run_dirs)
@@ -121,7 +124,7 @@ def compare_runs(run_dirs, png, overwrite, out):
         from vqtool.plots import plot_val_curves
 
         check_output(Path(png), overwrite=overwrite, option="--png")
-        plot_val_curves(Path(png), {name: history(Path(run)) for name, run in zip(comparison["runs"],
+        plot_val_curves(Path(png), {name: val_curves(Path(run)) for name, run in zip(comparison["runs"],
                                                                                  comparison["paths"])},
                         replace=overwrite)
         comparison["png"] = png

@@ -10,7 +10,8 @@ from vqtool.registry import Request, Task, register_task, registered_tasks
 
 # The training options a detector understands: the rest of train's and finetune's are a usage error for it.
 ALWAYS = frozenset({"epochs", "seed", "device", "imgsz", "data_dir"})
-# Hyperparameters a detector takes only when typed: vqtool's defaults for them are tuned for classifiers.
+# Hyperparameters a detector takes only when given (typed, or from --config: a run's args.json replays its own):
+# vqtool's defaults for them are tuned for classifiers.
 TYPED = ("batch_size", "lr", "weight_decay", "early_stop", "workers", "optimizer", "scheduler", "augment")
 TAKES = {"train": ALWAYS | set(TYPED) | {"model_name"}, "finetune": ALWAYS | set(TYPED) | {"weights", "freeze"}}
 
@@ -37,7 +38,7 @@ class DetectionTask(Task):
         if params.get("resume"):
             return resume_detector(params["resume"], reporter=request.reporter, tracking=request.tracking)
         return train_detector(request.dataset, detector_training(request),
-                              model_name=request.typed.get("model_name"), out_dir=params.get("out_dir"),
+                              model_name=given(request).get("model_name"), out_dir=params.get("out_dir"),
                               reporter=request.reporter, tracking=request.tracking)
 
     def finetune(self, request: Request) -> dict:
@@ -113,6 +114,12 @@ def detector_training(request: Request):
     """The request's training options as a DetectorTraining (None: Ultralytics' default)."""
     from vqtool.detection.train import DetectorTraining
 
-    params = request.params
+    params, chosen = request.params, given(request)
     return DetectorTraining(epochs=params["epochs"], seed=params["seed"], device=params["device"],
-                            imgsz=params["imgsz"], **{name: request.typed.get(name) for name in TYPED})
+                            imgsz=params["imgsz"], **{name: chosen.get(name) for name in TYPED})
+
+
+def given(request: Request) -> dict:
+    """The options typed or read from --config, not those left at (or filled in by --recipe over) vqtool's
+    defaults."""
+    return {name: value for name, value in request.params.items() if name not in request.defaulted}

@@ -26,7 +26,7 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vqtool import __version__
@@ -48,6 +48,7 @@ from vqtool.errors import VQError, first_line
 from vqtool.reporter import Reporter
 
 DEFAULT_MODEL = "yolov8n.yaml"
+TASK = "detection"  # args.json's task, and the name of its section of the run's options
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 SCHEDULERS = {"cosine": {"cos_lr": True}, "none": {"lrf": 1.0}}  # Ultralytics' default decays linearly
 NO_AUGMENTATION = {"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0, "fliplr": 0.0, "hsv_h": 0.0, "hsv_s": 0.0,
@@ -88,9 +89,9 @@ def train_detector(dataset_spec: str, training: DetectorTraining, *, model_name:
         raise VQError(f"--model {model_name}: training a detector from scratch takes a model yaml such as "
                       f"{DEFAULT_MODEL}; to start from weights use vqtool finetune DATA.yaml --weights W.pt",
                       usage=True)
-    args = ultralytics_train_args(training)
+    ultralytics_train_args(training)  # its usage errors before the model is built
     model = _model_from_yaml(model_name)
-    return _train(model, dataset_spec, args, out_dir, reporter, "train", {"model": model_name}, tracking)
+    return _train(model, dataset_spec, training, out_dir, reporter, "train", {"model": model_name}, tracking)
 
 
 def _model_from_yaml(model_name: str):
@@ -120,12 +121,11 @@ def finetune_detector(dataset_spec: str, weights: str, freeze: str | int | None,
         tracking.check()
     if str(weights).lower().endswith(".onnx"):
         raise VQError("an exported ONNX model cannot be fine-tuned; use its .pt checkpoint", usage=True)
-    args = ultralytics_train_args(training)
+    ultralytics_train_args(training)  # its usage errors before the weights load
     model = load_detector(weights)
     check_rebuilds(model)
-    args["freeze"] = frozen_layers(model, freeze)
-    return _train(model, dataset_spec, args, out_dir, reporter, "finetune",
-                  {"weights": str(model.ckpt_path), "freeze": args["freeze"]}, tracking)
+    return _train(model, dataset_spec, training, out_dir, reporter, "finetune",
+                  {"weights": str(model.ckpt_path), "freeze": frozen_layers(model, freeze)}, tracking)
 
 
 def check_rebuilds(model) -> None:
@@ -153,6 +153,13 @@ def frozen_layers(model, freeze) -> int:
     if str(freeze).isdigit():
         return int(freeze)
     raise VQError(f"--freeze {freeze}: for a detector use backbone, none or a number of layers", usage=True)
+
+
+def replayed_options(training: DetectorTraining, record: dict) -> dict:
+    """What args.json's ``detection`` section holds: the run's options by their option names (``model``,
+    ``weights``, ``freeze``, ``epochs``, ``imgsz``, ``batch_size`` ...), those left to Ultralytics left out, so that
+    `--config RUN/args.json` (which reads a run's own task section) trains the same detector again."""
+    return {**record, **{name: value for name, value in asdict(training).items() if value is not None}}
 
 
 # DetectorTraining field -> Ultralytics train argument, for the fields passed on as they are
@@ -188,10 +195,11 @@ def safe_amp(device: str):
     return False
 
 
-def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: Reporter, command: str,
-           record: dict, tracking: TrackingOptions | None) -> dict:
+def _train(model, dataset_spec: str, training: DetectorTraining, out_dir: str | None, reporter: Reporter,
+           command: str, record: dict, tracking: TrackingOptions | None) -> dict:
     from vqtool.data import load_dataset
 
+    args = ultralytics_train_args(training) | ({"freeze": record["freeze"]} if "freeze" in record else {})
     started = time.perf_counter()
     dataset = load_dataset(dataset_spec)
     if not isinstance(dataset, YoloDataset):
@@ -200,7 +208,8 @@ def _train(model, dataset_spec: str, args: dict, out_dir: str | None, reporter: 
         if split in dataset.splits:
             usable_images(dataset, split, reporter)
     run_dir = new_run_dir(command, out_dir)
-    write_args(run_dir, command, {"dataset": str(dataset.yaml), **record, "ultralytics": args})
+    write_args(run_dir, command, {"dataset": str(dataset.yaml), "task": TASK, **record,
+                                  TASK: replayed_options(training, record), "ultralytics": args})
     reporter.log(f"{command} {record.get('model') or record.get('weights')} on {dataset.name} "
             f"({', '.join(dataset.classes)}); run folder {run_dir}")
     recorder = EpochRecorder(run_dir, reporter, model=record.get("model") or record["weights"], dataset=dataset.name)

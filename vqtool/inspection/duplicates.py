@@ -76,7 +76,11 @@ def near_pairs(embeddings: torch.Tensor, threshold: float, neighbours: int = 10,
     return sorted((i, j, similarity) for (i, j), similarity in found.items())
 
 
-def relation(across_classes: bool, across_splits: bool) -> str:
+def relation(across_classes: bool, across_splits: bool, multilabel: bool = False) -> str:
+    """How copies relate; multi-label copies whose label sets differ have "conflicting labels"."""
+    if multilabel:
+        conflict = "conflicting labels" if across_classes else ""
+        return ", ".join(filter(None, ["across splits" if across_splits else "", conflict])) or "same labels"
     if across_splits:
         return "across splits and classes" if across_classes else "across splits"
     return "across classes" if across_classes else "within class"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ YOLO_CLASS = "images"  # a detection dataset's images, inspected as one class
 
 @dataclass
 class Images:
-    """Every inspected image, the splits one after another: its name, split, label and where its pixels are."""
+    """Every inspected image, the splits one after another: its name, split, label and where its pixels are.
+
+    ``labels`` are class indices (N), or for multi-label data an N × L 0/1 matrix: each image's label set."""
 
     classes: list[str]
     parts: dict[str, Split]
@@ -49,8 +52,22 @@ class Images:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
     def describe(self, i: int) -> dict:
-        return {"image": self.names[i], "split": self.splits[i], "class": self.classes[int(self.labels[i])]}
+        return {"image": self.names[i], "split": self.splits[i], **given(self.classes, self.labels[i])}
+
+    def label_key(self, i: int):
+        """What two copies must share for their labels to agree: the class, or the label set."""
+        return tuple(np.flatnonzero(self.labels[i])) if self.multilabel else int(self.labels[i])
+
+    def counts(self) -> dict[str, int]:
+        """Images per class (those with images), or per label (every label) for multi-label data."""
+        if self.multilabel:
+            return dict(zip(self.classes, self.labels.sum(axis=0).tolist()))
+        return dict(Counter({c: 0 for c in self.classes}) + Counter(self.classes[int(k)] for k in self.labels))
 
     def pixels(self, i: int) -> torch.Tensor:
         """Image ``i`` as stored (uint8 C×S×S)."""
@@ -59,6 +76,14 @@ class Images:
                 return split.pixels[torch.tensor([i])][0]
             i -= len(split)
         raise IndexError(i)
+
+
+def given(classes: list[str], label) -> dict:
+    """An image's given label as the findings name it: ``class`` (a name), or multi-label ``labels`` (a list)."""
+    label = np.asarray(label)
+    if label.ndim == 1:
+        return {"labels": [classes[k] for k in np.flatnonzero(label)]}
+    return {"class": classes[int(label)]}
 
 
 @dataclass
@@ -72,19 +97,20 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     """Inspect ``spec`` (any dataset vqtool reads); the findings document and the images it names."""
     options.check()
     timings, started = {}, time.perf_counter()
-    dataset, label_files = _load(spec, data if data.val_split is not None else replace(data, val_split=0.0))
+    dataset, label_files = _load(spec, data if data.val_split is not None else replace(data, val_split=0.0), options)
     backbone = load_backbone(options.model, options.weights, options.imgsz, options.device)
     listed = {name: split for name in SPLITS if (split := getattr(dataset, name)) is not None}
     decoded = {name: _decoded(split, name, dataset, backbone.preprocess, data, reporter)
                for name, split in listed.items()}
     images = Images.pooled(dataset.classes, decoded)
     timings["load_and_decode"] = _lap(started)
-    document = {"dataset": dataset.name, "spec": spec, "classes": dataset.classes, "model": options.model,
-                "weights": backbone.source, "image_size": backbone.preprocess.size}
+    document = {"dataset": dataset.name, "spec": spec, "task": _task(images, dataset), "classes": dataset.classes,
+                "model": options.model, "weights": backbone.source, "image_size": backbone.preprocess.size}
     headers = _headers(decoded, reporter)
     document["splits"] = _split_summaries(listed, decoded, headers, dataset.classes)
-    document["balance"] = label_checks.imbalance(Counter({c: 0 for c in dataset.classes}) +
-                                                 Counter(dataset.classes[int(k)] for k in images.labels))
+    document["balance"] = label_checks.imbalance(images.counts(), multilabel=images.multilabel)
+    if images.multilabel:
+        document["balance"]["without_labels"] = int((images.labels.sum(axis=1) == 0).sum())
     document["unreadable"] = _unreadable(listed, decoded, dataset.classes)
     document["odd_files"] = _odd_files(images, headers)
     document["label_files"] = label_files
@@ -111,23 +137,47 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     return Inspection(document, images, probabilities)
 
 
-def _load(spec: str, data: DataOptions) -> tuple[Dataset, list[dict]]:
-    """The dataset, and the problems of its label files (a YOLO data.yaml's; its images are inspected as one class,
-    for the file checks, duplicates and outliers)."""
+def _load(spec: str, data: DataOptions, options: InspectOptions) -> tuple[Dataset, list[dict]]:
+    """The dataset, and the problems of its label files (a YOLO data.yaml's). Multi-label data is read as `train
+    --task multilabel` reads it (a data.yaml's image-level labels with --labels-from boxes); a data.yaml alone is its
+    images inspected as one class, for the file checks, duplicates and outliers."""
     from vqtool.detection.data import is_yolo_yaml
 
-    if not is_yolo_yaml(spec):
+    yaml = is_yolo_yaml(spec)
+    if options.multilabel:
+        from vqtool.multilabel.data import load_multilabel
+
+        dataset = load_multilabel(spec, data, options.labels_from)
+    elif yaml:
+        dataset = _yolo_images(spec)
+    else:
         return load_dataset(spec, data), []
-    from vqtool.detection.data import check_labels, load_yolo, split_images
+    return dataset, _label_file_problems(spec) if yaml else []
+
+
+def _yolo_images(spec: str) -> Dataset:
+    from vqtool.detection.data import load_yolo, split_images
 
     yolo = load_yolo(spec)
     splits = {}
     for name, sources in yolo.splits.items():
         files = sorted(split_images(sources))
         splits[name] = Split(labels=torch.zeros(len(files), dtype=torch.long), files=files)
-    problems = [{"image": image, "split": name, "reason": reason}
-                for name in yolo.splits for image, reason in check_labels(yolo, name).invalid.items()]
-    return Dataset(name=yolo.name, classes=[YOLO_CLASS], channels=3, **splits, spec={"path": str(yolo.yaml), "detection": True}), problems
+    return Dataset(name=yolo.name, classes=[YOLO_CLASS], channels=3, **splits, spec={"path": str(yolo.yaml), "detection": True})
+
+
+def _label_file_problems(spec: str) -> list[dict]:
+    from vqtool.detection.data import check_labels, load_yolo
+
+    yolo = load_yolo(spec)
+    return [{"image": image, "split": name, "reason": reason}
+            for name in yolo.splits for image, reason in check_labels(yolo, name).invalid.items()]
+
+
+def _task(images: Images, dataset: Dataset) -> str:
+    if images.multilabel:
+        return "multilabel"
+    return "detection" if dataset.spec.get("detection") else "classification"
 
 
 def _lap(started: float, timings: dict | None = None) -> float:
@@ -136,8 +186,9 @@ def _lap(started: float, timings: dict | None = None) -> float:
 
 def _decoded(split: Split, name: str, dataset: Dataset, preprocess: Preprocess, data: DataOptions,
              reporter: Reporter) -> Split:
+    classes = None if split.labels.ndim == 2 else dataset.classes  # a class losing every image: single-label only
     return decode_split(split, preprocess, strict=data.strict, reporter=reporter, workers=data.workers, name=name,
-                        classes=dataset.classes, store=data.cache_store)
+                        classes=classes, store=data.cache_store)
 
 
 def _headers(decoded: dict[str, Split], reporter: Reporter) -> dict[str, list[Header | None]]:
@@ -161,12 +212,16 @@ def _split_summaries(listed, decoded, headers, classes) -> dict:
     summaries = {}
     for name, split in decoded.items():
         mean, std = remembered(split.pixels, "stats", pixel_stats)
-        counts = np.bincount(split.labels.numpy(), minlength=len(classes))
+        labels = split.labels.numpy()
+        multilabel = labels.ndim == 2
+        counts = labels.sum(axis=0).astype(int) if multilabel else np.bincount(labels, minlength=len(classes))
         summaries[name] = {"images": len(split), "listed": len(listed[name]) + len(listed[name].skipped),
                            "unreadable": len(listed[name]) - len(split) + len(listed[name].skipped),
                            "classes": {c: int(n) for c, n in zip(classes, counts)},
                            "size": size_summary([h for h in headers.get(name, ()) if h is not None]),
                            "mean": list(mean), "std": list(std)}
+        if multilabel:
+            summaries[name]["without_labels"] = int((labels.sum(axis=1) == 0).sum())
     return summaries
 
 
@@ -177,11 +232,12 @@ def _unreadable(listed: dict[str, Split], decoded: dict[str, Split], classes: li
         if split.files is None:
             continue
         kept = set(decoded[name].files)
-        for path, label in zip(split.files, split.labels.tolist()):
+        for path, label in zip(split.files, split.labels.numpy()):
             if path not in kept:
-                found.append({"image": path, "split": name, "class": classes[label], "reason": _why(path)})
+                found.append({"image": path, "split": name, **given(classes, label), "reason": _why(path)})
+        unknown = {"labels": None} if split.labels.ndim == 2 else {"class": None}
         for path, reason in {**split.skipped, **split.rejected}.items():
-            found.append({"image": path, "split": name, "class": None, "reason": reason})
+            found.append({"image": path, "split": name, **unknown, "reason": reason})
     return found
 
 
@@ -210,10 +266,11 @@ def _odd_files(images: Images, headers: dict[str, list[Header | None]]) -> list[
 
 
 def _group(images: Images, members: list[int], similarity: float | None = None) -> dict:
-    classes = {int(images.labels[m]) for m in members}
-    splits = {images.splits[m] for m in members}
-    group = {"images": [images.describe(m) for m in members], "across_classes": len(classes) > 1,
-             "across_splits": len(splits) > 1, "relation": duplicates.relation(len(classes) > 1, len(splits) > 1)}
+    conflicting = len({images.label_key(m) for m in members}) > 1  # classes, or label sets, that differ
+    across_splits = len({images.splits[m] for m in members}) > 1
+    group = {"images": [images.describe(m) for m in members], "across_classes": conflicting,
+             "across_splits": across_splits,
+             "relation": duplicates.relation(conflicting, across_splits, multilabel=images.multilabel)}
     if similarity is not None:
         group["similarity"] = similarity
     return group
@@ -231,27 +288,74 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
                   reporter: Reporter, store: bool, name: str):
     """The label-error candidates (most likely first), how they were looked for (or why not), and the
     out-of-fold probabilities."""
-    present, labels = np.unique(images.labels, return_inverse=True)
-    counts = np.bincount(labels)
     if not options.labels:
         return [], {"done": False, "reason": "--no-label-check"}, None
     if detection:
-        return [], {"done": False, "reason": "a detection dataset (its images hold boxes, not one label)"}, None
-    if len(present) < 2:
-        return [], {"done": False, "reason": "fewer than two classes have images"}, None
-    if counts.min() < 2:
-        return [], {"done": False, "reason": f"class {images.classes[present[counts.argmin()]]} has a single image"}, None
-    features = embeddings.numpy()
-    probabilities = label_checks.stored_out_of_fold_probabilities(features, labels, seed, reporter, store, name)
-    found = []
-    for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1):
-        suggested = int(probabilities[i].argmax())
-        found.append({**images.describe(i), "suggested": images.classes[present[suggested]], "rank": rank,
-                      "given_probability": round(float(probabilities[i, labels[i]]), 4),
-                      "suggested_probability": round(float(probabilities[i, suggested]), 4)})
-    accuracy = float((probabilities.argmax(1) == labels).mean())
-    return found, {"done": True, "folds": min(label_checks.FOLDS, int(counts.min())),
-                   "out_of_fold_accuracy": round(accuracy, 4)}, probabilities
+        return [], {"done": False, "reason": "a detection dataset (its images hold boxes, not one label); its "
+                                             "image-level labels: --labels-from boxes"}, None
+    labels, named = _head_labels(images)
+    if (reason := _unfit_for_label_check(images, labels, named)) is not None:
+        return [], {"done": False, "reason": reason}, None
+    probabilities = label_checks.stored_out_of_fold_probabilities(embeddings.numpy(), labels, seed, reporter, store,
+                                                                   name)
+    if images.multilabel:
+        from vqtool.multilabel.metrics import best_thresholds
+
+        # each label's threshold of the best F1 on the out-of-fold probabilities, as multi-label training picks them
+        # on val: the regularised heads' probabilities stay low (on the Fashion-MNIST mosaics of the inspect guide,
+        # thresholds 0.26-0.32; at 0.5, the exact-match ratio was 0.14 instead of 0.20)
+        thresholds = np.asarray(best_thresholds(probabilities, labels))
+        thresholds[labels.sum(axis=0) < label_checks.FOLDS] = 0.5  # too few images to choose one (a fold each)
+        finding = partial(_multilabel_finding, thresholds=thresholds, named=named)
+        exact = ((probabilities >= thresholds) == labels).all(axis=1).mean()
+        agreement = {"out_of_fold_exact_match": round(float(exact), 4),
+                     "thresholds": {label: round(float(t), 4) for label, t in zip(named, thresholds)}}
+    else:
+        finding = partial(_class_finding, named=named)
+        agreement = {"out_of_fold_accuracy": round(float((probabilities.argmax(1) == labels).mean()), 4)}
+    found = [{**images.describe(i), **finding(labels[i], probabilities[i]), "rank": rank}
+             for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1)]
+    return found, {"done": True, "folds": label_checks.folds_of(labels), **agreement}, probabilities
+
+
+def _head_labels(images: Images) -> tuple[np.ndarray, list[str]]:
+    """The label head's targets (classes renumbered to those with images; multi-label: the labels some image has)
+    and their names."""
+    if images.multilabel:
+        present = np.flatnonzero(images.labels.any(axis=0))
+        return images.labels[:, present], [images.classes[k] for k in present]
+    present, labels = np.unique(images.labels, return_inverse=True)
+    return labels, [images.classes[k] for k in present]
+
+
+def _unfit_for_label_check(images: Images, labels: np.ndarray, named: list[str]) -> str | None:
+    """Why the label head cannot be fitted (None when it can)."""
+    if images.multilabel:
+        if len(labels) < 2:
+            return "fewer than two images"
+        return None if named else "no image has a label"
+    if len(named) < 2:
+        return "fewer than two classes have images"
+    counts = np.bincount(labels)
+    return f"class {named[counts.argmin()]} has a single image" if counts.min() < 2 else None
+
+
+def _class_finding(label: int, probabilities: np.ndarray, named: list[str]) -> dict:
+    suggested = int(probabilities.argmax())
+    return {"suggested": named[suggested], "given_probability": round(float(probabilities[label]), 4),
+            "suggested_probability": round(float(probabilities[suggested]), 4)}
+
+
+def _multilabel_finding(labels: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray,
+                        named: list[str]) -> dict:
+    """The suggested label set (the labels at their threshold or above), what it adds and drops, and the
+    probabilities of the labels given or suggested."""
+    suggested = probabilities >= thresholds
+    return {"suggested": [n for n, s in zip(named, suggested) if s],
+            "missing": [n for n, s, g in zip(named, suggested, labels) if s and not g],
+            "doubtful": [n for n, s, g in zip(named, suggested, labels) if g and not s],
+            "probabilities": {n: round(float(p), 4) for n, p, s, g in zip(named, probabilities, suggested, labels)
+                              if s or g}}
 
 
 def _outliers(images: Images, embeddings: torch.Tensor) -> list[dict]:

@@ -8,6 +8,11 @@ confident learning (``find_label_issues``) turns those out-of-fold probabilities
 into the images whose given label is likely wrong, ranked by self-confidence;
 the suggested label is the most probable class.
 
+Multi-label data (``labels`` an N × L 0/1 matrix) gets one-vs-rest heads (a logistic regression per label, fitted
+together: the objective is their sum), out-of-fold by plain k-fold, and cleanlab's multi-label
+``find_label_issues``; the suggested label set is the labels whose probability reaches the label's threshold
+of the best F1 on these out-of-fold probabilities (as multi-label training chooses its thresholds on val).
+
 The out-of-fold probabilities are kept in the store (``probabilities/<key>/``, an entry like the features': data.bin
 and its checksummed index.json), the key a hash of everything they depend on: the embeddings' bytes (so the files,
 the backbone, its weights and the preprocessing), the labels, the folds' seed and the head's settings. An unchanged
@@ -39,19 +44,40 @@ OUTLIER_Z = 3.5  # modified z-score (Iglewicz and Hoaglin) of the similarity to 
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """N × classes probabilities, each row from a head fitted without that image (``labels`` are 0..K-1)."""
-    from sklearn.model_selection import StratifiedKFold
+    """N × classes probabilities, each row from a head fitted without that image (``labels`` are 0..K-1, or an
+    N × L 0/1 matrix: then each column is a label's probability, one-vs-rest)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
 
-    classes = int(labels.max()) + 1
-    folds = min(FOLDS, int(np.bincount(labels, minlength=classes).min()))
-    probabilities = np.zeros((len(labels), classes), dtype=np.float64)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    inputs, targets = torch.from_numpy(features).float(), torch.from_numpy(labels)
+    outputs = outputs_of(labels)
+    probabilities = np.zeros((len(labels), outputs), dtype=np.float64)
+    if is_multilabel(labels):
+        splitter = KFold(n_splits=folds_of(labels), shuffle=True, random_state=seed)
+        targets, link = torch.from_numpy(labels).float(), torch.sigmoid
+    else:
+        splitter = StratifiedKFold(n_splits=folds_of(labels), shuffle=True, random_state=seed)
+        targets, link = torch.from_numpy(labels), lambda logits: torch.softmax(logits, dim=1)
+    inputs = torch.from_numpy(features).float()
     for fitted_on, held_out in splitter.split(features, labels):
-        weight, bias = _logistic_regression(inputs[fitted_on], targets[fitted_on], classes)
+        weight, bias = _logistic_regression(inputs[fitted_on], targets[fitted_on], outputs)
         with torch.no_grad():
-            probabilities[held_out] = torch.softmax(inputs[held_out] @ weight + bias, dim=1).double().numpy()
+            probabilities[held_out] = link(inputs[held_out] @ weight + bias).double().numpy()
     return probabilities
+
+
+def is_multilabel(labels: np.ndarray) -> bool:
+    return labels.ndim == 2
+
+
+def outputs_of(labels: np.ndarray) -> int:
+    """The head's outputs: the classes, or the labels of a multi-label matrix."""
+    return labels.shape[1] if is_multilabel(labels) else int(labels.max()) + 1
+
+
+def folds_of(labels: np.ndarray) -> int:
+    """The folds: FOLDS, fewer when the smallest class (or, multi-label, the dataset) has fewer images."""
+    if is_multilabel(labels):
+        return min(FOLDS, len(labels))
+    return min(FOLDS, int(np.bincount(labels, minlength=outputs_of(labels)).min()))
 
 
 def stored_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int, reporter: Reporter,
@@ -61,7 +87,7 @@ def stored_out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, s
     if not store:
         return out_of_fold_probabilities(features, labels, seed)
     entry = Entry("probabilities", probability_key(features, labels, seed))
-    shape = [len(labels), int(labels.max()) + 1]
+    shape = [len(labels), outputs_of(labels)]
     index = entry.index()
     if entry.damage:
         reporter.warn(f"store: {entry.folder} is damaged ({entry.damage}); fitting the label head again")
@@ -83,7 +109,8 @@ def head_settings(seed: int) -> dict:
 
 def probability_key(features: np.ndarray, labels: np.ndarray, seed: int) -> str:
     digest = hashlib.sha256(json.dumps({**head_settings(seed), "features": [str(features.dtype), *features.shape],
-                                        "labels": len(labels)}, sort_keys=True).encode())
+                                        "labels": list(labels.shape) if is_multilabel(labels) else len(labels)},
+                                       sort_keys=True).encode())
     digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(features).tobytes())
     return digest.hexdigest()[:32]
@@ -91,7 +118,8 @@ def probability_key(features: np.ndarray, labels: np.ndarray, seed: int) -> str:
 
 def _logistic_regression(inputs: torch.Tensor, targets: torch.Tensor, classes: int):
     """Multinomial logistic regression (scikit-learn's objective: C times the summed log loss plus half the squared
-    weights), fitted full-batch by L-BFGS: a few matrix products per step, seconds for 50,000 images."""
+    weights), fitted full-batch by L-BFGS: a few matrix products per step, seconds for 50,000 images. With float
+    N × L ``targets``, one binary logistic regression per label (the same objective for each, summed)."""
     weight = torch.zeros(inputs.shape[1], classes, requires_grad=True)
     bias = torch.zeros(classes, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=MAX_ITERATIONS, tolerance_grad=1e-5,
@@ -100,12 +128,19 @@ def _logistic_regression(inputs: torch.Tensor, targets: torch.Tensor, classes: i
 
     def objective():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(inputs @ weight + bias, targets) + penalty * weight.square().sum()
+        loss = _log_loss(inputs @ weight + bias, targets) + penalty * weight.square().sum()
         loss.backward()
         return loss
 
     optimizer.step(objective)
     return weight.detach(), bias.detach()
+
+
+def _log_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The log loss per image (summed over the labels of a multi-label image)."""
+    if targets.is_floating_point():
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(targets)
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 @contextlib.contextmanager
@@ -117,17 +152,27 @@ def _quiet():
 
 
 def label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Positions of the likely mislabelled images, the most likely first (cleanlab's confident learning)."""
-    from cleanlab.filter import find_label_issues
+    """Positions of the likely mislabelled images, the most likely first (cleanlab's confident learning; its
+    multi-label version for an N × L ``labels`` matrix)."""
+    if is_multilabel(labels):
+        from cleanlab.multilabel_classification.filter import find_label_issues
 
+        labels = [np.flatnonzero(row).tolist() for row in labels]  # cleanlab's form: each image's label indices
+    else:
+        from cleanlab.filter import find_label_issues
     with _quiet(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         return np.asarray(find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence",
                                             n_jobs=1), dtype=np.int64)
 
 
 def centre_similarity(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each image's cosine similarity to the nearest class centre (``embeddings`` L2-normalised)."""
-    centres = np.stack([embeddings[labels == c].mean(axis=0) for c in np.unique(labels)])
+    """Each image's cosine similarity to the nearest class centre (``embeddings`` L2-normalised). Multi-label: the
+    centres of each label's images, and of the images without a label."""
+    if is_multilabel(labels):
+        members = np.concatenate([labels > 0, ~labels.any(axis=1, keepdims=True)], axis=1)
+    else:
+        members = labels[:, None] == np.unique(labels)[None, :]
+    centres = np.stack([embeddings[column].mean(axis=0) for column in members.T if column.any()])
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     return (embeddings @ centres.T).max(axis=1)
 
@@ -143,8 +188,10 @@ def outliers(similarity: np.ndarray) -> np.ndarray:
     return found[np.argsort(similarity[found])]
 
 
-def imbalance(counts: dict[str, int]) -> dict:
-    """The largest class over the smallest, and a hint when the ratio is high."""
+def imbalance(counts: dict[str, int], multilabel: bool = False) -> dict:
+    """The largest class (or label) over the smallest, and a hint when the ratio is high."""
+    noun, nouns, remedy = (("label", "labels", "--pos-weight auto") if multilabel else
+                           ("class", "classes", "--class-weights auto or --balanced-sampler"))
     present = {name: count for name, count in counts.items() if count}
     if not present:
         return {"ratio": None, "largest": None, "smallest": None, "empty": sorted(counts), "hint": None}
@@ -153,8 +200,8 @@ def imbalance(counts: dict[str, int]) -> dict:
     empty = sorted(name for name, count in counts.items() if not count)
     hint = None
     if ratio >= 5:
-        hint = (f"class {largest} has {ratio}x the images of {smallest}: train with --class-weights auto or "
-                f"--balanced-sampler, or gather more of the small classes")
+        hint = (f"{noun} {largest} has {ratio}x the images of {smallest}: train with {remedy}, or gather more of the "
+                f"small {nouns}")
     if empty:
-        hint = f"classes without images: {', '.join(empty)}" + (f"; {hint}" if hint else "")
+        hint = f"{nouns} without images: {', '.join(empty)}" + (f"; {hint}" if hint else "")
     return {"ratio": ratio, "largest": largest, "smallest": smallest, "empty": empty, "hint": hint}

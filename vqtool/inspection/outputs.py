@@ -58,7 +58,7 @@ def passing(inspection: Inspection) -> tuple[list[int], dict[str, int]]:
     """The positions of the images that pass, and how many were left out for each reason.
 
     Left out: label-error candidates; every image of a duplicate group whose
-    labels conflict; of other duplicate groups, all but one copy, keeping the
+    labels conflict (classes, or label sets, that differ); of other duplicate groups, all but one copy, keeping the
     one in the latest split (test before val before train), so that a
     held-out split stays as it was.
     """
@@ -67,11 +67,12 @@ def passing(inspection: Inspection) -> tuple[list[int], dict[str, int]]:
     left_out: dict[int, str] = {}
     for finding in document["label_issues"]:
         left_out.setdefault(index[finding["image"]], "label issue")
+    conflict = "with conflicting labels" if images.multilabel else "across classes"
     for kind in ("exact_duplicates", "near_duplicates"):
         for group in document[kind]:
             members = [index[m["image"]] for m in group["images"]]
             if group["across_classes"]:
-                left_out.update({m: left_out.get(m, f"{kind[:-1].replace('_', ' ')} across classes") for m in members})
+                left_out.update({m: left_out.get(m, f"{kind[:-1].replace('_', ' ')} {conflict}") for m in members})
                 continue
             kept = max(members, key=lambda m: (SPLIT_ORDER[images.splits[m]], -m))
             for member in members:
@@ -84,7 +85,8 @@ def passing(inspection: Inspection) -> tuple[list[int], dict[str, int]]:
 
 
 def write_list(inspection: Inspection, path: Path, *, overwrite: bool) -> dict:
-    """``path``: a CSV (path,label,split) of the images that pass, which `vqtool train` reads."""
+    """``path``: a CSV (path,label,split) of the images that pass, which `vqtool train` reads; multi-label:
+    (path,labels,split), the labels separated by ``|``, which `vqtool train --task multilabel` reads."""
     images = inspection.images
     if any(file is None for file in images.files):
         raise VQError(f"--write-list names image files, and {inspection.document['dataset']} is not a dataset of "
@@ -92,9 +94,9 @@ def write_list(inspection: Inspection, path: Path, *, overwrite: bool) -> dict:
     kept, reasons = passing(inspection)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["path", "label", "split"])
+    writer.writerow(["path", "labels" if images.multilabel else "label", "split"])
     for i in kept:
-        writer.writerow([os.path.abspath(images.files[i]), images.classes[int(images.labels[i])], images.splits[i]])
+        writer.writerow([os.path.abspath(images.files[i]), given_text(images.describe(i), empty=""), images.splits[i]])
     check_output(path, overwrite=overwrite, option="--write-list")
     atomic_write(path, text.getvalue())
     return {"path": str(path), "images": len(kept), "left_out": reasons}
@@ -139,13 +141,32 @@ def write_report(inspection: Inspection, folder: Path) -> Path:
     return page
 
 
+def given_text(finding: dict, empty: str = "(none)") -> str:
+    """A finding's given label: its class, or its labels joined by ``|`` (``empty`` when it has none)."""
+    if "class" in finding:
+        return str(finding["class"])
+    return "|".join(finding["labels"] or ()) or empty
+
+
+def per_class_text(split: dict) -> str:
+    """A split summary's images per class; multi-label: per label that has images, and without a label."""
+    if "without_labels" not in split:
+        return ", ".join(f"{c} {n}" for c, n in split["classes"].items())
+    return ", ".join([*(f"{c} {n}" for c, n in split["classes"].items() if n), f"no label {split['without_labels']}"])
+
+
+def suggested_text(finding: dict) -> str:
+    suggested = finding["suggested"]
+    return ("|".join(suggested) or "(none)") if isinstance(suggested, list) else suggested
+
+
 def _e(value) -> str:
     return html.escape(str(value))
 
 
 def _splits_table(document: dict) -> str:
     rows = "".join(f"<tr><td>{_e(name)}</td><td>{s['images']}</td><td>{s['unreadable']}</td>"
-                   f"<td>{_e(', '.join(f'{c} {n}' for c, n in s['classes'].items()))}</td>"
+                   f"<td>{_e(per_class_text(s))}</td>"
                    f"<td>{_e(s['mean'])}</td><td>{_e(s['std'])}</td></tr>" for name, s in document["splits"].items())
     return (f"<h2>Splits</h2><table><tr><th>split</th><th>images</th><th>unreadable</th><th>per class</th>"
             f"<th>mean</th><th>std</th></tr>{rows}</table>")
@@ -180,7 +201,7 @@ def _sheet(title: str, findings: list[dict], thumbs, item) -> str:
 
 
 def _caption(member: dict) -> str:
-    return f"{_e(member['image'])}<br>{_e(member['split'])} / <b>{_e(member['class'])}</b>"
+    return f"{_e(member['image'])}<br>{_e(member['split'])} / <b>{_e(given_text(member))}</b>"
 
 
 def _group_item(group: dict, thumbs) -> str:
@@ -190,9 +211,13 @@ def _group_item(group: dict, thumbs) -> str:
 
 
 def _label_item(finding: dict, thumbs) -> str:
-    return (f"<div class='item'>{thumbs(finding['image'])}<div class='cap'>{_caption(finding)}<br>given "
-            f"<b>{_e(finding['class'])}</b> ({finding['given_probability']}) &rarr; suggested "
-            f"<b>{_e(finding['suggested'])}</b> ({finding['suggested_probability']})</div></div>")
+    if "probabilities" in finding:  # multi-label: each label given or suggested, with its probability
+        odds = ", ".join(f"{label} {p}" for label, p in finding["probabilities"].items())
+        change = f"given <b>{_e(given_text(finding))}</b> &rarr; suggested <b>{_e(suggested_text(finding))}</b> ({_e(odds)})"
+    else:
+        change = (f"given <b>{_e(finding['class'])}</b> ({finding['given_probability']}) &rarr; suggested "
+                  f"<b>{_e(finding['suggested'])}</b> ({finding['suggested_probability']})")
+    return f"<div class='item'>{thumbs(finding['image'])}<div class='cap'>{_caption(finding)}<br>{change}</div></div>"
 
 
 def _outlier_item(finding: dict, thumbs) -> str:

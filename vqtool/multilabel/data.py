@@ -34,8 +34,11 @@ def load_multilabel(spec: str, options: DataOptions, labels_from: str | None = N
     """The multi-label dataset ``spec`` names (see the module)."""
     from vqtool.detection.data import is_yolo_yaml
 
-    if labels_from == "boxes" or is_yolo_yaml(spec):  # a data.yaml's labels are its boxes' classes
+    if is_yolo_yaml(spec):  # a data.yaml's labels are its boxes' classes
         return from_yolo(spec, options)
+    if labels_from == "boxes":
+        raise VQError(f"{spec}: --labels-from boxes reads the image-level labels of a YOLO data.yaml; a list of "
+                      f"images and their labels needs no --labels-from", usage=True)
     if is_label_file(spec):
         return from_list(Path(spec), options)
     raise VQError(f"{spec}: multi-label data is a CSV/TSV or text list of images and their labels, or a YOLO "

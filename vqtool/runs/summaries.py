@@ -19,12 +19,15 @@ from vqtool.runs.folder import RUN_MARKERS
 from vqtool.runs.status import STATUS_FILE, history, run_status
 from vqtool.runs.trackers import flatten
 
-# The columns of `vqtool runs`, in order (its JSON rows add val_loss and path). val_top1 for classifiers,
-# val_map50_95 for detectors, val_map (macro mAP over the labels) for multi-label classifiers.
-COLUMNS = ("name", "command", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95", "val_map",
-           "test_top1", "test_map", "seconds", "date", "status")
-FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "val_map", "test_top1", "test_map",
-                 "seconds", "status")
+# The columns of `vqtool runs`, in order (its JSON rows add val_loss, val_label_accuracy and path). val_top1 for
+# classifiers, val_map50_95 for detectors, val_map (macro mAP over the labels, what a multi-label run keeps its best
+# epoch by) for multi-label classifiers, whose val_top1 is empty: the share of right label decisions at 0.5 that
+# their metrics.csv keeps in its val_top1 column is no top-1 accuracy (the rows' val_label_accuracy).
+COLUMNS = ("name", "command", "task", "model", "dataset", "epochs", "best_epoch", "val_top1", "val_map50_95",
+           "val_map", "test_top1", "test_map", "seconds", "date", "status")
+FINAL_METRICS = ("epochs", "best_epoch", "val_top1", "val_loss", "val_map50_95", "val_map", "val_label_accuracy",
+                 "test_top1", "test_map", "seconds", "status")
+MULTILABEL = "multilabel"
 
 
 def find_runs(folders) -> list[Path]:
@@ -60,6 +63,16 @@ def is_run(folder: Path) -> bool:
     return (folder / "args.json").is_file() and any((folder / marker).exists() for marker in RUN_MARKERS)
 
 
+def val_curves(run_dir: Path) -> list[dict]:
+    """:func:`history` for the val curves of `runs compare --png`: a multi-label run's val_top1 column (the share of
+    right label decisions) as val_label_accuracy, so it is not drawn as top-1 accuracy."""
+    rows = history(run_dir)
+    if read_json(run_dir / "args.json").get("args", {}).get("task") != MULTILABEL:
+        return rows
+    return [{("val_label_accuracy" if key == "val_top1" else key): value for key, value in row.items()}
+            for row in rows]
+
+
 def describe(run_dir: Path) -> dict:
     """One run folder's row: what was trained, how far, how well, and whether it finished."""
     run_dir = Path(run_dir)
@@ -67,15 +80,16 @@ def describe(run_dir: Path) -> dict:
     args, status = document.get("args", {}), _status_record(run_dir)
     rows = history(run_dir)
     detector = "map50_95" in (rows[0] if rows else {}) or "ultralytics" in args
-    row = {"name": run_dir.name, "command": document.get("command"),
+    task = args.get("task") or ("detection" if detector else "classification")  # older runs recorded none
+    row = {"name": run_dir.name, "command": document.get("command"), "task": task,
            "model": _model_name(status.get("model") or _recorded_model(args)),
            "dataset": status.get("dataset") or Path(str(args.get("dataset", ""))).stem or None,
-           "epochs": len(rows), **(_detector_scores(run_dir, rows) if detector else _classifier_scores(run_dir, rows)),
+           "epochs": len(rows), **(_detector_scores(run_dir, rows) if detector else _classifier_scores(run_dir, task == MULTILABEL)),
            "seconds": _training_seconds(run_dir, rows),
            "date": status.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                           time.localtime((run_dir / "args.json").stat().st_mtime)),
            "status": run_status(run_dir, status, detector)}
-    return {column: row.get(column) for column in (*COLUMNS, "val_loss")} | {"path": str(run_dir)}
+    return {column: row.get(column) for column in (*COLUMNS, "val_loss", "val_label_accuracy")} | {"path": str(run_dir)}
 
 
 def _recorded_model(args: dict) -> str | None:
@@ -101,11 +115,13 @@ def _status_record(run_dir: Path) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
-def _classifier_scores(run_dir: Path, rows: list[dict]) -> dict:
+def _classifier_scores(run_dir: Path, multilabel: bool) -> dict:
+    """The best epoch's figures; a multi-label run's val_top1 (its share of right label decisions) is named so."""
     model_json = committed(run_dir, "model.json")
     metrics = read_json(model_json).get("metrics", {}) if model_json.is_file() else {}
-    return {"best_epoch": metrics.get("best_epoch"), "val_top1": metrics.get("val_top1"),
-            "val_loss": metrics.get("val_loss"), "test_top1": metrics.get("test_top1"),
+    top1 = {"val_label_accuracy": metrics.get("val_top1")} if multilabel else {
+        "val_top1": metrics.get("val_top1"), "test_top1": metrics.get("test_top1")}
+    return {"best_epoch": metrics.get("best_epoch"), "val_loss": metrics.get("val_loss"), **top1,
             "val_map": metrics.get("val_map"), "test_map": metrics.get("test_map")}
 
 
