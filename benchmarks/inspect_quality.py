@@ -70,8 +70,9 @@ def copy_cats_dogs(target: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def fashion_pngs(target: Path, count: int, offset: int = 0) -> list[tuple[Path, str]]:
-    """``count`` Fashion-MNIST training items (classes balanced) as PNGs in train/<class>/."""
+def fashion_pngs(target: Path, count: int, offset: int = 0, split: str = "train") -> list[tuple[Path, str]]:
+    """``count`` Fashion-MNIST training items (classes balanced, from the ``offset``-th of each class) as PNGs in
+    <split>/<class>/."""
     with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
         items = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
@@ -79,7 +80,7 @@ def fashion_pngs(target: Path, count: int, offset: int = 0) -> list[tuple[Path, 
     per_class, found = count // 10, []
     for label in range(10):
         for index in np.nonzero(labels == label)[0][offset:offset + per_class]:
-            relative = Path("train") / FASHION_CLASSES[label] / f"{index}.png"
+            relative = Path(split) / FASHION_CLASSES[label] / f"{index}.png"
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(items[index]).save(target / relative)
             found.append((relative, FASHION_CLASSES[label]))
@@ -144,22 +145,28 @@ KINDS = {
 }
 
 
-def make_copies(root: Path, originals: int, seed: int = 2):
-    """The near and byte-identical copies; {copy path: (original path, kind)}."""
-    images = copy_cats_dogs(root)
+COPIED = {"cats_vs_dogs": lambda root: copy_cats_dogs(root),  # 500 photos, train/ and val/
+          "fashion": lambda root: fashion_pngs(root, 1800) + fashion_pngs(root, 200, offset=180, split="val")}
+
+
+def make_copies(root: Path, dataset: str, originals: int, seed: int = 2):
+    """A copy of ``dataset`` with near and byte-identical copies put in; {copy path: (original path, kind)}."""
+    images = COPIED[dataset](root)
+    classes = sorted({label for _, label in images})
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=originals + 10, replace=False)
     copies = {}
     for i in chosen[:originals]:
         relative, _ = images[i]
-        source = Image.open(root / relative).convert("RGB")
+        source = Image.open(root / relative)
+        source = source.convert("L" if source.mode == "L" else "RGB")
         for number, (kind, make) in enumerate(KINDS.items()):
-            target = root / relative.parent / f"copy{number}-{relative.name}"
+            target = root / relative.parent / f"copy{number}-{relative.stem}{'.jpg' if kind == 'jpeg q50' else relative.suffix}"
             make(source).save(target, quality=50 if kind == "jpeg q50" else 90)
             copies[str(target)] = (str(root / relative), kind)
     for n, i in enumerate(chosen[originals:]):
         relative, label = images[i]
-        split, other = relative.parts[0], "dogs" if label == "cats" else "cats"
+        split, other = relative.parts[0], classes[(classes.index(label) + 1) % len(classes)]
         if n < 5:
             target = root / split / other / f"same-{relative.name}"
             kind = "byte-identical, across classes"
@@ -172,22 +179,30 @@ def make_copies(root: Path, originals: int, seed: int = 2):
 
 
 def copies(args) -> None:
-    root = args.work / "copies"
-    shutil.rmtree(root, ignore_errors=True)
-    injected = make_copies(root, args.originals)
-    started = time.perf_counter()
-    inspection = _inspect(root, threshold=min(args.thresholds))
-    seconds = time.perf_counter() - started
-    document = inspection.document
+    for dataset in args.datasets:
+        root = args.work / f"copies-{dataset}"
+        recipe = f"{dataset} {args.originals}"
+        if (root / ".complete").is_file() and (root / ".complete").read_text().split("\n")[0] == recipe:
+            injected = json.loads((root / ".complete").read_text().split("\n", 1)[1])  # an earlier run's files,
+        else:  # whose stores this run reads (its time says so)
+            shutil.rmtree(root, ignore_errors=True)
+            injected = make_copies(root, dataset, args.originals)
+            (root / ".complete").write_text(f"{recipe}\n{json.dumps(injected)}")
+        started = time.perf_counter()
+        inspection = _inspect(root, threshold=min(args.thresholds))
+        _copies_table(dataset, inspection.document, injected, time.perf_counter() - started, args)
+
+
+def _copies_table(dataset: str, document: dict, injected: dict, seconds: float, args) -> None:
     family = {path: original for path, (original, _) in injected.items()}
 
     def same_family(a: str, b: str) -> bool:
         return family.get(a, a) == family.get(b, b)
 
     pairs = [(g["images"][0]["image"], g["images"][1]["image"], g["similarity"]) for g in document["near_duplicates"]]
-    print(f"{document['images']} images, "
+    print(f"{dataset}: {document['images']} images, "
           f"{sum(k.startswith('byte') is False for _, k in injected.values())} near copies injected "
-          f"({args.originals} photos x {len(KINDS)} kinds); inspect took {seconds:.1f} s")
+          f"({args.originals} images x {len(KINDS)} kinds); inspect took {seconds:.1f} s")
     header = f"{'threshold':>9} | " + " ".join(f"{kind:>13}" for kind in KINDS) + f" | {'all':>6}{'true':>6}{'false':>6}"
     print(header)
     for threshold in sorted(args.thresholds):
@@ -209,6 +224,7 @@ def copies(args) -> None:
     false = [(a, b, s) for a, b, s in pairs if s >= args.default and not same_family(a, b)]
     for a, b, s in false[:10]:
         print(f"  false pair at {s}: {a} {b}")
+    print(flush=True)
 
 
 # --- search: torch blocks vs faiss -----------------------------------------------------------------
@@ -283,6 +299,7 @@ def main() -> None:
     parser.add_argument("--fashion", type=int, default=3000)
     parser.add_argument("--originals", type=int, default=50)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.93, 0.95, 0.97])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(COPIED), default=sorted(COPIED))
     parser.add_argument("--default", type=float, default=0.90)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--imgsz", type=int, default=None)
