@@ -14,7 +14,7 @@ class InspectOptions:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     imgsz: int | None = None
-    near_threshold: float = 0.90  # cosine similarity of two embeddings from which they are near copies
+    near_threshold: float = 0.92  # cosine similarity from which two embeddings are near-copy candidates
     neighbours: int = 10  # nearest others looked at per image
     labels: bool = True  # look for label errors
     device: str = "auto"
