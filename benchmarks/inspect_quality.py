@@ -21,7 +21,9 @@ copies  50 images each copied five ways (resized 0.5x and 2x, JPEG quality 50, 5
         reported with their relation; at each --thresholds value of --near-threshold (from one search at the
         lowest).
 search  cosine top-10 over N L2-normalised random 1280-d vectors: plain torch in blocks (what inspect uses) vs
-        faiss-cpu's exact inner-product index: seconds and the process's peak RSS growth.
+        faiss-cpu's exact inner-product index: seconds and the process's peak RSS growth; and "thumbnails", the
+        pixel side of the near-copy search on N random thumbnails: their layout search, and the detail and
+        layout of every pair it finds compared (as if each were a candidate).
 scale   inspect of N Fashion-MNIST PNGs (class folders), each in a process of its own: peak RSS and seconds, the
         first run (decoding, backbone) and the second (from the store and the feature store).
 """
@@ -244,7 +246,7 @@ def _copies_table(dataset: str, document: dict, injected: dict, seconds: float, 
 
 def search(args) -> None:
     for n in args.sizes:
-        for method in ("torch", "faiss"):
+        for method in args.methods:
             result = subprocess.run([sys.executable, __file__, "search-one", "--method", method, "--n", str(n)],
                                     capture_output=True, text=True, check=True)
             print(result.stdout.strip(), flush=True)
@@ -261,6 +263,17 @@ def search_one(args) -> None:
         from vqtool.inspection.duplicates import near_pairs
 
         found = len(near_pairs(vectors, threshold=-1.0, neighbours=10))
+    elif args.method == "thumbnails":  # the pixel side: the layout search, and every pair's detail compared
+        from vqtool.inspection import thumbnails
+        from vqtool.inspection.duplicates import near_pairs
+
+        thumbs = (torch.rand(args.n, thumbnails.DETAIL_SIDE, thumbnails.DETAIL_SIDE) * 255).to(torch.uint8)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        pairs = [(i, j) for i, j, _ in near_pairs(thumbnails.layout_vectors(thumbs, True), -1.0, 10)]
+        found = len(thumbnails.detail_similarity(thumbs, pairs, True))
+        found = min(found, len(thumbnails.layout_similarity(thumbs, pairs, True)))
+        vectors = thumbs
     else:
         import faiss
 
@@ -271,7 +284,7 @@ def search_one(args) -> None:
     seconds = time.perf_counter() - started
     growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"n={args.n:>6} {args.method:<6} {seconds:>7.2f} s  peak RSS +{growth:>6.0f} MB  ({found} pairs, "
-          f"vectors {vectors.numel() * 4 / 1e6:.0f} MB)")
+          f"data {vectors.numel() * vectors.element_size() / 1e6:.0f} MB)")
 
 
 # --- scale ---------------------------------------------------------------------------------------
@@ -316,6 +329,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--imgsz", type=int, default=None)
     parser.add_argument("--method", default="torch")
+    parser.add_argument("--methods", nargs="+", choices=["torch", "faiss", "thumbnails"],
+                        default=["torch", "faiss", "thumbnails"])
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     if not LITE0.is_file():

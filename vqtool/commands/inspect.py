@@ -25,7 +25,9 @@ SHOWN = 10  # rows of each finding on the terminal (--json and --report hold the
                    ".safetensors/.pth file (offline).")
 @click.option("--imgsz", type=click.IntRange(8), default=DEFAULTS.imgsz, help="Image size for the backbone (default: its own).")
 @click.option("--near-threshold", type=FiniteFloat(0, 1, min_open=True), default=DEFAULTS.near_threshold, show_default=True,
-              help="Cosine similarity of two embeddings from which the images are near copies.")
+              help="Cosine similarity of two embeddings from which the images are near-copy candidates; a "
+                   "candidate is reported when its small greyscale thumbnails' detail matches too (and the "
+                   "thumbnails' own near neighbours whose layout matches are reported whatever this is).")
 @click.option("--label-check/--no-label-check", default=DEFAULTS.labels, show_default=True,
               help="Look for label errors (k-fold linear head on the embeddings, cleanlab's confident learning).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
@@ -85,8 +87,9 @@ def _print(out, document: dict) -> None:
               [[f["image"], f["split"], f["reason"]] for f in document["label_files"]])
     _findings(out, "exact duplicates", ["relation", "images"],
               [[g["relation"], _members(g)] for g in document["exact_duplicates"]])
-    _findings(out, "near duplicates", ["relation", "similarity", "images"],
-              [[g["relation"], g["similarity"], _members(g)] for g in document["near_duplicates"]])
+    _findings(out, "near duplicates", ["relation", "similarity", "detail", "layout", "images"],
+              [[g["relation"], g["similarity"], _or_dash(g["detail_similarity"]), _or_dash(g["layout_similarity"]),
+                _members(g)] for g in document["near_duplicates"]])
     _findings(out, "label-error candidates", ["image", "split", "given", "suggested", "p(given)"],
               [[f["image"], f["split"], f["class"], f["suggested"], f["given_probability"]]
                for f in document["label_issues"]])
@@ -109,6 +112,11 @@ def _findings(out, title: str, columns: list[str], rows: list[list]) -> None:
 
 def _members(group: dict) -> str:
     return "  ".join(f"{m['image']} ({m['split']}/{m['class']})" for m in group["images"])
+
+
+def _or_dash(value: float | None) -> str:
+    """A similarity, or "-" where the pair was not that search's candidate."""
+    return "-" if value is None else f"{value:g}"
 
 
 def _size(size: dict | None) -> str:
