@@ -14,7 +14,8 @@ its half-size copy. So (benchmarks/inspect_quality.py copies, both data sets):
 - the thumbnails' own nearest neighbours are candidates too, a copy when their
   LAYOUT_SIDE thumbnails (light and dark where they are) correlate at
   LAYOUT_MATCH or more: a half-size or recompressed copy keeps its layout
-  exactly, which distinct items of one class seldom do.
+  exactly, which distinct photos do not (distinct 28 px items of one class,
+  plain trousers say, sometimes do: docs/guides/inspect.md has the figures).
 
 Thumbnails are computed once per store entry and kept beside it, like the row
 digests, so a second inspection reads them.
