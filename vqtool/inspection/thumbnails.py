@@ -23,6 +23,9 @@ digests, so a second inspection reads them.
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,9 +42,11 @@ PAIRS = 4096  # pairs compared at a time
 
 def thumbnails(pixels) -> torch.Tensor:
     """N × DETAIL_SIDE × DETAIL_SIDE uint8 greyscale thumbnails of uint8 N×C×H×W ``pixels`` (in memory or stored),
-    remembered beside the store."""
-    rows = remembered(pixels, f"thumbnails{DETAIL_SIDE}", lambda stored: _thumbnails(stored).tolist())
-    return torch.tensor(rows, dtype=torch.uint8).reshape(-1, DETAIL_SIDE, DETAIL_SIDE)
+    remembered beside the store (as base64 text: a list of numbers would take 1 GB of Python objects at 50,000)."""
+    text = remembered(pixels, f"thumbnails{DETAIL_SIDE}px",
+                      lambda stored: base64.b64encode(_thumbnails(stored).numpy().tobytes()).decode())
+    rows = np.frombuffer(base64.b64decode(text), dtype=np.uint8).reshape(-1, DETAIL_SIDE, DETAIL_SIDE)
+    return torch.from_numpy(rows.copy())
 
 
 def _thumbnails(pixels) -> torch.Tensor:
