@@ -211,7 +211,7 @@ def _odd_files(images: Images, headers: dict[str, list[Header | None]]) -> list[
     return found
 
 
-def _group(images: Images, members: list[int], **similarities: float) -> dict:
+def _group(images: Images, members: list[int], **similarities: float | None) -> dict:
     classes = {int(images.labels[m]) for m in members}
     splits = {images.splits[m] for m in members}
     return {"images": [images.describe(m) for m in members], "across_classes": len(classes) > 1,
