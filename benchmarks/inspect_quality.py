@@ -1,7 +1,7 @@
 """How well `vqtool inspect` finds injected label flips and near copies, and what it costs at scale.
 
     python benchmarks/inspect_quality.py flips  [--noise 0.05 0.2] [--fashion 3000]
-    python benchmarks/inspect_quality.py copies [--thresholds 0.9 0.93 0.95 0.97]
+    python benchmarks/inspect_quality.py copies [--thresholds 0.88 0.9 0.92 0.95] [--datasets fashion cats_vs_dogs]
     python benchmarks/inspect_quality.py search [--sizes 2000 10000 50000]
     python benchmarks/inspect_quality.py scale  [--sizes 2000 10000] [--imgsz 224]
 
@@ -13,13 +13,17 @@ flips   random label flips (5 % and 20 % by default) moved into the other class 
         recall of inspect's label-error candidates against the flipped set, beside a plain baseline on the same
         out-of-fold probabilities (an image is flagged when its given label's probability is under 0.5), and the
         time of the whole inspection (first run: decoding and the backbone included).
-copies  50 cats_vs_dogs photos each copied five ways (resized 0.5x and 2x, JPEG quality 50, 5 % cropped,
-        mirrored) into the same class folder, and 10 byte-identical copies (5 into the other class, 5 into the
-        other split): recall of each kind of near copy (the pair original-copy reported), the false pairs (pairs of
-        images that are not copies of one another, the dataset's own look-alikes included), and the byte-identical
-        pairs reported with their relation; at each --thresholds value (from one search at the lowest).
+copies  50 images each copied five ways (resized 0.5x and 2x, JPEG quality 50, 5 % cropped, mirrored) into the
+        same class folder, and 10 byte-identical copies (5 into the next class, 5 into the other split), in a copy of
+        cats_vs_dogs (500 photos) and of 2,000 Fashion-MNIST items (28 px greyscale PNGs, train/ and val/): recall
+        of each kind of near copy (the pair original-copy reported), the true pairs (copies of one image, copy-copy
+        pairs included) and the false ones (the dataset's own look-alikes included), and the byte-identical pairs
+        reported with their relation; at each --thresholds value of --near-threshold (from one search at the
+        lowest).
 search  cosine top-10 over N L2-normalised random 1280-d vectors: plain torch in blocks (what inspect uses) vs
-        faiss-cpu's exact inner-product index: seconds and the process's peak RSS growth.
+        faiss-cpu's exact inner-product index: seconds and the process's peak RSS growth; and "thumbnails", the
+        pixel side of the near-copy search on N random thumbnails: their layout search, and the detail and
+        layout of every pair it finds compared (as if each were a candidate).
 scale   inspect of N Fashion-MNIST PNGs (class folders), each in a process of its own: peak RSS and seconds, the
         first run (decoding, backbone) and the second (from the store and the feature store).
 """
@@ -70,8 +74,9 @@ def copy_cats_dogs(target: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def fashion_pngs(target: Path, count: int, offset: int = 0) -> list[tuple[Path, str]]:
-    """``count`` Fashion-MNIST training items (classes balanced) as PNGs in train/<class>/."""
+def fashion_pngs(target: Path, count: int, offset: int = 0, split: str = "train") -> list[tuple[Path, str]]:
+    """``count`` Fashion-MNIST training items (classes balanced, from the ``offset``-th of each class) as PNGs in
+    <split>/<class>/."""
     with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
         items = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(FASHION / "train-labels-idx1-ubyte.gz") as f:
@@ -79,7 +84,7 @@ def fashion_pngs(target: Path, count: int, offset: int = 0) -> list[tuple[Path, 
     per_class, found = count // 10, []
     for label in range(10):
         for index in np.nonzero(labels == label)[0][offset:offset + per_class]:
-            relative = Path("train") / FASHION_CLASSES[label] / f"{index}.png"
+            relative = Path(split) / FASHION_CLASSES[label] / f"{index}.png"
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(items[index]).save(target / relative)
             found.append((relative, FASHION_CLASSES[label]))
@@ -144,22 +149,28 @@ KINDS = {
 }
 
 
-def make_copies(root: Path, originals: int, seed: int = 2):
-    """The near and byte-identical copies; {copy path: (original path, kind)}."""
-    images = copy_cats_dogs(root)
+COPIED = {"cats_vs_dogs": lambda root: copy_cats_dogs(root),  # 500 photos, train/ and val/
+          "fashion": lambda root: fashion_pngs(root, 1800) + fashion_pngs(root, 200, offset=180, split="val")}
+
+
+def make_copies(root: Path, dataset: str, originals: int, seed: int = 2):
+    """A copy of ``dataset`` with near and byte-identical copies put in; {copy path: (original path, kind)}."""
+    images = COPIED[dataset](root)
+    classes = sorted({label for _, label in images})
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(images), size=originals + 10, replace=False)
     copies = {}
     for i in chosen[:originals]:
         relative, _ = images[i]
-        source = Image.open(root / relative).convert("RGB")
+        source = Image.open(root / relative)
+        source = source.convert("L" if source.mode == "L" else "RGB")
         for number, (kind, make) in enumerate(KINDS.items()):
-            target = root / relative.parent / f"copy{number}-{relative.name}"
+            target = root / relative.parent / f"copy{number}-{relative.stem}{'.jpg' if kind == 'jpeg q50' else relative.suffix}"
             make(source).save(target, quality=50 if kind == "jpeg q50" else 90)
             copies[str(target)] = (str(root / relative), kind)
     for n, i in enumerate(chosen[originals:]):
         relative, label = images[i]
-        split, other = relative.parts[0], "dogs" if label == "cats" else "cats"
+        split, other = relative.parts[0], classes[(classes.index(label) + 1) % len(classes)]
         if n < 5:
             target = root / split / other / f"same-{relative.name}"
             kind = "byte-identical, across classes"
@@ -172,22 +183,39 @@ def make_copies(root: Path, originals: int, seed: int = 2):
 
 
 def copies(args) -> None:
-    root = args.work / "copies"
-    shutil.rmtree(root, ignore_errors=True)
-    injected = make_copies(root, args.originals)
-    started = time.perf_counter()
-    inspection = _inspect(root, threshold=min(args.thresholds))
-    seconds = time.perf_counter() - started
-    document = inspection.document
+    for dataset in args.datasets:
+        root = args.work / f"copies-{dataset}"
+        recipe = f"{dataset} {args.originals}"
+        if (root / ".complete").is_file() and (root / ".complete").read_text().split("\n")[0] == recipe:
+            injected = json.loads((root / ".complete").read_text().split("\n", 1)[1])  # an earlier run's files,
+        else:  # whose stores this run reads (its time says so)
+            shutil.rmtree(root, ignore_errors=True)
+            injected = make_copies(root, dataset, args.originals)
+            (root / ".complete").write_text(f"{recipe}\n{json.dumps(injected)}")
+        started = time.perf_counter()
+        inspection = _inspect(root, threshold=min(args.thresholds))
+        _copies_table(dataset, inspection.document, injected, time.perf_counter() - started, args)
+
+
+def _threshold_met(group: dict, thresholds: dict) -> float:
+    """The highest --near-threshold at which inspect reports this pair (one search at the lowest tells: the pairs
+    its layout confirms do not depend on it, the others need the embeddings' similarity)."""
+    if (group["layout_similarity"] or 0) >= thresholds["near_layout_similarity"]:
+        return 1.0
+    return group["similarity"]
+
+
+def _copies_table(dataset: str, document: dict, injected: dict, seconds: float, args) -> None:
     family = {path: original for path, (original, _) in injected.items()}
 
     def same_family(a: str, b: str) -> bool:
         return family.get(a, a) == family.get(b, b)
 
-    pairs = [(g["images"][0]["image"], g["images"][1]["image"], g["similarity"]) for g in document["near_duplicates"]]
-    print(f"{document['images']} images, "
+    pairs = [(g["images"][0]["image"], g["images"][1]["image"], _threshold_met(g, document["thresholds"]))
+             for g in document["near_duplicates"]]
+    print(f"{dataset}: {document['images']} images, "
           f"{sum(k.startswith('byte') is False for _, k in injected.values())} near copies injected "
-          f"({args.originals} photos x {len(KINDS)} kinds); inspect took {seconds:.1f} s")
+          f"({args.originals} images x {len(KINDS)} kinds); inspect took {seconds:.1f} s")
     header = f"{'threshold':>9} | " + " ".join(f"{kind:>13}" for kind in KINDS) + f" | {'all':>6}{'true':>6}{'false':>6}"
     print(header)
     for threshold in sorted(args.thresholds):
@@ -207,8 +235,10 @@ def copies(args) -> None:
         print(f"{kind}: {len(reported)} of {len(wanted)} reported, as {', '.join(relations)}")
     print(f"exact duplicate groups reported in all: {len(exact)}")
     false = [(a, b, s) for a, b, s in pairs if s >= args.default and not same_family(a, b)]
-    for a, b, s in false[:10]:
-        print(f"  false pair at {s}: {a} {b}")
+    print(f"false pairs at {args.default}: {len(false)}, e.g.")
+    for a, b, s in false[:6]:
+        print(f"  {a} {b}")
+    print(flush=True)
 
 
 # --- search: torch blocks vs faiss -----------------------------------------------------------------
@@ -216,7 +246,7 @@ def copies(args) -> None:
 
 def search(args) -> None:
     for n in args.sizes:
-        for method in ("torch", "faiss"):
+        for method in args.methods:
             result = subprocess.run([sys.executable, __file__, "search-one", "--method", method, "--n", str(n)],
                                     capture_output=True, text=True, check=True)
             print(result.stdout.strip(), flush=True)
@@ -233,6 +263,17 @@ def search_one(args) -> None:
         from vqtool.inspection.duplicates import near_pairs
 
         found = len(near_pairs(vectors, threshold=-1.0, neighbours=10))
+    elif args.method == "thumbnails":  # the pixel side: the layout search, and every pair's detail compared
+        from vqtool.inspection import thumbnails
+        from vqtool.inspection.duplicates import near_pairs
+
+        thumbs = (torch.rand(args.n, thumbnails.DETAIL_SIDE, thumbnails.DETAIL_SIDE) * 255).to(torch.uint8)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        pairs = [(i, j) for i, j, _ in near_pairs(thumbnails.layout_vectors(thumbs, True), -1.0, 10)]
+        found = len(thumbnails.detail_similarity(thumbs, pairs, True))
+        found = min(found, len(thumbnails.layout_similarity(thumbs, pairs, True)))
+        vectors = thumbs
     else:
         import faiss
 
@@ -243,7 +284,7 @@ def search_one(args) -> None:
     seconds = time.perf_counter() - started
     growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     print(f"n={args.n:>6} {args.method:<6} {seconds:>7.2f} s  peak RSS +{growth:>6.0f} MB  ({found} pairs, "
-          f"vectors {vectors.numel() * 4 / 1e6:.0f} MB)")
+          f"data {vectors.numel() * vectors.element_size() / 1e6:.0f} MB)")
 
 
 # --- scale ---------------------------------------------------------------------------------------
@@ -282,11 +323,14 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.2])
     parser.add_argument("--fashion", type=int, default=3000)
     parser.add_argument("--originals", type=int, default=50)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.93, 0.95, 0.97])
-    parser.add_argument("--default", type=float, default=0.90)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.88, 0.9, 0.92, 0.95])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(COPIED), default=sorted(COPIED))
+    parser.add_argument("--default", type=float, default=0.92)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--imgsz", type=int, default=None)
     parser.add_argument("--method", default="torch")
+    parser.add_argument("--methods", nargs="+", choices=["torch", "faiss", "thumbnails"],
+                        default=["torch", "faiss", "thumbnails"])
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
     if not LITE0.is_file():

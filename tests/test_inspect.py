@@ -343,6 +343,66 @@ def test_near_pairs_in_blocks_match_the_whole_product():
     i, j, s = whole[0]
     assert i < j and s == pytest.approx(float(similarities[i, j]), abs=1e-4) and s >= 0.8
 
+def smooth(seed: int, bright: bool = False, cells: int = 6) -> Image.Image:
+    """A 48 px image of smooth light and dark (a random cells × cells field, upscaled): copies of it keep its
+    layout and detail where a random image's would vanish."""
+    rng = np.random.default_rng(seed)
+    field = Image.fromarray((rng.uniform(0, 1, (cells, cells)) * 255).astype(np.uint8)).resize((48, 48),
+                                                                                               Image.BICUBIC)
+    return Image.fromarray((np.asarray(field) * 0.6 + (90 if bright else 20)).astype(np.uint8)).convert("RGB")
+
+
+def look_alike(seed: int) -> Image.Image:
+    """Image ``seed``'s coarse light and dark with other finer detail over it: alike at a glance, not a copy."""
+    mixed = 0.4 * np.asarray(smooth(seed), dtype=float) + 0.6 * np.asarray(smooth(seed + 1000, cells=12), dtype=float)
+    return Image.fromarray(mixed.astype(np.uint8))
+
+
+def test_thumbnails_tell_copies_from_look_alikes():
+    import io
+
+    import torch
+
+    from vqtool.inspection import thumbnails
+
+    original = smooth(1)
+    recompressed = io.BytesIO()
+    original.save(recompressed, "JPEG", quality=50)
+    images = [original, original.resize((24, 24), Image.BICUBIC), Image.open(recompressed),
+              original.crop((2, 2, 48, 48)), ImageOps.mirror(original), look_alike(1), smooth(2)]
+    pixels = torch.stack([torch.tensor(np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)))
+                          .permute(2, 0, 1) for image in images])
+    thumbs = thumbnails._thumbnails(pixels)
+    pairs = [(0, k) for k in range(1, len(images))]
+    detail = thumbnails.detail_similarity(thumbs, pairs, mirrored=True)
+    layout = thumbnails.layout_similarity(thumbs, pairs, mirrored=True)
+    assert min(detail[:4]) >= thumbnails.DETAIL_MATCH > max(detail[4:])  # half size, JPEG, cropped, mirrored
+    assert min(layout[:2] + layout[3:4]) >= thumbnails.LAYOUT_MATCH > max(layout[4:])  # not the 5 % crop
+    assert thumbnails.detail_similarity(thumbs, [(0, 4)], mirrored=False)[0] < thumbnails.DETAIL_MATCH
+    vectors = thumbnails.layout_vectors(thumbs, mirrored=True)
+    assert float(vectors[0] @ vectors[4]) == pytest.approx(1.0, abs=1e-5)  # the search finds mirror images
+
+
+def test_near_copy_is_reported_and_its_look_alike_is_not(tmp_path, run_cli, weights):
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / "train" / label).mkdir(parents=True)
+        for i in range(6):
+            smooth(10 * i + (label == "b"), bright=label == "b").save(root / "train" / label / f"{label}{i}.png")
+    smooth(0).resize((24, 24), Image.BICUBIC).save(root / "train/a/a0-half.png")  # a copy at half the size
+    smooth(10).save(root / "train/b/a1-recompressed.jpg", quality=50)  # a copy under the other class
+    look_alike(20).save(root / "train/a/a2-look-alike.png")
+
+    # random features: at 0.5 every pair of a class is an embedding candidate, so the pixels decide
+    document = inspect_json(run_cli, weights, root, "--no-label-check", "--near-threshold", 0.5)
+
+    near = {tuple(sorted(names(g))): g["relation"] for g in document["near_duplicates"]}
+    assert near == {("train/a/a0-half.png", "train/a/a0.png"): "within class",
+                    ("train/a/a1.png", "train/b/a1-recompressed.jpg"): "across classes"}
+    assert {"detail_similarity", "layout_similarity", "similarity"} <= set(document["near_duplicates"][0])
+    assert document["thresholds"]["near_layout_similarity"] == 0.98
+
+
 
 @pytest.mark.parametrize("mode, width, height, issues", [
     ("RGB", 400, 300, []),

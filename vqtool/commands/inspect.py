@@ -80,8 +80,9 @@ def _print(out, document: dict) -> None:
               [[f["image"], f["split"], f["reason"]] for f in document["label_files"]])
     _findings(out, "exact duplicates", ["relation", "images"],
               [[g["relation"], _members(g)] for g in document["exact_duplicates"]])
-    _findings(out, "near duplicates", ["relation", "similarity", "images"],
-              [[g["relation"], g["similarity"], _members(g)] for g in document["near_duplicates"]])
+    _findings(out, "near duplicates", ["relation", "similarity", "detail", "layout", "images"],
+              [[g["relation"], g["similarity"], _or_dash(g["detail_similarity"]), _or_dash(g["layout_similarity"]),
+                _members(g)] for g in document["near_duplicates"]])
     _label_issues(out, document["label_issues"], given_text, suggested_text)
     _findings(out, "outliers", ["image", "split", given, "similarity"],
               [[f["image"], f["split"], given_text(f), f["centre_similarity"]] for f in document["outliers"]])
@@ -114,6 +115,11 @@ def _members(group: dict) -> str:
     from vqtool.inspection.outputs import given_text
 
     return "  ".join(f"{m['image']} ({m['split']}/{given_text(m)})" for m in group["images"])
+
+
+def _or_dash(value: float | None) -> str:
+    """A similarity, or "-" where the pair was not that search's candidate."""
+    return "-" if value is None else f"{value:g}"
 
 
 def _size(size: dict | None) -> str:

@@ -2,10 +2,11 @@
 
 Exact copies are found from the store's row digests (:mod:`vqtool.data.digests`)
 and confirmed by hashing the files' full-resolution pixels, so two images that
-merely shrink to the same stored pixels are not called copies. Near copies are
-the pairs whose embeddings' cosine similarity reaches a threshold, searched
-exactly in blocks of rows with one matrix product each, the block sized so that
-its memory (64 MB) does not grow with the dataset. Plain torch, because it was
+merely shrink to the same stored pixels are not called copies. Near-copy
+candidates are each row's nearest neighbours (of the embeddings, and of the
+thumbnails of :mod:`vqtool.inspection.thumbnails`, which confirms them) at a
+threshold, searched exactly in blocks of rows with one matrix product each,
+the block sized so that its memory (64 MB) does not grow with the dataset. Plain torch, because it was
 measured as fast as faiss-cpu's exact index or faster, with the same pairs and
 no dependency (benchmarks/inspect_quality.py search, 1280-d, two cores: 3.0 vs
 3.7 s for 2,000 vectors, 22.9 vs 65.5 s for 10,000).

@@ -15,7 +15,7 @@ from vqtool.data.digests import row_digests
 from vqtool.data.images import UnreadableImage, read_image
 from vqtool.data.pipeline import Preprocess, decode_split, pixel_stats
 from vqtool.data.store import remembered
-from vqtool.inspection import duplicates, labels as label_checks
+from vqtool.inspection import duplicates, labels as label_checks, thumbnails
 from vqtool.inspection.embeddings import embed, load_backbone
 from vqtool.inspection.files import Header, read_header, size_summary
 from vqtool.inspection.options import InspectOptions
@@ -119,14 +119,16 @@ def inspect_dataset(spec: str, data: DataOptions, options: InspectOptions, repor
     timings["files_and_exact_duplicates"] = _lap(started, timings)
     embeddings = embed(backbone, decoded, dataset, reporter, store=data.cache_store)
     timings["embeddings"] = _lap(started, timings)
-    document["near_duplicates"] = _near(images, embeddings, exact, options)
+    document["near_duplicates"] = _near(images, embeddings, exact, options, mirrored=dataset.flips)
     timings["near_duplicates"] = _lap(started, timings)
     document["label_issues"], document["label_check"], probabilities = _label_issues(
         images, embeddings, options, data.seed, detection=dataset.spec.get("detection", False), reporter=reporter,
         store=data.cache_store, name=dataset.name)
     document["outliers"] = _outliers(images, embeddings)
     timings["labels_and_outliers"] = _lap(started, timings)
-    document["thresholds"] = {"near_similarity": options.near_threshold, "neighbours": options.neighbours,
+    document["thresholds"] = {"near_similarity": options.near_threshold,
+                              "near_detail_similarity": thumbnails.DETAIL_MATCH,
+                              "near_layout_similarity": thumbnails.LAYOUT_MATCH, "neighbours": options.neighbours,
                               "outlier_z": label_checks.OUTLIER_Z, "folds": label_checks.FOLDS}
     document["counts"] = {key: len(document[key]) for key in
                           ("unreadable", "odd_files", "label_files", "exact_duplicates", "near_duplicates",
@@ -265,23 +267,39 @@ def _odd_files(images: Images, headers: dict[str, list[Header | None]]) -> list[
     return found
 
 
-def _group(images: Images, members: list[int], similarity: float | None = None) -> dict:
+def _group(images: Images, members: list[int], **similarities: float | None) -> dict:
     conflicting = len({images.label_key(m) for m in members}) > 1  # classes, or label sets, that differ
     across_splits = len({images.splits[m] for m in members}) > 1
-    group = {"images": [images.describe(m) for m in members], "across_classes": conflicting,
-             "across_splits": across_splits,
-             "relation": duplicates.relation(conflicting, across_splits, multilabel=images.multilabel)}
-    if similarity is not None:
-        group["similarity"] = similarity
-    return group
+    return {"images": [images.describe(m) for m in members], "across_classes": conflicting,
+            "across_splits": across_splits,
+            "relation": duplicates.relation(conflicting, across_splits, multilabel=images.multilabel),
+            **similarities}
 
 
-def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], options: InspectOptions) -> list[dict]:
+def _near(images: Images, embeddings: torch.Tensor, exact: list[list[int]], options: InspectOptions,
+          mirrored: bool) -> list[dict]:
+    """Near copies (not exact copies of one another), most alike first: the embedding neighbours whose detail
+    matches, and the thumbnails' own neighbours whose layout matches (see :mod:`vqtool.inspection.thumbnails`);
+    mirror images count only where the dataset's mirror images are fair."""
     same = {m: g for g, members in enumerate(exact) for m in members}
-    pairs = duplicates.near_pairs(embeddings, options.near_threshold, options.neighbours)
-    kept = [(i, j, s) for i, j, s in pairs if not (i in same and same.get(j) == same[i])]
-    kept.sort(key=lambda pair: -pair[2])
-    return [_group(images, [i, j], similarity) for i, j, similarity in kept]
+    thumbs = torch.cat([thumbnails.thumbnails(split.pixels) for split in images.parts.values()])
+    by_embedding = _candidates(embeddings, options.near_threshold, options.neighbours, same)
+    by_layout = _candidates(thumbnails.layout_vectors(thumbs, mirrored), thumbnails.LAYOUT_SEARCH,
+                            options.neighbours, same)
+    detail = dict(zip(by_embedding, thumbnails.detail_similarity(thumbs, by_embedding, mirrored)))
+    layout = dict(zip(by_layout, thumbnails.layout_similarity(thumbs, by_layout, mirrored)))
+    kept = {pair for pair, value in detail.items() if value >= thumbnails.DETAIL_MATCH}
+    kept |= {pair for pair, value in layout.items() if value >= thumbnails.LAYOUT_MATCH}
+    rows = [(i, j, round(float(embeddings[i] @ embeddings[j]), 4)) for i, j in kept]
+    rows.sort(key=lambda row: (-row[2], row[0], row[1]))
+    return [_group(images, [i, j], similarity=s, detail_similarity=detail.get((i, j)),
+                   layout_similarity=layout.get((i, j))) for i, j, s in rows]
+
+
+def _candidates(vectors: torch.Tensor, threshold: float, neighbours: int, same: dict[int, int]) -> list[tuple[int, int]]:
+    """The pairs among each row's nearest neighbours at ``threshold`` or above, exact copies of one another left out."""
+    return [(i, j) for i, j, _ in duplicates.near_pairs(vectors, threshold, neighbours)
+            if not (i in same and same.get(j) == same[i])]
 
 
 def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOptions, seed: int, detection: bool,

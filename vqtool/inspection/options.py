@@ -22,8 +22,10 @@ class InspectOptions:
     weights: str | None = option(None, "Its weights: DEFAULT (from the local cache), a timm tag or torchvision enum, "
                                  "or a local .safetensors/.pth file (offline).", metavar="SPEC")
     imgsz: int | None = option(None, "Image size for the backbone (default: its own).", min=8)
-    near_threshold: float = option(0.90, "Cosine similarity of two embeddings from which the images are near copies.",
-                                   min=0, max=1, min_open=True, show_default=True)
+    near_threshold: float = option(0.92, "Cosine similarity of two embeddings from which the images are near-copy "
+                                   "candidates; a candidate is reported when its small greyscale thumbnails' detail "
+                                   "matches too (and the thumbnails' own near neighbours whose layout matches are "
+                                   "reported whatever this is).", min=0, max=1, min_open=True, show_default=True)
     neighbours: int = 10  # nearest others looked at per image
     labels: bool = option(True, "Look for label errors (k-fold linear head on the embeddings, cleanlab's confident "
                           "learning).", flag="--label-check", parameter="label_check", show_default=True)
