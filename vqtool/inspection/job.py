@@ -244,14 +244,15 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
     features = embeddings.numpy()
     probabilities = label_checks.stored_out_of_fold_probabilities(features, labels, seed, reporter, store, name)
     found = []
-    for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1):
+    issues, proposed = label_checks.label_issues(labels, probabilities)
+    for rank, i in enumerate(issues.tolist(), start=1):
         suggested = int(probabilities[i].argmax())
         found.append({**images.describe(i), "suggested": images.classes[present[suggested]], "rank": rank,
                       "given_probability": round(float(probabilities[i, labels[i]]), 4),
                       "suggested_probability": round(float(probabilities[i, suggested]), 4)})
     accuracy = float((probabilities.argmax(1) == labels).mean())
     return found, {"done": True, "folds": min(label_checks.FOLDS, int(counts.min())),
-                   "out_of_fold_accuracy": round(accuracy, 4)}, probabilities
+                   "out_of_fold_accuracy": round(accuracy, 4), "cleanlab_candidates": proposed}, probabilities
 
 
 def _outliers(images: Images, embeddings: torch.Tensor) -> list[dict]:
