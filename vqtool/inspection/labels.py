@@ -32,10 +32,12 @@ from vqtool.reporter import Reporter
 
 FOLDS = 5
 # logistic regression's C on unit-length embeddings; on the flips benchmark (benchmarks/inspect_quality.py) it found
-# more flips, more precisely, than standardised features with C 0.05 or 0.005, or C 10, or 20 nearest neighbours
+# more flips, more precisely, than standardised features with C 0.05 or 0.005, or C 10, or 20 nearest neighbours;
+# with the chance rule of label_issues, also than C 0.1, a temperature or a kNN mean (docs/guides/inspect.md)
 REGULARISATION = 1.0
 MAX_ITERATIONS = 100
 HEAD_VERSION = 1  # bump when the head, its fit or the folds change: probabilities stored by another are not reused
+# (not for what label_issues does with them: it reads the stored probabilities as they are)
 OUTLIER_Z = 3.5  # modified z-score (Iglewicz and Hoaglin) of the similarity to the nearest class centre
 
 
