@@ -33,7 +33,8 @@ from vqtool.reporter import Reporter
 FOLDS = 5
 # logistic regression's C on unit-length embeddings; on the flips benchmark (benchmarks/inspect_quality.py) it found
 # more flips, more precisely, than standardised features with C 0.05 or 0.005, or C 10, or 20 nearest neighbours;
-# with the chance rule of label_issues, C 0.1, a temperature or a kNN mean each lost recall (docs/guides/inspect.md)
+# with the chance rule of label_issues, C 0.1, a temperature or a kNN mean found fewer flips or
+# more false ones (docs/guides/inspect.md)
 REGULARISATION = 1.0
 MAX_ITERATIONS = 100
 HEAD_VERSION = 1  # bump when the head, its fit or the folds change: probabilities stored by another are not reused
