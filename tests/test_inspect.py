@@ -104,6 +104,7 @@ def test_exact_duplicates_within_across_classes_and_splits_flips_and_mirrored_co
     flagged = {Path(f["image"]).name: f["suggested"] for f in document["label_issues"]}
     assert flagged == {"a5-flipped.png": "a", "a1-in-b.png": "a"}  # the flip, and the dark copy labelled b
     assert document["label_check"]["done"] and document["counts"]["exact_duplicates"] == 3
+    assert document["label_check"]["cleanlab_candidates"] >= len(flagged)
     assert document["splits"]["train"]["classes"] == {"a": 12, "b": 15}
     assert document["splits"]["val"]["images"] == 9 and document["unreadable"] == []
 
