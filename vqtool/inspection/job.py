@@ -250,6 +250,9 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
         found.append({**images.describe(i), "suggested": images.classes[present[suggested]], "rank": rank,
                       "given_probability": round(float(probabilities[i, labels[i]]), 4),
                       "suggested_probability": round(float(probabilities[i, suggested]), 4)})
+    if proposed > len(found):
+        reporter.log(f"label check: {len(found)} of cleanlab's {proposed} candidates kept; the head finds the "
+                     f"others' given label at least as likely as chance (its own confusions, not wrong labels)")
     accuracy = float((probabilities.argmax(1) == labels).mean())
     return found, {"done": True, "folds": min(label_checks.FOLDS, int(counts.min())),
                    "out_of_fold_accuracy": round(accuracy, 4), "cleanlab_candidates": proposed}, probabilities
