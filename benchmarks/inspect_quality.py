@@ -1,6 +1,6 @@
 """How well `vqtool inspect` finds injected label flips and near copies, and what it costs at scale.
 
-    python benchmarks/inspect_quality.py flips  [--noise 0.05 0.2] [--fashion 3000]
+    python benchmarks/inspect_quality.py flips  [--noise 0.05 0.2] [--fashion 3000] [--offset 0] [--flip-seed 1]
     python benchmarks/inspect_quality.py copies [--thresholds 0.88 0.9 0.92 0.95] [--datasets fashion cats_vs_dogs]
     python benchmarks/inspect_quality.py search [--sizes 2000 10000 50000]
     python benchmarks/inspect_quality.py scale  [--sizes 2000 10000] [--imgsz 224]
@@ -9,9 +9,11 @@ All data is made under --work from the shared assets (cats_vs_dogs, Fashion-MNIS
 assets themselves are only read. Each part prints its figures:
 
 flips   random label flips (5 % and 20 % by default) moved into the other class folders of a copy of
-        cats_vs_dogs and of a Fashion-MNIST subset (PNG files, --fashion images, classes balanced); precision and
-        recall of inspect's label-error candidates against the flipped set, beside a plain baseline on the same
-        out-of-fold probabilities (an image is flagged when its given label's probability is under 0.5), and the
+        cats_vs_dogs and of a Fashion-MNIST subset (PNG files, --fashion images, classes balanced, each class's from
+        its --offset-th item on; --flip-seed picks the flips: other values give an unseen subset); precision and
+        recall of inspect's label-error candidates against the flipped set, beside cleanlab's own candidates
+        (before inspect drops those whose given label is still as likely as chance) and a plain baseline on the
+        same out-of-fold probabilities (an image is flagged when its given label's probability is under 0.5), and the
         time of the whole inspection (first run: decoding and the backbone included).
 copies  50 images each copied five ways (resized 0.5x and 2x, JPEG quality 50, 5 % cropped, mirrored) into the
         same class folder, and 10 byte-identical copies (5 into the next class, 5 into the other split), in a copy of
@@ -111,30 +113,44 @@ def precision_recall(flagged: set[str], truth: set[str]) -> tuple[float, float]:
     return hits / max(len(flagged), 1), hits / max(len(truth), 1)
 
 
+def flips_folder(args, name: str, noise: float) -> Path:
+    """The dataset with flipped labels, made unless an earlier run made it (whose stores this one then reads: its
+    time says so); the first offset and seed keep their old folder names."""
+    size = 500 if name == "cats_vs_dogs" else args.fashion
+    subset = "" if (args.offset, args.flip_seed) == (0, 1) else f"-offset{args.offset}-seed{args.flip_seed}"
+    root = args.work / f"flips-{name}-{noise}{subset}"
+    marker = root / ".complete"
+    if not (marker.is_file() and marker.read_text().strip() == str(size)):
+        shutil.rmtree(root, ignore_errors=True)
+        images = copy_cats_dogs(root) if name == "cats_vs_dogs" else fashion_pngs(root, size, args.offset)
+        flip_labels(root, images, noise, seed=args.flip_seed)
+        marker.write_text(str(size))
+    return root
+
+
 def flips(args) -> None:
-    print(f"{'dataset':<14}{'noise':>6}{'images':>8}{'flipped':>9} | {'cleanlab P':>10}{'R':>6}{'flagged':>8} | "
-          f"{'baseline P':>10}{'R':>6}{'flagged':>8} | {'oof acc':>7}{'seconds':>8}")
-    for name in ("cats_vs_dogs", "fashion"):
+    from vqtool.inspection.labels import cleanlab_issues
+
+    print(f"{'dataset':<14}{'noise':>6}{'images':>8}{'flipped':>9} | {'inspect P':>9}{'R':>6}{'flagged':>8} | "
+          f"{'cleanlab P':>10}{'R':>6}{'flagged':>8} | {'baseline P':>10}{'R':>6}{'flagged':>8} | "
+          f"{'oof acc':>7}{'seconds':>8}")
+    for name in args.datasets:
         for noise in args.noise:
-            root = args.work / f"flips-{name}-{noise}"
-            marker, size = root / ".complete", 500 if name == "cats_vs_dogs" else args.fashion
-            if not (marker.is_file() and marker.read_text().strip() == str(size)):  # else made by an earlier run,
-                shutil.rmtree(root, ignore_errors=True)  # whose stores this one reads (its time says so)
-                images = copy_cats_dogs(root) if name == "cats_vs_dogs" else fashion_pngs(root, args.fashion)
-                flip_labels(root, images, noise, seed=1)
-                marker.write_text(str(size))
+            root = flips_folder(args, name, noise)
             truth = {str(path) for path in root.rglob("flipped-*")}
             started = time.perf_counter()
             inspection = _inspect(root)
             seconds = time.perf_counter() - started
             flagged = {f["image"] for f in inspection.document["label_issues"]}
-            pool = inspection.images
-            given = inspection.probabilities[np.arange(len(pool)), pool.labels]
+            pool, probabilities = inspection.images, inspection.probabilities
+            labels = np.unique(pool.labels, return_inverse=True)[1]  # the head's: classes with images only
+            cleanlab = {pool.names[i] for i in cleanlab_issues(labels, probabilities)}
+            given = probabilities[np.arange(len(pool)), labels]
             baseline = {pool.names[i] for i in np.nonzero(given < 0.5)[0]}
-            p, r = precision_recall(flagged, truth)
-            bp, br = precision_recall(baseline, truth)
-            print(f"{name:<14}{noise:>6.2f}{len(pool):>8}{len(truth):>9} | {p:>10.3f}{r:>6.3f}{len(flagged):>8} | "
-                  f"{bp:>10.3f}{br:>6.3f}{len(baseline):>8} | "
+            columns = " | ".join(f"{p:>{w}.3f}{r:>6.3f}{len(found):>8}" for found, w in
+                                 ((flagged, 9), (cleanlab, 10), (baseline, 10))
+                                 for p, r in [precision_recall(found, truth)])
+            print(f"{name:<14}{noise:>6.2f}{len(pool):>8}{len(truth):>9} | {columns} | "
                   f"{inspection.document['label_check']['out_of_fold_accuracy']:>7.3f}{seconds:>8.1f}", flush=True)
 
 
@@ -322,6 +338,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "inspect-bench")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.2])
     parser.add_argument("--fashion", type=int, default=3000)
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--flip-seed", type=int, default=1)
     parser.add_argument("--originals", type=int, default=50)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.88, 0.9, 0.92, 0.95])
     parser.add_argument("--datasets", nargs="+", choices=sorted(COPIED), default=sorted(COPIED))

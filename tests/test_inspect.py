@@ -104,6 +104,7 @@ def test_exact_duplicates_within_across_classes_and_splits_flips_and_mirrored_co
     flagged = {Path(f["image"]).name: f["suggested"] for f in document["label_issues"]}
     assert flagged == {"a5-flipped.png": "a", "a1-in-b.png": "a"}  # the flip, and the dark copy labelled b
     assert document["label_check"]["done"] and document["counts"]["exact_duplicates"] == 3
+    assert document["label_check"]["cleanlab_candidates"] >= len(flagged)
     assert document["splits"]["train"]["classes"] == {"a": 12, "b": 15}
     assert document["splits"]["val"]["images"] == 9 and document["unreadable"] == []
 
@@ -402,6 +403,24 @@ def test_near_copy_is_reported_and_its_look_alike_is_not(tmp_path, run_cli, weig
     assert {"detail_similarity", "layout_similarity", "similarity"} <= set(document["near_duplicates"][0])
     assert document["thresholds"]["near_layout_similarity"] == 0.98
 
+
+
+def test_label_candidates_leave_out_the_heads_own_confusions():
+    """cleanlab proposes both a flip and a weak head's look-alikes; only the flip's label is below chance."""
+    from vqtool.inspection.labels import cleanlab_issues, label_issues
+
+    labels = np.repeat([0, 1, 2], 20)
+    probabilities = np.tile([0.96, 0.02, 0.02], (60, 1))
+    probabilities[20:40] = [0.02, 0.60, 0.38]  # classes 1 and 2 look alike to the head: it is unsure of them all
+    probabilities[40:60] = [0.02, 0.38, 0.60]
+    probabilities[20:24] = [0.02, 0.35, 0.63]  # class 1 images it takes for class 2: look-alikes, no flips
+    probabilities[5] = [0.01, 0.97, 0.02]  # labelled 0, plainly a 1: a flip
+    probabilities[45] = [0.97, 0.01, 0.02]  # labelled 2, plainly a 0: a flip
+
+    proposed = set(cleanlab_issues(labels, probabilities).tolist())
+    assert proposed == {5, 45, 20, 21, 22, 23}  # cleanlab alone counts the look-alikes too
+    issues, count = label_issues(labels, probabilities)
+    assert issues.tolist() == [5, 45] and count == 6  # the look-alikes' given label is above chance (1/3)
 
 
 @pytest.mark.parametrize("mode, width, height, issues", [

@@ -331,9 +331,14 @@ def _label_issues(images: Images, embeddings: torch.Tensor, options: InspectOpti
     else:
         finding = partial(_class_finding, named=named)
         agreement = {"out_of_fold_accuracy": round(float((probabilities.argmax(1) == labels).mean()), 4)}
+    issues, proposed = label_checks.label_issues(labels, probabilities)
     found = [{**images.describe(i), **finding(labels[i], probabilities[i]), "rank": rank}
-             for rank, i in enumerate(label_checks.label_issues(labels, probabilities).tolist(), start=1)]
-    return found, {"done": True, "folds": label_checks.folds_of(labels), **agreement}, probabilities
+             for rank, i in enumerate(issues.tolist(), start=1)]
+    if proposed > len(found):
+        reporter.log(f"label check: {len(found)} of cleanlab's {proposed} candidates kept; the head finds the "
+                     f"others' given label at least as likely as chance (its own confusions, not wrong labels)")
+    return found, {"done": True, "folds": label_checks.folds_of(labels), **agreement,
+                   "cleanlab_candidates": proposed}, probabilities
 
 
 def _head_labels(images: Images) -> tuple[np.ndarray, list[str]]:
