@@ -554,7 +554,7 @@ def test_one_vs_rest_out_of_fold_probabilities_follow_each_label():
     assert probabilities.shape == (60, 3) and ((probabilities >= 0.5) == labels).all()
     flipped = labels.copy()
     flipped[7, 1] = 0  # image 7 has label 1, not listed
-    assert label_issues(flipped, out_of_fold_probabilities(features, flipped)).tolist() == [7]
+    assert label_issues(flipped, out_of_fold_probabilities(features, flipped))[0].tolist() == [7]
 
 
 def test_multilabel_lists_of_every_format_are_read_as_training_reads_them(tmp_path):
