@@ -303,10 +303,19 @@ def test_runs_refuses_a_bad_filter_or_sort(run_cli):
     assert run_cli("runs", "--sort", "colour").exit_code == 2
 
 
-def test_runs_table_fits_the_width_never_cuts_the_name_and_counts_the_backbone_pass(run_cli, class_tree, tmp_path,
-                                                                                    detector_run, monkeypatch):
-    import shutil
+def write_detector_run(folder: Path, model: str) -> None:
+    """The files `vqtool runs` reads of a finished detector run (a trained one: the slow tests above)."""
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps({"command": "finetune", "argv": [], "args": {
+        "task": "detection", "ultralytics": {"model": model, "epochs": 1}}}))
+    (folder / "metrics.csv").write_text("epoch,seconds,map50,map50_95\n1,3.5,0.25,0.125\n")
+    (folder / "status.json").write_text(json.dumps({"status": "finished", "model": model, "dataset": "shapes",
+                                                    "started": "2026-12-07T12:00:00+0000"}))
+    (folder / "model.pt").write_bytes(b"")
 
+
+def test_runs_table_fits_the_width_never_cuts_the_name_and_counts_the_backbone_pass(run_cli, class_tree, tmp_path,
+                                                                                    monkeypatch):
     import timm
     from safetensors.torch import save_file
 
@@ -316,9 +325,7 @@ def test_runs_table_fits_the_width_never_cuts_the_name_and_counts_the_backbone_p
                                tmp_path / "w.safetensors", "--imgsz", "32", *QUICK, "--out", f"runs/{name}", "--json"))
     assert tuned["feature_cache"] is True
     # a detector fine-tuned from a weights file: status.json names the file by its path
-    shutil.copytree(detector_run[0], "runs/tuned-detector")
-    status = json.loads(Path("runs/tuned-detector/status.json").read_text())
-    Path("runs/tuned-detector/status.json").write_text(json.dumps({**status, "model": "/data/weights/fall.pt"}))
+    write_detector_run(Path("runs/tuned-detector"), "/data/weights/fall.pt")
     rows = {row["name"]: row for row in json.loads(run_cli("runs", "--json").stdout)}
     # the feature-cache run's time is the backbone pass that made the cache plus the head's epochs
     assert rows[name]["seconds"] == pytest.approx(tuned["backbone_seconds"] + tuned["head_seconds"], abs=0.02)
