@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 from vqtool.errors import VQError
+from vqtool.reporter import Reporter
 from vqtool.runs.atomic_files import atomic_save
 
 
@@ -93,6 +94,13 @@ def plot_val_curves(path: Path, histories: dict[str, list[dict]], *, replace: bo
             _epoch_axis(axis, [row["epoch"] for rows in histories.values() for row in rows])
             axis.set_ylabel(VAL_CURVES[column])
             axis.legend()
+
+
+def write_confusion_png(report: dict, png: str | None, *, replace: bool, reporter: Reporter) -> None:
+    """``confusion --png``: the report's heatmap at ``png`` when one was asked for, every task's the same."""
+    if png:
+        plot_confusion(report, Path(png), replace=replace)
+        reporter.log(f"wrote {png}")
 
 
 def plot_confusion(report: dict, path: Path, *, replace: bool = False) -> None:

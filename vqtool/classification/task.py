@@ -92,14 +92,12 @@ class ClassificationTask(Task):
 
         check_model_path(request.target)  # before the evaluation imports torch
         from vqtool.classification.inference.confusion import confusion_report, plot_misclassified
-        from vqtool.plots import plot_confusion
+        from vqtool.plots import write_confusion_png
 
         params, reporter = request.params, request.reporter
         evaluation = run_evaluation(request)
         report = confusion_report(evaluation, top=params["top"], normalize=params["normalize"])
-        if params.get("png"):
-            plot_confusion(report, Path(params["png"]), replace=params["overwrite"])
-            reporter.log(f"wrote {params['png']}")
+        write_confusion_png(report, params.get("png"), replace=params["overwrite"], reporter=reporter)
         if params.get("examples"):
             shown = plot_misclassified(evaluation, Path(params["examples"]), replace=params["overwrite"])
             reporter.log(f"wrote {params['examples']} ({shown} misclassified images)" if shown else

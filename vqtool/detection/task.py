@@ -3,7 +3,6 @@ Ultralytics. Imports neither torch nor Ultralytics: they load when an entry poin
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from vqtool.errors import VQError
 from vqtool.registry import Request, Task, register_task, registered_tasks
@@ -67,15 +66,13 @@ class DetectionTask(Task):
             raise VQError("--examples is for classifiers; a detector's matrix has no single image per cell",
                           usage=True)
         from vqtool.detection.evaluate import detection_confusion
-        from vqtool.plots import plot_confusion
+        from vqtool.plots import write_confusion_png
 
         report = detection_confusion(request.target, request.dataset, top=params["top"],
                                      normalize=params["normalize"], split=params.get("split"),
                                      device=params["device"], batch_size=request.typed.get("batch_size"),
                                      reporter=request.reporter)
-        if params.get("png"):
-            plot_confusion(report, Path(params["png"]), replace=params["overwrite"])
-            request.reporter.log(f"wrote {params['png']}")
+        write_confusion_png(report, params.get("png"), replace=params["overwrite"], reporter=request.reporter)
         return report
 
     def predict(self, sources, weights: str, options):

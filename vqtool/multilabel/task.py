@@ -80,14 +80,12 @@ class MultilabelTask(Task):
 
     def confusion(self, request: Request) -> dict:
         from vqtool.multilabel.evaluate import confusion_report, plot_mistakes
-        from vqtool.plots import plot_confusion
+        from vqtool.plots import write_confusion_png
 
         params, reporter = request.params, request.reporter
         evaluation = self._evaluation(request)
         report = confusion_report(evaluation, top=params["top"], normalize=params["normalize"])
-        if params.get("png"):
-            plot_confusion(report, Path(params["png"]), replace=params["overwrite"])
-            reporter.log(f"wrote {params['png']}")
+        write_confusion_png(report, params.get("png"), replace=params["overwrite"], reporter=reporter)
         if params.get("examples"):
             shown = plot_mistakes(evaluation, Path(params["examples"]), replace=params["overwrite"])
             reporter.log(f"wrote {params['examples']} ({shown} images with wrong labels)")
